@@ -1,0 +1,86 @@
+"""The program: argv in, exit status out; the only module that knows exit codes, logging and signals."""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from typing import Sequence
+
+from . import __version__
+from .meters import make_meter
+from .options import USAGE, Config, UsageError, parse_args, short_usage
+from .server import MeterServer, new_unit
+from .transport import BindError
+
+log = logging.getLogger("meter_simulator")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def setup_logging(level: str) -> None:
+    """One line an event on stderr; no timestamps of our own under systemd's journal."""
+    fmt = "%(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM") else \
+        "%(asctime)s %(levelname)s %(message)s"
+    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr)
+
+
+def host_port(host: str, port: int) -> str:
+    """host:port, with an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def start_time_of_day_s(rng: random.Random, seeded: bool) -> float:
+    """Where the simulated day starts: the local time now, or a seeded time for reproducible runs."""
+    if seeded:
+        return rng.uniform(0.0, 86400.0)
+    now = time.localtime()
+    return now.tm_hour * 3600.0 + now.tm_min * 60.0 + now.tm_sec
+
+
+def build_server(config: Config, on_failure) -> MeterServer:
+    """The meter and its Modbus server for a configuration (not started)."""
+    rng = random.Random(config.seed)
+    meter = make_meter(config.meter_type, rng, start_time_of_day_s(rng, config.seed is not None))
+    return MeterServer(config.host, [config.port], [new_unit(meter)], interval_s=config.interval_s,
+                       speed=config.speed, on_failure=on_failure)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the simulator until SIGTERM or SIGINT; the exit status."""
+    try:
+        config = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        print(f"meter-simulator: {exc}\n{short_usage()}", file=sys.stderr)
+        return EXIT_USAGE
+    if config.show_help:
+        print(USAGE, end="")
+        return EXIT_OK
+    if config.show_version:
+        print(f"meter-simulator {__version__}")
+        return EXIT_OK
+    setup_logging(config.log_level)
+    stop = threading.Event()
+    previous = {signum: signal.signal(signum, lambda *_: stop.set())
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server = build_server(config, on_failure=stop.set)
+        try:
+            server.start()
+        except BindError as exc:
+            print(f"meter-simulator: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        log.info("%s meter serving Modbus/TCP on %s", config.meter_type,
+                 host_port(config.host, server.port))
+        try:
+            stop.wait()
+        finally:
+            server.stop()
+        log.info("%s meter on %s stopped", config.meter_type, host_port(config.host, server.port))
+        return EXIT_FAILURE if server.updater.failed else EXIT_OK
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

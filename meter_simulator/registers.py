@@ -1,0 +1,126 @@
+"""Register and coil map shared by the three meters, and the pure functions that fill it.
+
+Addresses are the contract's (zero-based protocol addresses). A value is stored as
+round(physical * scale): instantaneous values are clamped to their register, the
+cumulative total rolls over modulo 2**32 like a real meter's counter. 32-bit values
+take two registers, low word first.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# holding and input registers (FC 0x03 / 0x04): the same map in both spaces
+TOTAL = 0  # uint32, x100: kWh or m3
+RATE = 2  # uint32, x10: W or L/min
+VOLTAGE_L1 = 10  # 10, 11, 12: V x10
+CURRENT_L1 = 13  # 13, 14, 15: A x100
+FREQUENCY = 16  # Hz x100
+POWER_FACTOR = 17  # x1000
+FLOW = 20  # L/min x10
+TEMPERATURE = 21  # (degC + 50) x10
+PRESSURE = 22  # bar or mbar, x100
+ONLINE = 100  # 1 online, 0 offline
+METER_TYPE = 101  # 0 electric, 1 water, 2 gas
+REGISTER_COUNT = 102  # addresses 0..101; a read past 101 is exception 0x02
+READING_REGISTERS = range(TOTAL, PRESSURE + 1)  # frozen while the meter is offline
+
+# coils (FC 0x01, 0x05, 0x0F) and discrete inputs (FC 0x02)
+COIL_ONLINE = 0
+COIL_NO_ALARM = 1
+COIL_COMM_OK = 2
+COIL_RESET = 10  # write ON to reset the total; always reads OFF
+COIL_COUNT = 11  # addresses 0..10
+
+METER_TYPE_CODES = {"electric": 0, "water": 1, "gas": 2}
+
+TOTAL_SCALE = 100
+RATE_SCALE = 10
+VOLTAGE_SCALE = 10
+CURRENT_SCALE = 100
+FREQUENCY_SCALE = 100
+POWER_FACTOR_SCALE = 1000
+FLOW_SCALE = 10
+TEMPERATURE_OFFSET_C = 50
+TEMPERATURE_SCALE = 10
+PRESSURE_SCALE = 100
+
+U16_MAX = 0xFFFF
+U32_MAX = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One tick's readings in physical units; fields a meter type lacks stay 0."""
+
+    total: float  # kWh (electric) or m3 (water, gas)
+    rate: float  # W (electric) or L/min (water, gas)
+    voltages_v: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    currents_a: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    frequency_hz: float = 0.0
+    power_factor: float = 0.0
+    flow_l_min: float = 0.0
+    temperature_c: float = -TEMPERATURE_OFFSET_C  # encodes as 0 for meters without one
+    pressure: float = 0.0  # bar (water) or mbar (gas)
+    in_band: bool = True  # every reading inside its normal band: coil 1
+
+
+def scaled(physical: float, scale: float) -> int:
+    """round(physical * scale), the stored form of a value."""
+    return int(round(physical * scale))
+
+
+def clamp(value: int, maximum: int) -> int:
+    """An instantaneous value clamped to an unsigned register's range 0..maximum."""
+    return min(max(value, 0), maximum)
+
+
+def u32_words(value: int) -> tuple[int, int]:
+    """(low, high) words of a 32-bit value; wraps modulo 2**32 like a meter's counter."""
+    value %= 1 << 32
+    return value & 0xFFFF, value >> 16
+
+
+def words_u32(low: int, high: int) -> int:
+    """The 32-bit value of two words, low word first: the inverse of u32_words."""
+    return (high << 16) | low
+
+
+def u16(physical: float, scale: float, offset: float = 0.0) -> int:
+    """A 16-bit instantaneous register: (physical + offset) * scale, clamped."""
+    return clamp(scaled(physical + offset, scale), U16_MAX)
+
+
+def image(reading: Reading, meter_type: str, online: bool) -> list[int]:
+    """The whole register space (addresses 0..101) for one tick."""
+    words = [0] * REGISTER_COUNT
+    words[TOTAL:TOTAL + 2] = u32_words(scaled(reading.total, TOTAL_SCALE))
+    words[RATE:RATE + 2] = u32_words(clamp(scaled(reading.rate, RATE_SCALE), U32_MAX))
+    if meter_type == "electric":
+        for phase in range(3):
+            words[VOLTAGE_L1 + phase] = u16(reading.voltages_v[phase], VOLTAGE_SCALE)
+            words[CURRENT_L1 + phase] = u16(reading.currents_a[phase], CURRENT_SCALE)
+        words[FREQUENCY] = u16(reading.frequency_hz, FREQUENCY_SCALE)
+        words[POWER_FACTOR] = u16(reading.power_factor, POWER_FACTOR_SCALE)
+    else:
+        words[FLOW] = u16(reading.flow_l_min, FLOW_SCALE)
+        words[TEMPERATURE] = u16(reading.temperature_c, TEMPERATURE_SCALE, TEMPERATURE_OFFSET_C)
+        words[PRESSURE] = u16(reading.pressure, PRESSURE_SCALE)
+    words[ONLINE] = int(online)
+    words[METER_TYPE] = METER_TYPE_CODES[meter_type]
+    return words
+
+
+def with_online(published: list[int], online: bool) -> list[int]:
+    """A published image with only the online register changed (readings stay stale)."""
+    words = list(published)
+    words[ONLINE] = int(online)
+    return words
+
+
+def bits(online: bool, no_alarm: bool, comm_ok: bool = True) -> list[bool]:
+    """Coils 0..10 (discrete inputs read the same); the reset coil always reads OFF."""
+    out = [False] * COIL_COUNT
+    out[COIL_ONLINE] = online
+    out[COIL_NO_ALARM] = no_alarm
+    out[COIL_COMM_OK] = comm_ok
+    return out

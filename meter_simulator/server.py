@@ -1,0 +1,137 @@
+"""MeterServer: DataBanks, the data handler, Modbus endpoints and the updater, started and stopped together."""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from pyModbusTCP.constants import EXP_DATA_VALUE
+from pyModbusTCP.server import DataBank, DeviceIdentification, ModbusServer
+
+from . import __version__, registers
+from .handler import MeterDataHandler
+from .meters import Meter
+from .transport import BindError, ConnectionHandler, MeterTCPServer
+from .updater import MeterUnit, Updater
+
+log = logging.getLogger(__name__)
+
+SERVE_POLL_S = 0.2  # how soon serve_forever notices a stop (pyModbusTCP uses 0.5 s)
+VENDOR = b"meter-simulator"
+
+
+def new_bank() -> DataBank:
+    """A DataBank sized to the map: reads past it are answered 0x02 by the bank itself."""
+    return DataBank(coils_size=registers.COIL_COUNT, d_inputs_size=registers.COIL_COUNT,
+                    h_regs_size=registers.REGISTER_COUNT, i_regs_size=0)
+
+
+def new_unit(meter: Meter) -> MeterUnit:
+    """A meter with a bank of its own."""
+    return MeterUnit(meter, new_bank())
+
+
+def device_identification(meter_type: str) -> DeviceIdentification:
+    """FC 0x2B / MEI 0x0E objects: vendor, product code naming the meter type, version."""
+    return DeviceIdentification(
+        vendor_name=VENDOR,
+        product_code=f"{meter_type.upper()}-METER".encode(),
+        major_minor_revision=__version__.encode(),
+        product_name=f"meter-simulator {meter_type} meter".encode(),
+        model_name=f"simulated {meter_type} meter".encode(),
+    )
+
+
+class ModbusEndpoint(ModbusServer):
+    """pyModbusTCP's ModbusServer on our TCP server class, serving in its own thread."""
+
+    def start(self) -> None:
+        """Bind and serve in a thread; BindError with one line when the address cannot be served."""
+        if self.is_run:
+            return
+        self._service = MeterTCPServer(self.host, self.port, ConnectionHandler)
+        self._service.evt_running = self._evt_running
+        self._service.engine = self._engine
+        self._evt_running.set()
+        self._serve_th = threading.Thread(target=self._serve, name="modbus-server", daemon=True)
+        self._serve_th.start()
+
+    def _serve(self) -> None:
+        try:
+            self._service.serve_forever(poll_interval=SERVE_POLL_S)
+        finally:
+            self._evt_running.clear()
+            self._service.server_close()
+
+    def stop(self) -> None:
+        """Close the listening socket; connection threads end within about a second."""
+        if self._service is not None and self._serve_th is not None and self._serve_th.is_alive():
+            self._service.shutdown()
+            self._serve_th.join()
+        self._evt_running.clear()
+
+    @property
+    def bound_port(self) -> int:
+        return self._service.server_address[1]
+
+    def _internal_engine(self, session_data) -> None:
+        """pyModbusTCP's engine, but a well-framed request too short for its function gets 0x03."""
+        try:
+            super()._internal_engine(session_data)
+        except ModbusServer.DataFormatError:
+            session_data.response.pdu.build_except(session_data.request.pdu.func_code, EXP_DATA_VALUE)
+
+
+class MeterServer:
+    """One or more Modbus endpoints over meters stepped by one updater."""
+
+    def __init__(self, host: str, ports: list[int], units: list[MeterUnit], *,
+                 units_by_id: dict[int, MeterUnit] | None = None, interval_s: float = 1.0,
+                 speed: float = 1.0, read_only: bool = False,
+                 on_failure: Callable[[], None] | None = None,
+                 on_tick: Callable[[], None] | None = None) -> None:
+        self.host = host
+        self.updater = Updater(units, interval_s=interval_s, speed=speed,
+                               on_failure=on_failure, on_tick=on_tick)
+        meter_type = units[0].meter_type
+        if units_by_id is None:  # one meter a port
+            handlers = [MeterDataHandler(self.updater, unit=unit, read_only=read_only) for unit in units]
+        else:  # gateway: one port, a meter per unit id
+            handlers = [MeterDataHandler(self.updater, units_by_id=units_by_id, read_only=read_only)]
+        self.endpoints = [ModbusEndpoint(host=host, port=port, data_hdl=handler,
+                                         device_id=device_identification(meter_type))
+                          for port, handler in zip(ports, handlers)]
+
+    @property
+    def ports(self) -> list[int]:
+        return [endpoint.bound_port for endpoint in self.endpoints]
+
+    @property
+    def port(self) -> int:
+        return self.ports[0]
+
+    def start(self) -> None:
+        """Bind every endpoint, then start ticking; on a bind failure nothing is left running."""
+        try:
+            for endpoint in self.endpoints:
+                try:
+                    endpoint.start()
+                except BindError as exc:
+                    raise BindError(f"cannot serve on {self.host}:{endpoint.port}: {exc}") from None
+        except BaseException:
+            self.stop()
+            raise
+        self.updater.start()
+
+    def stop(self) -> None:
+        """Stop ticking and close every endpoint; safe to call twice."""
+        self.updater.stop()
+        for endpoint in self.endpoints:
+            endpoint.stop()
+
+    def __enter__(self) -> MeterServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
