@@ -1,0 +1,73 @@
+"""Shared fixtures: fake clock, seeded rng, an in-process server on an ephemeral port, a thread-leak guard."""
+from __future__ import annotations
+
+import random
+import threading
+
+import pytest
+
+from meter_simulator.meters import make_meter
+from meter_simulator.server import MeterServer, new_unit
+from support import FakeClock, wait_for
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def rng() -> random.Random:
+    return random.Random(1234)
+
+
+def start_server(meter_type: str = "electric", seed: int = 7, host: str = "127.0.0.1",
+                 **kwargs) -> MeterServer:
+    """A real MeterServer on an ephemeral loopback port, started."""
+    meter = make_meter(meter_type, random.Random(seed), 10 * 3600)
+    server = MeterServer(host, [0], [new_unit(meter)], **kwargs)
+    server.start()
+    return server
+
+
+@pytest.fixture
+def make_server():
+    """Factory for started in-process servers, all stopped at the end of the test."""
+    servers = []
+
+    def factory(*args, **kwargs) -> MeterServer:
+        server = start_server(*args, **kwargs)
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_servers():
+    """One fast-ticking server per meter type, shared by a module's read-mostly tests."""
+    servers = {t: start_server(t, interval_s=0.05) for t in ("electric", "water", "gas")}
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+OUR_THREADS = ("meter-updater", "modbus-server", "process_request_thread")
+
+
+def our_threads() -> int:
+    """How many updater, server and connection threads run now (a Timer is re-made each tick)."""
+    return sum(1 for t in threading.enumerate() if any(name in t.name for name in OUR_THREADS))
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leak():
+    """Every thread a test starts (updater, server, connections) is gone soon after it ends."""
+    before = our_threads()
+    yield
+    try:
+        wait_for(lambda: our_threads() <= before, timeout=5)
+    except AssertionError:
+        raise AssertionError(f"threads left running: {threading.enumerate()}") from None

@@ -1,0 +1,119 @@
+"""Test helpers: a fake clock, free ports, the real program in a subprocess, client compatibility."""
+from __future__ import annotations
+
+import inspect
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_METER = ROOT / "scripts" / "run_meter.py"
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand: clock.now += 10."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02):
+    """Poll condition until it is truthy and return its value; AssertionError at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (for the program, which refuses port 0)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def accepts(host: str, port: int) -> bool:
+    """True when a TCP connect to host:port succeeds."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def ipv6_loopback_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+class MeterProcess:
+    """The real program (scripts/run_meter.py) in a subprocess, stopped with SIGTERM."""
+
+    def __init__(self, *args: str, host: str = "127.0.0.1", port: int | None = None,
+                 env: dict | None = None, cwd: str | os.PathLike | None = None) -> None:
+        self.host = host
+        self.port = port if port is not None else free_port(host)
+        self.args = ["--address", host, "--port", str(self.port), *args]
+        self.env = dict(os.environ, **(env or {}))
+        self.cwd = cwd
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> MeterProcess:
+        self.proc = subprocess.Popen([sys.executable, str(RUN_METER), *self.args], env=self.env,
+                                     cwd=self.cwd, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if wait:
+            wait_for(lambda: self.proc.poll() is not None or accepts(self.host, self.port), 20)
+            if self.proc.poll() is not None:
+                out, err = self.proc.communicate()
+                raise AssertionError(f"program exited {self.proc.returncode}: {err}")
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> tuple[int, str, str]:
+        """Send sig and return (exit status, stdout, stderr)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out, err
+
+    def __enter__(self) -> MeterProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def run_program(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess:
+    """Run the program to completion (bad options, --help) and capture its output."""
+    return subprocess.run([sys.executable, str(RUN_METER), *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def unit_kw(method: Callable, unit_id: int = 1) -> dict:
+    """pymodbus's unit id keyword: device_id= from 3.10 on, slave= before (Python 3.9 gets 3.8)."""
+    params = inspect.signature(method).parameters
+    return {"device_id": unit_id} if "device_id" in params else {"slave": unit_id}
+
+
+def u32(words) -> int:
+    """A 32-bit value from two registers, low word first."""
+    return (words[1] << 16) | words[0]
