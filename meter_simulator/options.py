@@ -1,6 +1,7 @@
 """Command line: the usage text (the single source of truth for options and defaults) and its checks."""
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from dataclasses import dataclass
@@ -27,6 +28,17 @@ Options:
   --speed FACTOR           Simulated seconds per real second, 0.1 to 100000 [default: 1].
   --seed N                 Integer seed that makes the readings reproducible [default: random].
   --log-level LEVEL        debug, info, warning or error [default: info].
+  --state-file PATH        Keep the totals in this file across restarts [default: none].
+  --save-interval SECONDS  How often the totals are saved, 1 to 86400 [default: 60].
+  --count N                N meters on consecutive ports from --port, 1 to 10000 [default: 1].
+  --unit-ids LIST          Gateway mode: a meter per listed unit id (1 to 247), e.g. 1-32 or
+                           1,5,7; other unit ids get exception 0x0B [default: all].
+  --max-clients N          Connections served at once per port, 1 to 10000 [default: 100].
+  --idle-timeout SECONDS   Close a connection with no complete request for this long,
+                           0 to 86400; 0 never closes [default: 60].
+  --read-only              Refuse every write with exception 0x01 (illegal function).
+  --allow CIDRS            Accept connections only from these networks, comma-separated,
+                           e.g. 127.0.0.0/8,::1/128 [default: any].
   -h, --help               Show this text and exit.
   --version                Show the version and exit.
 """
@@ -49,6 +61,14 @@ class Config:
     speed: float = 1.0
     seed: int | None = None
     log_level: str = "info"
+    state_file: str | None = None
+    save_interval_s: float = 60.0
+    count: int = 1
+    unit_ids: tuple[int, ...] | None = None  # None: one meter answering every unit id
+    max_clients: int = 100
+    idle_timeout_s: float = 60.0  # 0: never
+    read_only: bool = False
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = None  # None: any
     show_help: bool = False
     show_version: bool = False
 
@@ -94,6 +114,31 @@ def choice(name: str, allowed: Sequence[str]) -> Callable[[str], str]:
     return convert
 
 
+def unit_id_list(text: str) -> tuple[int, ...]:
+    """'1-32' or '1,5,7' (or a mix) as sorted unique unit ids, each 1 to 247."""
+    ids: set[int] = set()
+    unit_id = integer("--unit-ids", 1, 247)
+    for part in text.split(","):
+        first, sep, last = part.strip().partition("-")
+        low = unit_id(first.strip())
+        high = unit_id(last.strip()) if sep else low
+        if high < low:
+            raise UsageError(f"--unit-ids range {part.strip()} runs backwards")
+        ids.update(range(low, high + 1))
+    return tuple(sorted(ids))
+
+
+def network_list(text: str) -> tuple:
+    """'127.0.0.0/8,::1' as IP networks (a bare address is a network of one)."""
+    networks = []
+    for part in text.split(","):
+        try:
+            networks.append(ipaddress.ip_network(part.strip(), strict=False))
+        except ValueError:
+            raise UsageError(f"--allow takes networks like 192.168.1.0/24, not {part.strip()!r}") from None
+    return tuple(networks)
+
+
 def docopt_reason(exc: DocoptExit) -> str:
     """One line out of docopt's complaint, which carries the usage and object reprs."""
     first = str(exc).splitlines()[0] if str(exc) else "bad arguments"
@@ -122,12 +167,24 @@ def parse_args(argv: Sequence[str]) -> Config:
         return Config(show_help=args["--help"], show_version=args["--version"])
     meter_type = args["--meter-type"] or args["--type"]
     seed = args["--seed"]
+    count = integer("--count", 1, 10000)(args["--count"])
+    port = integer("--port", 1, 65535)(args["--port"])
+    if port + count - 1 > 65535:
+        raise UsageError(f"--count {count} from --port {port} runs past port 65535")
     return Config(
         meter_type=choice("--type", METER_TYPES)(meter_type),
         host=args["--address"],
-        port=integer("--port", 1, 65535)(args["--port"]),
+        port=port,
         interval_s=number("--interval", 0.05, 3600)(args["--interval"]),
         speed=number("--speed", 0.1, 100000)(args["--speed"]),
         seed=None if seed == "random" else integer("--seed")(seed),
         log_level=choice("--log-level", LOG_LEVELS)(args["--log-level"]),
+        state_file=None if args["--state-file"] == "none" else args["--state-file"],
+        save_interval_s=number("--save-interval", 1, 86400)(args["--save-interval"]),
+        count=count,
+        unit_ids=None if args["--unit-ids"] == "all" else unit_id_list(args["--unit-ids"]),
+        max_clients=integer("--max-clients", 1, 10000)(args["--max-clients"]),
+        idle_timeout_s=number("--idle-timeout", 0, 86400)(args["--idle-timeout"]),
+        read_only=args["--read-only"],
+        allow=None if args["--allow"] == "any" else network_list(args["--allow"]),
     )
