@@ -10,8 +10,7 @@ import threading
 import time
 from typing import Sequence
 
-from . import __version__
-from .meters import make_meter
+from . import __version__, fleet
 from .options import USAGE, Config, UsageError, parse_args, short_usage
 from .server import MeterServer, new_unit
 from .transport import BindError
@@ -42,11 +41,14 @@ def start_time_of_day_s(rng: random.Random, seeded: bool) -> float:
 
 
 def build_server(config: Config, on_failure) -> MeterServer:
-    """The meter and its Modbus server for a configuration (not started)."""
+    """The meters and their Modbus server for a configuration (not started)."""
     rng = random.Random(config.seed)
-    meter = make_meter(config.meter_type, rng, start_time_of_day_s(rng, config.seed is not None))
-    return MeterServer(config.host, [config.port], [new_unit(meter)], interval_s=config.interval_s,
-                       speed=config.speed, on_failure=on_failure)
+    endpoints = fleet.plan(config.meter_type, config.port, config.count, config.unit_ids, rng,
+                           start_time_of_day_s(rng, config.seed is not None), new_unit)
+    return MeterServer(config.host, endpoints, interval_s=config.interval_s, speed=config.speed,
+                       read_only=config.read_only, max_clients=config.max_clients,
+                       idle_timeout_s=config.idle_timeout_s, allow=config.allow,
+                       on_failure=on_failure)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

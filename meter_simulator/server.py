@@ -9,6 +9,7 @@ from pyModbusTCP.constants import EXP_DATA_VALUE
 from pyModbusTCP.server import DataBank, DeviceIdentification, ModbusServer
 
 from . import __version__, registers
+from .fleet import Endpoint
 from .handler import MeterDataHandler
 from .meters import Meter
 from .transport import BindError, ConnectionHandler, MeterTCPServer
@@ -83,24 +84,27 @@ class ModbusEndpoint(ModbusServer):
 
 
 class MeterServer:
-    """One or more Modbus endpoints over meters stepped by one updater."""
+    """Modbus endpoints over meters that one updater steps, started and stopped together."""
 
-    def __init__(self, host: str, ports: list[int], units: list[MeterUnit], *,
-                 units_by_id: dict[int, MeterUnit] | None = None, interval_s: float = 1.0,
-                 speed: float = 1.0, read_only: bool = False,
+    def __init__(self, host: str, endpoints: list[Endpoint], *, interval_s: float = 1.0,
+                 speed: float = 1.0, read_only: bool = False, max_clients: int = 100,
+                 idle_timeout_s: float = 60.0, allow=None,
                  on_failure: Callable[[], None] | None = None,
                  on_tick: Callable[[], None] | None = None) -> None:
         self.host = host
+        self.plan = endpoints
+        units = [unit for endpoint in endpoints for unit in endpoint.units]
         self.updater = Updater(units, interval_s=interval_s, speed=speed,
                                on_failure=on_failure, on_tick=on_tick)
-        meter_type = units[0].meter_type
-        if units_by_id is None:  # one meter a port
-            handlers = [MeterDataHandler(self.updater, unit=unit, read_only=read_only) for unit in units]
-        else:  # gateway: one port, a meter per unit id
-            handlers = [MeterDataHandler(self.updater, units_by_id=units_by_id, read_only=read_only)]
-        self.endpoints = [ModbusEndpoint(host=host, port=port, data_hdl=handler,
-                                         device_id=device_identification(meter_type))
-                          for port, handler in zip(ports, handlers)]
+        self.transport_options = {"max_clients": max_clients, "idle_timeout_s": idle_timeout_s,
+                                  "allow": allow}
+        self.endpoints = [
+            ModbusEndpoint(host=host, port=endpoint.port,
+                           data_hdl=MeterDataHandler(self.updater, unit=endpoint.unit,
+                                                     units_by_id=endpoint.units_by_id,
+                                                     read_only=read_only),
+                           device_id=device_identification(units[0].meter_type))
+            for endpoint in endpoints]
 
     @property
     def ports(self) -> list[int]:

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from meter_simulator.fleet import Endpoint
 from meter_simulator.meters import make_meter
 from meter_simulator.server import MeterServer, new_unit
 from support import FakeClock, wait_for
@@ -25,7 +26,7 @@ def start_server(meter_type: str = "electric", seed: int = 7, host: str = "127.0
                  **kwargs) -> MeterServer:
     """A real MeterServer on an ephemeral loopback port, started."""
     meter = make_meter(meter_type, random.Random(seed), 10 * 3600)
-    server = MeterServer(host, [0], [new_unit(meter)], **kwargs)
+    server = MeterServer(host, [Endpoint(0, unit=new_unit(meter))], **kwargs)
     server.start()
     return server
 
