@@ -57,13 +57,20 @@ class Meter:
         self.total = 0.0  # kWh or m3, never rounded: registers round, the meter does not
         self.reading = self._sample(0.0)
 
-    def step(self, dt_s: float) -> Reading:
-        """Advance dt_s simulated seconds: integrate the shown rate, then draw new readings."""
+    def step(self, dt_s: float, integrated_s: float = 0.0) -> Reading:
+        """Advance dt_s simulated seconds: integrate the shown rate, then draw new readings.
+
+        integrated_s: the part of dt_s that integrate() already added to the total.
+        """
         dt_s = max(dt_s, 0.0)
-        self.total += self._consumed(self.reading.rate, dt_s)
+        self.integrate(dt_s - integrated_s)
         self.time_of_day_s = (self.time_of_day_s + dt_s) % DAY_S
         self.reading = self._sample(dt_s)
         return self.reading
+
+    def integrate(self, dt_s: float) -> None:
+        """Add dt_s simulated seconds of the shown rate to the total, drawing nothing new."""
+        self.total += self._consumed(self.reading.rate, max(dt_s, 0.0))
 
     def reset_total(self) -> Reading:
         """The total restarts from 0; the instantaneous readings stay."""

@@ -29,6 +29,7 @@ class MeterUnit:
         self.bank = bank  # anything with set_holding_registers, set_coils, set_discrete_inputs
         self.online = True
         self.comm_ok = True
+        self.integrated_s = 0.0  # simulated seconds since the last tick already in the total
         self._words = registers.image(meter.reading, meter.meter_type, online=True)
         self._no_alarm = meter.reading.in_band
 
@@ -92,7 +93,8 @@ class Updater:
             dt_s = max(now - self._last, 0.0) * self.speed
             self._last = now
             for unit in self.units:
-                unit.meter.step(dt_s)
+                unit.meter.step(dt_s, unit.integrated_s)
+                unit.integrated_s = 0.0
                 unit.publish()
         with self._ticked:
             self.ticks += 1
@@ -108,8 +110,15 @@ class Updater:
 
     # --- client commands, serialised with the tick ---
     def reset_total(self, unit: MeterUnit) -> None:
-        """The unit's total restarts from 0, published before this returns."""
+        """The unit's total restarts from 0, published before this returns.
+
+        What was consumed before the reset is first added to the old total, so the
+        next tick adds to the new total only what was consumed after the reset.
+        """
         with self.lock:
+            elapsed_s = max(self._clock() - self._last, 0.0) * self.speed
+            unit.meter.integrate(elapsed_s - unit.integrated_s)
+            unit.integrated_s = max(elapsed_s, unit.integrated_s)
             unit.meter.reset_total()
             unit.publish_total()
 
