@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
+import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -13,6 +16,7 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_METER = ROOT / "scripts" / "run_meter.py"
+SCRIPT_COMMAND = (sys.executable, str(RUN_METER))  # how MeterProcess starts the program by default
 
 
 class FakeClock:
@@ -67,7 +71,9 @@ class MeterProcess:
     """The real program (scripts/run_meter.py) in a subprocess, stopped with SIGTERM."""
 
     def __init__(self, *args: str, host: str = "127.0.0.1", port: int | None = None,
-                 env: dict | None = None, cwd: str | os.PathLike | None = None) -> None:
+                 env: dict | None = None, cwd: str | os.PathLike | None = None,
+                 command: tuple[str, ...] = SCRIPT_COMMAND) -> None:
+        self.command = list(command)  # the program without options: the script, console script or -m
         self.host = host
         self.port = port if port is not None else free_port(host)
         self.args = ["--address", host, "--port", str(self.port), *args]
@@ -76,7 +82,7 @@ class MeterProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self, wait: bool = True) -> MeterProcess:
-        self.proc = subprocess.Popen([sys.executable, str(RUN_METER), *self.args], env=self.env,
+        self.proc = subprocess.Popen([*self.command, *self.args], env=self.env,
                                      cwd=self.cwd, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if wait:
@@ -117,3 +123,56 @@ def unit_kw(method: Callable, unit_id: int = 1) -> dict:
 def u32(words) -> int:
     """A 32-bit value from two registers, low word first."""
     return (words[1] << 16) | words[0]
+
+
+def console_script(name: str = "meter-simulator") -> str | None:
+    """The installed console script: beside sys.executable (a venv, tox), else on PATH."""
+    candidate = Path(sys.executable).with_name(name)
+    return str(candidate) if candidate.exists() else shutil.which(name)
+
+
+def require_mbpoll() -> str:
+    """mbpoll's path; the test skips without it, except in CI (CI set), where it fails."""
+    path = shutil.which("mbpoll")
+    if path is None:
+        import pytest
+
+        reason = "mbpoll is not installed (Debian: apt-get install mbpoll)"
+        if os.environ.get("CI"):
+            pytest.fail(reason + "; CI must have it")
+        pytest.skip(reason)
+    return path
+
+
+def run_mbpoll(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess:
+    """mbpoll with args, to completion, output captured."""
+    return subprocess.run([require_mbpoll(), *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+MBPOLL_VALUE = re.compile(r"^\[(\d+)\]:\s+(-?\d+)\s*$", re.MULTILINE)
+
+
+def mbpoll_values(stdout: str) -> dict[int, int]:
+    """{reference: value} from mbpoll's listing; 16-bit values as unsigned whatever mbpoll shows."""
+    return {int(ref): int(value) & 0xFFFF for ref, value in MBPOLL_VALUE.findall(stdout)}
+
+
+def modbus_exchange(sock: socket.socket, pdu: bytes, transaction_id: int = 1,
+                    unit_id: int = 1) -> tuple[int, int, int, bytes]:
+    """Send one Modbus/TCP request; (transaction id, protocol id, unit id, response PDU)."""
+    sock.sendall(struct.pack(">HHHB", transaction_id, 0, len(pdu) + 1, unit_id) + pdu)
+    header = recv_exactly(sock, 7)
+    tid, pid, length, uid = struct.unpack(">HHHB", header)
+    return tid, pid, uid, recv_exactly(sock, length - 1)
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    """size bytes from sock; ConnectionError when the peer closes first."""
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError(f"peer closed after {len(data)} of {size} bytes")
+        data += chunk
+    return data
