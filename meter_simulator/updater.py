@@ -74,6 +74,7 @@ class Updater:
         self._clock = clock
         self._on_tick = on_tick
         self._on_failure = on_failure
+        self.on_reset: Callable[[MeterUnit], None] | None = None  # called after a reset, outside the lock
         self.lock = threading.RLock()
         self._ticked = threading.Condition(threading.Lock())
         self.ticks = 0
@@ -121,6 +122,14 @@ class Updater:
             unit.integrated_s = max(elapsed_s, unit.integrated_s)
             unit.meter.reset_total()
             unit.publish_total()
+        if self.on_reset is not None:
+            self.on_reset(unit)
+
+    def set_total(self, unit: MeterUnit, total: float) -> None:
+        """Resume the unit from a saved total (kWh or m3), published before this returns."""
+        with self.lock:
+            unit.meter.set_total(total)
+            unit.publish_total()
 
     def set_online(self, unit: MeterUnit, online: bool) -> None:
         """Take the unit online or offline; offline, its readings stay as last published."""
@@ -143,6 +152,19 @@ class Updater:
             timer.cancel()
             if timer is not threading.current_thread():
                 timer.join()
+
+    def healthy(self, grace_s: float) -> bool:
+        """True while ticks run on schedule: not failed or stopped, the lock free within
+        grace_s, and no tick overdue by more than grace_s (for a watchdog)."""
+        if self.failed or self._stopped.is_set():
+            return False
+        if not self.lock.acquire(timeout=grace_s):  # a tick hung while holding it
+            return False
+        try:
+            overdue_s = self._clock() - self._deadline
+        finally:
+            self.lock.release()
+        return overdue_s <= grace_s
 
     def next_deadline(self, now: float) -> float:
         """The first deadline start + k * interval after now and after the last one armed.

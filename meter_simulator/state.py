@@ -1,0 +1,138 @@
+"""The state file: every meter's total, kept across restarts, saved atomically.
+
+The file is JSON, small enough to read by eye:
+
+    {"format": "meter-simulator state", "version": 1, "meter_type": "water",
+     "unit": "m3", "saved_at": "2024-05-01T12:00:00Z",
+     "totals": {"5021": 12.3456789, "5022/7": 0.25}}
+
+A total is keyed by the port it is served on, and in gateway mode (--unit-ids)
+by port and unit id ("5022/7"), so a restart with the same options resumes
+each meter. Totals are floats in kWh (electric) or m3 (water, gas), written with
+Python's shortest round-trip repr, so a saved total comes back bit for bit.
+
+A file that cannot be trusted is never taken for zero: load() raises StateError
+with one line naming the file and the problem. save() writes a temporary file
+in the same folder, fsyncs it, renames it over the old one and fsyncs the
+folder, so a crash or a power cut leaves either the old file or the new one.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import time
+from typing import Mapping
+
+FORMAT = "meter-simulator state"
+VERSION = 1
+TOTAL_UNITS = {"electric": "kWh", "water": "m3", "gas": "m3"}
+START_OVER = "move the file away to start from 0"
+
+
+class StateError(Exception):
+    """A state file that cannot be used; the message is one line naming the file."""
+
+
+def meter_key(port: int, unit_id: int | None = None) -> str:
+    """The key of a meter's total: "5021", or "5021/7" for unit id 7 in gateway mode."""
+    return str(port) if unit_id is None else f"{port}/{unit_id}"
+
+
+def encode(meter_type: str, totals: Mapping[str, float], saved_at_s: float) -> bytes:
+    """The file's bytes for these totals (kWh or m3), saved at a Unix time in seconds."""
+    document = {
+        "format": FORMAT,
+        "version": VERSION,
+        "meter_type": meter_type,
+        "unit": TOTAL_UNITS.get(meter_type, ""),
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(saved_at_s)),
+        "totals": dict(totals),
+    }
+    return (json.dumps(document, indent=1) + "\n").encode("utf-8")
+
+
+def decode(data: bytes, meter_type: str) -> dict[str, float]:
+    """The totals in a file's bytes; ValueError with the problem (no file name) otherwise."""
+    if not data.strip():
+        raise ValueError("the file is empty")
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError("not a state file (not UTF-8 text)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON, truncated or corrupt ({exc.msg} at line {exc.lineno} "
+                         f"column {exc.colno})") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ValueError(f"not a state file (no \"format\": \"{FORMAT}\")")
+    if document.get("version") != VERSION:
+        raise ValueError(f"version {document.get('version')!r} is not supported (expected {VERSION})")
+    if document.get("meter_type") != meter_type:
+        raise ValueError(f"it holds a {document.get('meter_type')} meter's totals, "
+                         f"not a {meter_type} meter's")
+    totals = document.get("totals")
+    if not isinstance(totals, dict):
+        raise ValueError("\"totals\" is missing or not an object")
+    for key, total in totals.items():
+        if isinstance(total, bool) or not isinstance(total, (int, float)) \
+                or not math.isfinite(total) or total < 0:
+            raise ValueError(f"the total of meter {key!r} is {total!r}, not a number >= 0")
+    return {key: float(total) for key, total in totals.items()}
+
+
+def load(path: str, meter_type: str) -> dict[str, float] | None:
+    """The saved totals by meter key, or None when there is no file yet.
+
+    StateError for a file that exists but cannot be read or used.
+    """
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateError(f"state file {path}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        return decode(data, meter_type)
+    except ValueError as exc:
+        raise StateError(f"state file {path}: {exc}; {START_OVER}") from None
+
+
+def save(path: str, meter_type: str, totals: Mapping[str, float], saved_at_s: float | None = None) -> None:
+    """Replace the file atomically with these totals; OSError when it cannot be done.
+
+    On failure the old file is untouched and no temporary file is left behind.
+    """
+    data = encode(meter_type, totals, time.time() if saved_at_s is None else saved_at_s)
+    folder = os.path.dirname(os.path.abspath(path))
+    temp_path = os.path.join(folder, f".{os.path.basename(path)}.tmp")
+    try:
+        fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp_path, path)
+    except BaseException:
+        try:
+            os.unlink(temp_path)
+        except OSError:
+            pass
+        raise
+    sync_folder(folder)
+
+
+def sync_folder(folder: str) -> None:
+    """fsync a folder so a rename in it survives a power cut."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # some file systems cannot sync a folder: nothing to do there
+            raise
+    finally:
+        os.close(fd)
