@@ -13,7 +13,9 @@ from typing import Sequence
 from . import __version__, fleet
 from .options import USAGE, Config, UsageError, parse_args, short_usage
 from .server import MeterServer, new_unit
-from .transport import BindError
+from .service import Service
+from .state import StateError
+from .transport import BindError, is_loopback
 
 log = logging.getLogger("meter_simulator")
 
@@ -70,6 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         server = build_server(config, on_failure=stop.set)
+        service = Service(config, server)
+        try:
+            service.restore()  # before binding: a bad state file starts nothing
+        except StateError as exc:
+            print(f"meter-simulator: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
         try:
             server.start()
         except BindError as exc:
@@ -77,10 +85,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_FAILURE
         log.info("%s meter serving Modbus/TCP on %s", config.meter_type,
                  host_port(config.host, server.port))
+        if not (config.read_only or config.allow) and not is_loopback(config.host):
+            log.warning("serving %s with neither --read-only nor --allow: anyone on the network "
+                        "can reset the meter or take it offline", config.host)
+        service.started(f"{config.meter_type} meter serving Modbus/TCP on "
+                        f"{host_port(config.host, server.port)}")
         try:
             stop.wait()
         finally:
+            service.stopping()
             server.stop()
+            service.stopped()  # after the updater: the last tick's totals are saved
         log.info("%s meter on %s stopped", config.meter_type, host_port(config.host, server.port))
         return EXIT_FAILURE if server.updater.failed else EXIT_OK
     finally:

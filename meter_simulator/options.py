@@ -35,7 +35,7 @@ Options:
                            1,5,7; other unit ids get exception 0x0B [default: all].
   --max-clients N          Connections served at once per port, 1 to 10000 [default: 100].
   --idle-timeout SECONDS   Close a connection with no complete request for this long,
-                           0 to 86400; 0 never closes [default: 60].
+                           0 to 86400; 0 never closes [default: 120].
   --read-only              Refuse every write with exception 0x01 (illegal function).
   --allow CIDRS            Accept connections only from these networks, comma-separated,
                            e.g. 127.0.0.0/8,::1/128 [default: any].
@@ -66,7 +66,7 @@ class Config:
     count: int = 1
     unit_ids: tuple[int, ...] | None = None  # None: one meter answering every unit id
     max_clients: int = 100
-    idle_timeout_s: float = 60.0  # 0: never
+    idle_timeout_s: float = 120.0  # 0: never
     read_only: bool = False
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = None  # None: any
     show_help: bool = False

@@ -5,14 +5,14 @@ import logging
 import threading
 from typing import Callable
 
-from pyModbusTCP.constants import EXP_DATA_VALUE
+from pyModbusTCP.constants import EXP_DATA_VALUE, EXP_ILLEGAL_FUNCTION
 from pyModbusTCP.server import DataBank, DeviceIdentification, ModbusServer
 
 from . import __version__, registers
 from .fleet import Endpoint
 from .handler import MeterDataHandler
 from .meters import Meter
-from .transport import BindError, ConnectionHandler, MeterTCPServer
+from .transport import SUPPORTED_FUNCTIONS, BindError, ConnectionHandler, MeterTCPServer, pdu_size_ok
 from .updater import MeterUnit, Updater
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,15 @@ def device_identification(meter_type: str) -> DeviceIdentification:
 class ModbusEndpoint(ModbusServer):
     """pyModbusTCP's ModbusServer on our TCP server class, serving in its own thread."""
 
+    def __init__(self, *args, transport_options: dict | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.transport_options = transport_options or {}  # MeterTCPServer's limits and allow list
+
     def start(self) -> None:
         """Bind and serve in a thread; BindError with one line when the address cannot be served."""
         if self.is_run:
             return
-        self._service = MeterTCPServer(self.host, self.port, ConnectionHandler)
+        self._service = MeterTCPServer(self.host, self.port, ConnectionHandler, **self.transport_options)
         self._service.evt_running = self._evt_running
         self._service.engine = self._engine
         self._evt_running.set()
@@ -76,11 +80,20 @@ class ModbusEndpoint(ModbusServer):
         return self._service.server_address[1]
 
     def _internal_engine(self, session_data) -> None:
-        """pyModbusTCP's engine, but a well-framed request too short for its function gets 0x03."""
-        try:
-            super()._internal_engine(session_data)
-        except ModbusServer.DataFormatError:
-            session_data.response.pdu.build_except(session_data.request.pdu.func_code, EXP_DATA_VALUE)
+        """pyModbusTCP's engine behind our checks: an unknown function code gets 0x01 (also one
+        with the high bit set, which pyModbusTCP cannot pack into its exception answer), a request
+        too short or too long for its function code gets 0x03."""
+        pdu = session_data.request.pdu.raw
+        func_code = pdu[0]
+        if func_code not in SUPPORTED_FUNCTIONS:
+            session_data.response.pdu.build_except(func_code & 0x7F, EXP_ILLEGAL_FUNCTION)
+        elif not pdu_size_ok(pdu):
+            session_data.response.pdu.build_except(func_code, EXP_DATA_VALUE)
+        else:
+            try:
+                super()._internal_engine(session_data)
+            except ModbusServer.DataFormatError:
+                session_data.response.pdu.build_except(func_code, EXP_DATA_VALUE)
 
 
 class MeterServer:
@@ -88,7 +101,7 @@ class MeterServer:
 
     def __init__(self, host: str, endpoints: list[Endpoint], *, interval_s: float = 1.0,
                  speed: float = 1.0, read_only: bool = False, max_clients: int = 100,
-                 idle_timeout_s: float = 60.0, allow=None,
+                 idle_timeout_s: float = 120.0, allow=None,
                  on_failure: Callable[[], None] | None = None,
                  on_tick: Callable[[], None] | None = None) -> None:
         self.host = host
@@ -103,7 +116,8 @@ class MeterServer:
                            data_hdl=MeterDataHandler(self.updater, unit=endpoint.unit,
                                                      units_by_id=endpoint.units_by_id,
                                                      read_only=read_only),
-                           device_id=device_identification(units[0].meter_type))
+                           device_id=device_identification(units[0].meter_type),
+                           transport_options=self.transport_options)
             for endpoint in endpoints]
 
     @property

@@ -1,26 +1,72 @@
-"""TCP side of the Modbus server: the listening socket and the per-connection loop.
+"""TCP side of the Modbus server: the listening socket, who may connect, and the per-connection loop.
 
 pyModbusTCP builds a stdlib ThreadingTCPServer and sets its class attributes for
 the whole process (address family, daemon threads) and keeps the listen backlog
 of 5. Here those are attributes of our own subclass, per server, and the
 connection loop also serves IPv6 peers (pyModbusTCP unpacks getpeername() into
 two values and drops every IPv6 client).
+
+What a hostile or broken client can do is bounded here:
+- at most max_clients connections per port; past it a connection is closed as
+  soon as it is accepted, and so is one from outside the allow list, with a
+  rate-limited warning instead of a line per connection;
+- a connection with no complete request for idle_timeout_s is closed, so a
+  client that trickles a frame one byte at a time (slowloris) or goes silent
+  gives its slot back;
+- a frame whose MBAP header is not Modbus/TCP (protocol id other than 0, a length
+  field outside 2..254) closes that connection only: the stream cannot be
+  re-synchronised after it.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import socketserver
+import struct
+import threading
+import time
+from typing import Callable, Sequence
 
+from pyModbusTCP.constants import (ENCAPSULATED_INTERFACE_TRANSPORT, MEI_TYPE_READ_DEVICE_ID,
+                                   READ_COILS, READ_DISCRETE_INPUTS, READ_HOLDING_REGISTERS,
+                                   READ_INPUT_REGISTERS, WRITE_MULTIPLE_COILS,
+                                   WRITE_MULTIPLE_REGISTERS, WRITE_READ_MULTIPLE_REGISTERS,
+                                   WRITE_SINGLE_COIL, WRITE_SINGLE_REGISTER)
 from pyModbusTCP.server import ModbusServer
 
 log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 1024  # hundreds of clients may connect at once: no SYN retransmit waits
+POLL_S = 0.5  # how often a blocked connection looks at its idle deadline and at server stop
+REFUSAL_LOG_PERIOD_S = 10.0  # at most one refusal warning per reason and port in this time
+
+# MBAP length field = unit id (1 byte) + PDU; the PDU is 1 to 253 bytes (Modbus/TCP ADU <= 260).
+MBAP = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit id
+MIN_MBAP_LENGTH = 2
+MAX_MBAP_LENGTH = 254
+
+# PDU sizes in bytes, function code included, of requests with a fixed size.
+FIXED_PDU_SIZE = {READ_COILS: 5, READ_DISCRETE_INPUTS: 5, READ_HOLDING_REGISTERS: 5,
+                  READ_INPUT_REGISTERS: 5, WRITE_SINGLE_COIL: 5, WRITE_SINGLE_REGISTER: 5}
+# Requests that end in a byte count and that many bytes: offset of the byte count.
+BYTE_COUNT_AT = {WRITE_MULTIPLE_COILS: 5, WRITE_MULTIPLE_REGISTERS: 5,
+                 WRITE_READ_MULTIPLE_REGISTERS: 9}
+READ_DEVICE_ID_PDU_SIZE = 4  # 0x2B, MEI type 0x0E, read device id code, object id
+SUPPORTED_FUNCTIONS = frozenset(FIXED_PDU_SIZE) | frozenset(BYTE_COUNT_AT) | {
+    ENCAPSULATED_INTERFACE_TRANSPORT}
 
 
 class BindError(Exception):
     """The address and port cannot be served; the message says why in one line."""
+
+
+class FramingError(ModbusServer.NetworkError):
+    """The byte stream is not Modbus/TCP: the connection is closed."""
+
+
+class IdleTimeout(ModbusServer.NetworkError):
+    """No complete request within the idle timeout: the connection is closed."""
 
 
 def resolve(host: str, port: int) -> tuple[int, tuple]:
@@ -33,15 +79,84 @@ def resolve(host: str, port: int) -> tuple[int, tuple]:
     return family, sockaddr
 
 
+def is_loopback(host: str) -> bool:
+    """True when host resolves to a loopback address only (0.0.0.0 and :: are every address)."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError):
+        return False
+    return all(client_ip(info[4][0]).is_loopback for info in infos)
+
+
+def client_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """A peer's IP address; an IPv4 client of a dual-stack socket (::ffff:a.b.c.d) as IPv4."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # no IPv6 zone index
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def pdu_size_ok(pdu: bytes) -> bool:
+    """True when a request PDU of a supported function code has the size its fields call for."""
+    func_code = pdu[0]
+    if func_code in FIXED_PDU_SIZE:
+        return len(pdu) == FIXED_PDU_SIZE[func_code]
+    if func_code in BYTE_COUNT_AT:
+        at = BYTE_COUNT_AT[func_code]
+        return len(pdu) > at and len(pdu) == at + 1 + pdu[at]
+    if func_code == ENCAPSULATED_INTERFACE_TRANSPORT:
+        if len(pdu) < 2:
+            return False
+        return pdu[1] != MEI_TYPE_READ_DEVICE_ID or len(pdu) == READ_DEVICE_ID_PDU_SIZE
+    return True  # unknown function codes are refused with 0x01 whatever their size
+
+
+class RateLimitedLog:
+    """A warning that repeats at most once a period, counting the occurrences it did not log."""
+
+    def __init__(self, logger: logging.Logger, period_s: float = REFUSAL_LOG_PERIOD_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._logger = logger
+        self._period_s = period_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._quiet_until: float | None = None
+        self._unlogged = 0
+
+    def __call__(self, msg: str, *args) -> bool:
+        """Log msg % args unless one was logged within the period; True when logged."""
+        with self._lock:
+            now = self._clock()
+            if self._quiet_until is not None and now < self._quiet_until:
+                self._unlogged += 1
+                return False
+            unlogged, self._unlogged = self._unlogged, 0
+            self._quiet_until = now + self._period_s
+        if unlogged:
+            msg, args = msg + " (and %d more since the last such message)", (*args, unlogged)
+        self._logger.warning(msg, *args)
+        return True
+
+
 class MeterTCPServer(socketserver.ThreadingTCPServer):
-    """ThreadingTCPServer with a deep backlog, per-instance address family, daemon threads."""
+    """ThreadingTCPServer with a deep backlog, per-instance address family, daemon threads,
+    a connection limit, an allow list checked at accept time and an idle timeout."""
 
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = LISTEN_BACKLOG
     block_on_close = False
 
-    def __init__(self, host: str, port: int, handler_class) -> None:
+    def __init__(self, host: str, port: int, handler_class, *, max_clients: int = 100,
+                 idle_timeout_s: float = 120.0,
+                 allow: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] | None = None) -> None:
+        self.max_clients = max_clients
+        self.idle_timeout_s = idle_timeout_s  # 0: never
+        self.allow = tuple(allow) if allow is not None else None  # None: any client
+        self.clients = 0  # connections being served now
+        self._clients_lock = threading.Lock()
+        self._log_full = RateLimitedLog(log)
+        self._log_not_allowed = RateLimitedLog(log)
         self.address_family, sockaddr = resolve(host, port)
         super().__init__(sockaddr, handler_class, bind_and_activate=False)
         try:
@@ -57,31 +172,139 @@ class MeterTCPServer(socketserver.ThreadingTCPServer):
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().server_bind()
 
+    def allowed(self, address: str) -> bool:
+        """True when a client at this address may connect."""
+        if self.allow is None:
+            return True
+        try:
+            ip = client_ip(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self.allow)
+
+    def verify_request(self, request, client_address) -> bool:
+        """Accept-time checks; a refused connection is closed by the caller at once."""
+        port = self.server_address[1]
+        if not self.allowed(client_address[0]):
+            self._log_not_allowed("refused connection from %s to port %d: not in --allow",
+                                  client_address[0], port)
+            return False
+        with self._clients_lock:
+            if self.clients >= self.max_clients:
+                full = True
+            else:
+                full = False
+                self.clients += 1  # given back when the connection's thread ends
+        if full:
+            self._log_full("refused connection from %s to port %d: %d clients already "
+                           "(--max-clients)", client_address[0], port, self.max_clients)
+            return False
+        return True
+
+    def release(self) -> None:
+        """A served connection has ended: its slot is free."""
+        with self._clients_lock:
+            self.clients -= 1
+
+    def process_request(self, request, client_address) -> None:
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread to give the slot back: do it here, then let it fail
+            self.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.release()
+
     def handle_error(self, request, client_address) -> None:
         log.exception("error serving %s", client_address)
 
 
 class ConnectionHandler(ModbusServer.ModbusService):
-    """pyModbusTCP's connection loop, for IPv4 and IPv6 peers alike."""
+    """pyModbusTCP's connection loop with strict MBAP framing, an idle timeout and IPv6 peers."""
 
     def setup(self) -> None:
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().setup()
+        self.idle_timeout_s = getattr(self.server, "idle_timeout_s", 0) or 0
+        self.mark_active()
+
+    def mark_active(self) -> None:
+        """A complete request arrived: the idle timeout counts from now."""
+        self.deadline = (time.monotonic() + self.idle_timeout_s) if self.idle_timeout_s else None
+
+    @property
+    def server_running(self) -> bool:
+        running = getattr(self.server, "evt_running", None)
+        return running is None or running.is_set()
+
+    def _wait_s(self) -> float:
+        """How long one blocking call may take: raises when the connection must end now."""
+        if not self.server_running:
+            raise ModbusServer.NetworkError("server stopped")
+        if self.deadline is None:
+            return POLL_S
+        left_s = self.deadline - time.monotonic()
+        if left_s <= 0:
+            raise IdleTimeout(f"no complete request for {self.idle_timeout_s:g} s")
+        return min(POLL_S, left_s)
+
+    def _recv_all(self, size: int) -> bytes:
+        data = bytearray()
+        while len(data) < size:
+            self.request.settimeout(self._wait_s())
+            try:
+                chunk = self.request.recv(size - len(data))
+            except socket.timeout:
+                continue
+            if not chunk:
+                raise ModbusServer.NetworkError("closed by the client")
+            data += chunk
+        return bytes(data)
+
+    def _send_all(self, data: bytes) -> bool:
+        # a client that stops reading its answers is bounded by the same deadline
+        view = memoryview(data)
+        while view:
+            self.request.settimeout(self._wait_s())
+            try:
+                sent = self.request.send(view)
+            except socket.timeout:
+                continue
+            view = view[sent:]
+        return True
+
+    def read_mbap(self, mbap: ModbusServer.MBAP) -> None:
+        """Fill mbap from the next 7 bytes; FramingError when they are not a Modbus/TCP header.
+
+        pyModbusTCP's own check accepts length 255 (a 254-byte PDU, past the 253 Modbus allows)
+        and refuses length 2 (a PDU of a function code alone, which deserves an answer).
+        """
+        tid, protocol_id, length, unit_id = MBAP.unpack(self._recv_all(MBAP.size))
+        if protocol_id != 0:
+            raise FramingError(f"protocol id {protocol_id}, not 0")
+        if not MIN_MBAP_LENGTH <= length <= MAX_MBAP_LENGTH:
+            raise FramingError(f"MBAP length {length}, not {MIN_MBAP_LENGTH} to {MAX_MBAP_LENGTH}")
+        mbap.transaction_id, mbap.protocol_id, mbap.length, mbap.unit_id = tid, protocol_id, length, unit_id
 
     def handle(self) -> None:
         session_data = ModbusServer.SessionData()
+        peer = ("?", 0)
         try:
             peer = self.request.getpeername()
             session_data.client.address, session_data.client.port = peer[0], peer[1]
             log.debug("connection from %s port %s", peer[0], peer[1])
             while True:
                 session_data.new_request()
-                session_data.request.mbap.raw = self._recv_all(7)
+                self.read_mbap(session_data.request.mbap)
                 session_data.request.pdu.raw = self._recv_all(session_data.request.mbap.length - 1)
+                self.mark_active()
                 session_data.set_response_mbap()
                 self.server.engine(session_data)
                 self._send_all(session_data.response.raw)
         except (ModbusServer.Error, OSError) as exc:
-            log.debug("connection closed: %r", exc)
+            log.debug("connection from %s port %s closed: %s", peer[0], peer[1], exc)
         finally:
             self.request.close()
