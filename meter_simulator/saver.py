@@ -1,0 +1,141 @@
+"""Saver: keeps the state file up to date without ever making a Modbus request wait on disk.
+
+A save copies every total under the updater's lock (in memory, microseconds a
+meter) and writes the file outside it, in the saver's own thread: a request or
+a tick waits at most for that copy, never for a write or an fsync. Saves come
+every save interval, at once after a reset (the saver thread is woken), and a
+last time at a clean stop, after the updater has stopped, so a restart resumes
+from the very last tick.
+
+A save that fails logs one warning naming the file and the reason, then tries
+again at the next interval; the same failure again is logged at debug level
+only, and the first save that works after it says so at info level.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from . import state
+from .fleet import Endpoint
+from .updater import MeterUnit, Updater
+
+log = logging.getLogger(__name__)
+
+
+def keyed_units(plan: list[Endpoint]) -> dict[str, MeterUnit]:
+    """Every meter of a run by its state-file key (port, or port/unit id in gateway mode)."""
+    units = {}
+    for endpoint in plan:
+        if endpoint.unit is not None:
+            units[state.meter_key(endpoint.port)] = endpoint.unit
+        else:
+            for unit_id, unit in endpoint.units_by_id.items():
+                units[state.meter_key(endpoint.port, unit_id)] = unit
+    return units
+
+
+class Saver:
+    """Saves the totals of a run's meters to one state file, periodically and on demand."""
+
+    def __init__(self, path: str, meter_type: str, plan: list[Endpoint], updater: Updater, *,
+                 interval_s: float = 60.0,
+                 on_result: Callable[[str | None], None] | None = None) -> None:
+        self.path = path
+        self.meter_type = meter_type
+        self.interval_s = interval_s
+        self.units = keyed_units(plan)
+        self.updater = updater
+        self.kept: dict[str, float] = {}  # totals of meters not in this run, written back untouched
+        self.failure: str | None = None  # the reason the last save failed, None after a good one
+        self.saves = 0
+        self._on_result = on_result  # called with the failure reason (None: saved) when it changes
+        self._last_saved: dict[str, float] | None = None
+        self._write_lock = threading.Lock()  # one save at a time, each with a newer snapshot
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="state-saver", daemon=True)
+
+    def restore(self) -> int:
+        """Load the file and resume every meter found in it; how many meters start from 0.
+
+        state.StateError (file untouched) when the file cannot be used.
+        """
+        saved = state.load(self.path, self.meter_type)
+        if saved is None:
+            log.info("state file %s does not exist yet: totals start from 0", self.path)
+            return len(self.units)
+        for key, unit in self.units.items():
+            if key in saved:
+                self.updater.set_total(unit, saved[key])
+        self.kept = {key: total for key, total in saved.items() if key not in self.units}
+        missing = len(self.units) - (len(saved) - len(self.kept))
+        log.info("state file %s: %d meters resumed, %d start from 0", self.path,
+                 len(self.units) - missing, missing)
+        return missing
+
+    def snapshot(self) -> dict[str, float]:
+        """Every total by key (kWh or m3), copied under the updater's lock: one consistent moment."""
+        with self.updater.lock:
+            totals = {key: unit.meter.total for key, unit in self.units.items()}
+        return {**self.kept, **totals}
+
+    def save(self) -> bool:
+        """Write the totals now (in the caller's thread); False, logged, when it fails."""
+        with self._write_lock:
+            totals = self.snapshot()
+            if totals == self._last_saved:
+                return True  # nothing moved (idle water or gas meters): spare the disk
+            try:
+                state.save(self.path, self.meter_type, totals)
+            except OSError as exc:
+                self._failed(exc.strerror or str(exc))
+                return False
+            self._last_saved = totals
+            self.saves += 1
+            if self.failure is not None:
+                log.info("state file %s saved again", self.path)
+                self._set_failure(None)
+            return True
+
+    def save_soon(self, *_ignored) -> None:
+        """Have the saver thread save now (after a reset); returns at once."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Save once (so a new file exists from the start), then every interval in a thread."""
+        self.save()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and save a last time; call it after the updater has stopped."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.save()
+
+    def _failed(self, reason: str) -> None:
+        if reason != self.failure:
+            log.warning("cannot save state file %s: %s; trying again in %g s", self.path, reason,
+                        self.interval_s)
+            self._set_failure(reason)
+        else:
+            log.debug("state file %s still cannot be saved: %s", self.path, reason)
+
+    def _set_failure(self, reason: str | None) -> None:
+        self.failure = reason
+        if self._on_result is not None:
+            self._on_result(reason)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                self.save()
+            except Exception:  # the thread's only broad catch: a bug must not end the saves silently
+                log.exception("saving state file %s failed", self.path)

@@ -1,0 +1,74 @@
+"""Service: what a run does for its supervisor: resume the totals, keep them saved, tell systemd.
+
+cli.main calls restore() before the server starts, started() once every port
+is bound and the first image (with the restored totals) is published,
+stopping() when a stop is asked for, and stopped() after the updater and the
+server have stopped, which saves the totals of the very last tick.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Mapping
+
+from .notify import Notifier, Watchdog, watchdog_interval_s
+from .options import Config
+from .saver import Saver
+from .server import MeterServer
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """The state file and the systemd notifications of one run."""
+
+    def __init__(self, config: Config, server: MeterServer,
+                 environ: Mapping[str, str] | None = None) -> None:
+        environ = os.environ if environ is None else environ
+        self.server = server
+        self.notifier = Notifier(environ)
+        self.status = ""
+        self.saver: Saver | None = None
+        if config.state_file is not None:
+            self.saver = Saver(config.state_file, config.meter_type, server.plan, server.updater,
+                               interval_s=config.save_interval_s, on_result=self._save_result)
+        interval_s = watchdog_interval_s(environ, os.getpid())
+        self.watchdog = None if interval_s is None or not self.notifier.enabled else \
+            Watchdog(self.notifier, interval_s, server.updater.healthy)
+
+    def restore(self) -> None:
+        """Resume the saved totals; state.StateError when the state file cannot be used."""
+        if self.saver is not None:
+            self.saver.restore()
+            self.server.updater.on_reset = self.saver.save_soon
+
+    def started(self, status: str) -> None:
+        """The server is bound and published: create the file, start saving, report READY=1."""
+        if self.saver is not None:
+            self.saver.start()
+        self.status = status
+        self.notifier.send("READY=1", f"STATUS={self._status_line()}")
+        if self.watchdog is not None:
+            self.watchdog.start()
+
+    def stopping(self) -> None:
+        """A stop was asked for: tell systemd, stop the watchdog pings."""
+        self.notifier.send("STOPPING=1", "STATUS=stopping")
+        if self.watchdog is not None:
+            self.watchdog.stop()
+
+    def stopped(self) -> None:
+        """The updater has stopped: save the last tick's totals."""
+        if self.saver is not None:
+            self.server.updater.on_reset = None
+            self.saver.stop()
+        self.notifier.close()
+
+    def _status_line(self) -> str:
+        failure = self.saver.failure if self.saver is not None else None
+        return self.status if failure is None else \
+            f"{self.status}; cannot save state file {self.saver.path}: {failure}"
+
+    def _save_result(self, failure: str | None) -> None:
+        if self.status:  # before started(), READY=1 carries the first status
+            self.notifier.send(f"STATUS={self._status_line()}")
