@@ -55,6 +55,24 @@ def shared_servers():
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def still_servers():
+    """One server per meter type that does not tick during a module (1 h interval): a stable image."""
+    servers = {t: start_server(t, interval_s=3600) for t in ("electric", "water", "gas")}
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def fast_servers():
+    """One server per meter type ticking every 0.05 s at speed 600: ten simulated hours a minute."""
+    servers = {t: start_server(t, interval_s=0.05, speed=600) for t in ("electric", "water", "gas")}
+    yield servers
+    for server in servers.values():
+        server.stop()
+
+
 OUR_THREADS = ("meter-updater", "modbus-server", "process_request_thread")
 
 
