@@ -69,8 +69,7 @@ def decode(data: bytes, meter_type: str) -> dict[str, float]:
     if document.get("version") != VERSION:
         raise ValueError(f"version {document.get('version')!r} is not supported (expected {VERSION})")
     if document.get("meter_type") != meter_type:
-        raise ValueError(f"it holds a {document.get('meter_type')} meter's totals, "
-                         f"not a {meter_type} meter's")
+        raise ValueError(f"it is for {document.get('meter_type')} meters, not {meter_type} meters")
     totals = document.get("totals")
     if not isinstance(totals, dict):
         raise ValueError("\"totals\" is missing or not an object")
