@@ -83,8 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BindError as exc:
             print(f"meter-simulator: {exc}", file=sys.stderr)
             return EXIT_FAILURE
-        log.info("%s meter serving Modbus/TCP on %s", config.meter_type,
-                 host_port(config.host, server.port))
+        log.info("%s", fleet.describe(config.meter_type, host_port(config.host, server.port),
+                                      config.count, config.unit_ids))
         if not (config.read_only or config.allow) and not is_loopback(config.host):
             log.warning("serving %s with neither --read-only nor --allow: anyone on the network "
                         "can reset the meter or take it offline", config.host)

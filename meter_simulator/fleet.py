@@ -40,3 +40,32 @@ def plan(meter_type: str, port: int, count: int, unit_ids: Sequence[int] | None,
         else:
             endpoints.append(Endpoint(port + offset, units_by_id={uid: meter() for uid in unit_ids}))
     return endpoints
+
+
+def id_ranges(ids: Sequence[int]) -> str:
+    """Sorted ids as the --unit-ids syntax: 1-32, or 1,5,7, or 1-4,9."""
+    parts: list[str] = []
+    run_start = previous = None
+    for uid in list(ids) + [None]:
+        if uid is not None and previous is not None and uid == previous + 1:
+            previous = uid
+            continue
+        if run_start is not None:
+            parts.append(str(run_start) if run_start == previous else f"{run_start}-{previous}")
+        run_start = previous = uid
+    return ",".join(parts)
+
+
+def describe(meter_type: str, host_port: str, count: int, unit_ids: Sequence[int] | None) -> str:
+    """The start line: which meters serve on which port(s) and unit ids.
+
+    host_port names the first port; a fleet of ports adds -last (127.0.0.1:5020-5029).
+    """
+    meters = count * (len(unit_ids) if unit_ids is not None else 1)
+    where = host_port if count == 1 else f"{host_port}-{int(host_port.rsplit(':', 1)[1]) + count - 1}"
+    if meters == 1 and unit_ids is None:
+        return f"{meter_type} meter serving Modbus/TCP on {where}"
+    text = f"{meters} {meter_type} meters serving Modbus/TCP on {where}"
+    if unit_ids is not None:
+        text += f", unit ids {id_ranges(unit_ids)}" + (" on each port" if count > 1 else "")
+    return text

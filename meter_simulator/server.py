@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import logging
+import selectors
+import socket
 import threading
 from typing import Callable
 
-from pyModbusTCP.constants import EXP_DATA_VALUE, EXP_ILLEGAL_FUNCTION
+from pyModbusTCP.constants import (ENCAPSULATED_INTERFACE_TRANSPORT, EXP_DATA_VALUE,
+                                   EXP_ILLEGAL_FUNCTION, MEI_TYPE_READ_DEVICE_ID)
 from pyModbusTCP.server import DataBank, DeviceIdentification, ModbusServer
 
 from . import __version__, registers
@@ -21,9 +24,41 @@ SERVE_POLL_S = 0.2  # how soon serve_forever notices a stop (pyModbusTCP uses 0.
 VENDOR = b"meter-simulator"
 
 
+class MeterBank(DataBank):
+    """DataBank whose whole-image writes replace the list under its lock.
+
+    DataBank's setters check and compare word by word: 12.5 ms a tick for 1,000
+    meters (registers, coils, discrete inputs). The updater's words are already
+    16-bit ints from registers.image, so a slice assignment under the same lock
+    is as atomic and takes 1.9 ms.
+    Writes from clients (srv_info set) keep DataBank's path and its change hooks.
+    """
+
+    def set_holding_registers(self, address, word_list, srv_info=None):
+        if srv_info is not None or not 0 <= address <= len(self._h_regs) - len(word_list):
+            return super().set_holding_registers(address, word_list, srv_info)
+        with self._h_regs_lock:
+            self._h_regs[address:address + len(word_list)] = word_list
+        return True
+
+    def set_coils(self, address, bit_list, srv_info=None):
+        if srv_info is not None or not 0 <= address <= len(self._coils) - len(bit_list):
+            return super().set_coils(address, bit_list, srv_info)
+        with self._coils_lock:
+            self._coils[address:address + len(bit_list)] = map(bool, bit_list)
+        return True
+
+    def set_discrete_inputs(self, address, bit_list):
+        if not 0 <= address <= len(self._d_inputs) - len(bit_list):
+            return super().set_discrete_inputs(address, bit_list)
+        with self._d_inputs_lock:
+            self._d_inputs[address:address + len(bit_list)] = map(bool, bit_list)
+        return True
+
+
 def new_bank() -> DataBank:
     """A DataBank sized to the map: reads past it are answered 0x02 by the bank itself."""
-    return DataBank(coils_size=registers.COIL_COUNT, d_inputs_size=registers.COIL_COUNT,
+    return MeterBank(coils_size=registers.COIL_COUNT, d_inputs_size=registers.COIL_COUNT,
                     h_regs_size=registers.REGISTER_COUNT, i_regs_size=0)
 
 
@@ -54,12 +89,16 @@ class ModbusEndpoint(ModbusServer):
         """Bind and serve in a thread; BindError with one line when the address cannot be served."""
         if self.is_run:
             return
+        self.bind()
+        self._serve_th = threading.Thread(target=self._serve, name="modbus-server", daemon=True)
+        self._serve_th.start()
+
+    def bind(self) -> None:
+        """Bind and listen without a thread of its own (an Acceptor serves the socket)."""
         self._service = MeterTCPServer(self.host, self.port, ConnectionHandler, **self.transport_options)
         self._service.evt_running = self._evt_running
         self._service.engine = self._engine
         self._evt_running.set()
-        self._serve_th = threading.Thread(target=self._serve, name="modbus-server", daemon=True)
-        self._serve_th.start()
 
     def _serve(self) -> None:
         try:
@@ -73,6 +112,8 @@ class ModbusEndpoint(ModbusServer):
         if self._service is not None and self._serve_th is not None and self._serve_th.is_alive():
             self._service.shutdown()
             self._serve_th.join()
+        elif self._service is not None:
+            self._service.server_close()  # bound by bind(), served by an Acceptor
         self._evt_running.clear()
 
     @property
@@ -85,7 +126,10 @@ class ModbusEndpoint(ModbusServer):
         too short or too long for its function code gets 0x03."""
         pdu = session_data.request.pdu.raw
         func_code = pdu[0]
-        if func_code not in SUPPORTED_FUNCTIONS:
+        # of 0x2B only MEI type 0x0E is served; the specification's state diagram answers 0x01
+        other_mei = func_code == ENCAPSULATED_INTERFACE_TRANSPORT and pdu[1:2] not in (
+            b"", bytes([MEI_TYPE_READ_DEVICE_ID]))
+        if func_code not in SUPPORTED_FUNCTIONS or other_mei:
             session_data.response.pdu.build_except(func_code & 0x7F, EXP_ILLEGAL_FUNCTION)
         elif not pdu_size_ok(pdu):
             session_data.response.pdu.build_except(func_code, EXP_DATA_VALUE)
@@ -94,6 +138,47 @@ class ModbusEndpoint(ModbusServer):
                 super()._internal_engine(session_data)
             except ModbusServer.DataFormatError:
                 session_data.response.pdu.build_except(func_code, EXP_DATA_VALUE)
+
+
+class Acceptor:
+    """One thread that accepts connections on many listening sockets.
+
+    A fleet of 1,000 ports with a serve_forever thread each costs about 20 % of a
+    core polling while idle and 1,000 x SERVE_POLL_S to stop; one selector waits
+    on all of them and stops at once. Each connection is still taken through the
+    server's own _handle_request_noblock (accept, verify_request, process_request).
+    """
+
+    def __init__(self, services: list[MeterTCPServer]) -> None:
+        self._services = services
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        for service in self._services:
+            service.socket.setblocking(False)  # a connect reset before accept() must not block us
+            self._selector.register(service.socket, selectors.EVENT_READ, service)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._thread = threading.Thread(target=self._serve, name="modbus-server", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            for key, _ in self._selector.select():
+                if key.data is None:  # stop() woke us
+                    return
+                key.data._handle_request_noblock()
+                key.data.service_actions()
+
+    def stop(self) -> None:
+        """Stop accepting; safe to call twice. The sockets are closed by their endpoints."""
+        if self._thread is not None and self._thread.is_alive():
+            self._wake_w.send(b"\0")
+            self._thread.join()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
 
 
 class MeterServer:
@@ -109,6 +194,7 @@ class MeterServer:
         units = [unit for endpoint in endpoints for unit in endpoint.units]
         self.updater = Updater(units, interval_s=interval_s, speed=speed,
                                on_failure=on_failure, on_tick=on_tick)
+        self.acceptor: Acceptor | None = None  # one accepting thread for every endpoint
         self.transport_options = {"max_clients": max_clients, "idle_timeout_s": idle_timeout_s,
                                   "allow": allow}
         self.endpoints = [
@@ -133,9 +219,11 @@ class MeterServer:
         try:
             for endpoint in self.endpoints:
                 try:
-                    endpoint.start()
+                    endpoint.bind()
                 except BindError as exc:
                     raise BindError(f"cannot serve on {self.host}:{endpoint.port}: {exc}") from None
+            self.acceptor = Acceptor([endpoint._service for endpoint in self.endpoints])
+            self.acceptor.start()
         except BaseException:
             self.stop()
             raise
@@ -144,6 +232,8 @@ class MeterServer:
     def stop(self) -> None:
         """Stop ticking and close every endpoint; safe to call twice."""
         self.updater.stop()
+        if self.acceptor is not None:
+            self.acceptor.stop()
         for endpoint in self.endpoints:
             endpoint.stop()
 
