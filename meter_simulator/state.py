@@ -88,7 +88,7 @@ def load(path: str, meter_type: str) -> dict[str, float] | None:
     try:
         with open(path, "rb") as file:
             data = file.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no file there: its folder's save will say why
         return None
     except OSError as exc:
         raise StateError(f"state file {path}: cannot read it: {exc.strerror or exc}") from None

@@ -1,0 +1,354 @@
+"""The program as a service, with real processes: readiness, watchdog, persistence, the unit files."""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pyModbusTCP.client import ModbusClient
+
+from meter_simulator import state
+from support import ROOT, SCRIPT_COMMAND, accepts, console_script, free_port, run_program, u32, wait_for
+from test_notify import NotifySocket
+
+SYSTEMD = ROOT / "scripts" / "systemd"
+UNIT = SYSTEMD / "meter-simulator@.service"
+ENV_FILE = SYSTEMD / "water-5021.env"
+START_S = 20.0  # generous: a loaded 2-core machine starts Python slowly
+STOP_S = 10.0
+
+
+class Program:
+    """The real program in a subprocess, its log in a file that a test can read while it runs."""
+
+    def __init__(self, tmp_path: Path, *args: str, port: int | None = None, env: dict | None = None,
+                 prefix: tuple[str, ...] = (), command: tuple[str, ...] = SCRIPT_COMMAND) -> None:
+        self.port = port if port is not None else free_port()
+        self.args = ["--port", str(self.port), *args]
+        self.log_path = tmp_path / f"log-{self.port}-{time.monotonic_ns()}.txt"
+        environ = {k: v for k, v in os.environ.items()
+                   if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")}
+        self.env = dict(environ, **(env or {}))
+        self.command = [*prefix, *command, *self.args]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Program:
+        with open(self.log_path, "w") as log_file:
+            self.proc = subprocess.Popen(self.command, env=self.env, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=log_file)
+        return self
+
+    def wait_serving(self) -> Program:
+        wait_for(lambda: self.proc.poll() is not None or accepts("127.0.0.1", self.port), START_S)
+        assert self.proc.poll() is None, f"exited {self.proc.returncode}: {self.log()}"
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(STOP_S)
+
+    def __enter__(self) -> Program:
+        return self  # started by start(): `with Program(...).start() as program`
+
+    def __exit__(self, *exc_info) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def read_total(port: int, unit_id: int = 1) -> int:
+    """Registers 0-1 (the total, x100) through pyModbusTCP's client."""
+    client = ModbusClient("127.0.0.1", port, unit_id=unit_id, timeout=5, auto_open=True)
+    try:
+        words = client.read_holding_registers(0, 2)
+        assert words is not None, f"read failed: {client.last_error_as_txt} {client.last_except_as_txt}"
+        return u32(words)
+    finally:
+        client.close()
+
+
+def saved(path: Path, meter_type: str = "electric") -> dict[str, float]:
+    return state.load(str(path), meter_type) or {}
+
+
+def consecutive_free_ports(count: int) -> list[int]:
+    """count consecutive ports that nobody listens on (for --count)."""
+    for _ in range(50):
+        first = free_port()
+        ports = list(range(first, first + count))
+        if ports[-1] <= 65535 and all(bindable(port) for port in ports):
+            return ports
+    raise AssertionError(f"no {count} consecutive free ports")
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+@pytest.fixture
+def notify_socket():
+    listener = NotifySocket()
+    yield listener
+    listener.close()
+
+
+def wait_message(listener: NotifySocket, proc: subprocess.Popen, key: str) -> list[str]:
+    """Datagrams until one has a key= line; every datagram's lines, in order."""
+    messages = []
+    deadline = time.monotonic() + START_S
+    while not any(line.startswith(key + "=") for lines in messages for line in lines):
+        assert time.monotonic() < deadline, f"no {key}= within {START_S} s: {messages}"
+        assert proc.poll() is None or listener.pending(), f"exited {proc.returncode}: {messages}"
+        try:
+            messages.append(listener.receive(timeout=0.5))
+        except OSError:  # socket.timeout: look at the process again
+            pass
+    return messages
+
+
+# --- readiness, status, watchdog, stopping on a real notification socket ---
+
+def test_ready_comes_once_every_port_accepts_then_watchdog_and_stopping(tmp_path, notify_socket):
+    ports = consecutive_free_ports(3)
+    program = Program(tmp_path, "--count", "3", "--state-file", str(tmp_path / "totals.json"),
+                      port=ports[0],
+                      env={"NOTIFY_SOCKET": notify_socket.name, "WATCHDOG_USEC": "1000000"})
+    with program.start():
+        messages = wait_message(notify_socket, program.proc, "READY")
+        # the moment READY=1 arrives, every port serves, and the state file exists
+        assert all(accepts("127.0.0.1", port) for port in ports)
+        assert set(saved(tmp_path / "totals.json")) == {str(port) for port in ports}
+        ready = messages[-1]
+        assert "READY=1" in ready
+        assert f"STATUS=electric meter serving Modbus/TCP on 127.0.0.1:{ports[0]}" in ready
+        wait_message(notify_socket, program.proc, "WATCHDOG")  # every 0.5 s: half of WATCHDOG_USEC
+        wait_message(notify_socket, program.proc, "WATCHDOG")
+        program.proc.send_signal(signal.SIGTERM)
+        assert any("STOPPING=1" in lines for lines in wait_message(notify_socket, program.proc, "STOPPING"))
+        assert program.stop() == 0, program.log()
+
+
+def test_no_watchdog_pings_unless_systemd_asks(tmp_path, notify_socket):
+    program = Program(tmp_path, "--interval", "0.05", env={"NOTIFY_SOCKET": notify_socket.name})
+    with program.start():
+        wait_message(notify_socket, program.proc, "READY")
+        read_total(program.port)
+        program.proc.send_signal(signal.SIGTERM)
+        messages = wait_message(notify_socket, program.proc, "STOPPING")
+        assert program.stop() == 0
+    assert not any("WATCHDOG=1" in lines for lines in messages)
+
+
+def test_no_ready_when_the_port_cannot_be_bound(tmp_path, notify_socket):
+    with Program(tmp_path).start().wait_serving() as holder:
+        program = Program(tmp_path, port=holder.port, env={"NOTIFY_SOCKET": notify_socket.name})
+        with program.start():
+            assert program.proc.wait(START_S) == 1
+        assert not notify_socket.pending()
+        holder.stop()
+
+
+# --- totals across restarts ---
+
+def test_sigterm_then_restart_resumes_exactly_from_the_last_tick(tmp_path):
+    path = tmp_path / "totals.json"
+    # one tick every 5 s, each a few simulated hours: the read below and the SIGTERM
+    # land between two ticks, so the total read is the last tick's
+    options = ("--state-file", str(path), "--seed", "3", "--speed", "5000")
+    with Program(tmp_path, *options, "--interval", "5").start().wait_serving() as first:
+        wait_for(lambda: read_total(first.port) > 0, START_S)
+        last_read = read_total(first.port)
+        assert first.stop() == 0, first.log()
+    total = saved(path)[str(first.port)]
+    assert round(total * 100) == last_read
+    # restarted with no tick to come during the test: it shows exactly the saved total
+    with Program(tmp_path, *options, "--interval", "3600", port=first.port).start().wait_serving() as second:
+        assert read_total(second.port) == last_read
+        assert second.stop() == 0, second.log()
+    assert saved(path)[str(first.port)] == total  # bit for bit: nothing lost, nothing added
+
+
+def test_kill_9_then_restart_resumes_from_the_last_periodic_save(tmp_path):
+    path = tmp_path / "totals.json"
+    options = ("--state-file", str(path), "--speed", "2000", "--save-interval", "1")
+    with Program(tmp_path, *options, "--interval", "0.1").start().wait_serving() as first:
+        key = str(first.port)
+        seen = set()
+        wait_for(lambda: seen.add(saved(path).get(key, 0.0)) or len(seen - {0.0}) >= 2, START_S)
+        before_kill = read_total(first.port)
+        assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+    total = saved(path)[key]  # a complete file: a crash never leaves half a save
+    assert 0 < round(total * 100) <= before_kill
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    with Program(tmp_path, *options, "--interval", "3600", port=first.port).start().wait_serving() as second:
+        assert read_total(second.port) == round(total * 100)
+        assert second.stop() == 0
+
+
+def test_a_reset_through_coil_10_is_saved_at_once(tmp_path):
+    path = tmp_path / "totals.json"
+    port = free_port()
+    state.save(str(path), "electric", {str(port): 500.0})
+    with Program(tmp_path, "--state-file", str(path), "--save-interval", "86400", "--interval", "3600",
+                 port=port).start().wait_serving() as program:
+        assert read_total(port) == 50000
+        client = ModbusClient("127.0.0.1", port, timeout=5, auto_open=True)
+        try:
+            assert client.write_single_coil(10, True)
+        finally:
+            client.close()
+        # saved long before the next periodic save, a day away
+        wait_for(lambda: saved(path)[str(port)] < 500.0, 10)
+        assert program.stop() == 0
+    assert saved(path)[str(port)] == 0.0
+
+
+BAD_FILES = {
+    "corrupt": b"\x00\x01garbage\xff",
+    "truncated": state.encode("electric", {"5020": 12.5}, 0)[:50],
+    "empty": b"",
+    "garbage": b"total = 12.5\n",
+    "wrong type": state.encode("gas", {"5020": 12.5}, 0),
+}
+
+
+@pytest.mark.parametrize("name", BAD_FILES)
+def test_a_state_file_that_cannot_be_used_stops_the_start(tmp_path, name):
+    path = tmp_path / "totals.json"
+    path.write_bytes(BAD_FILES[name])
+    port = free_port()
+    result = run_program("--port", str(port), "--state-file", str(path))
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"meter-simulator: state file {path}: "), lines
+    assert "Traceback" not in result.stderr
+    assert path.read_bytes() == BAD_FILES[name]
+    assert not accepts("127.0.0.1", port)
+
+
+def test_a_folder_that_cannot_be_written_warns_once_keeps_serving_and_retries(tmp_path):
+    blocker = tmp_path / "state"
+    blocker.write_text("")  # the state file's folder is a regular file: fails even for root
+    path = blocker / "totals.json"
+    program = Program(tmp_path, "--state-file", str(path), "--save-interval", "1",
+                      "--interval", "0.1", "--log-level", "debug")
+    with program.start().wait_serving():
+        wait_for(lambda: "still cannot be saved" in program.log(), START_S)  # a retry, and another
+        assert read_total(program.port) >= 0  # still serving
+        blocker.unlink()
+        blocker.mkdir()
+        wait_for(lambda: path.exists() and "saved again" in program.log(), START_S)
+        assert program.stop() == 0
+    warnings = [line for line in program.log().splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, warnings
+    assert f"cannot save state file {path}: Not a directory" in warnings[0]
+
+
+def can_mount_privately() -> str | None:
+    """Why a private tmpfs mount cannot be made here, or None when it can."""
+    if shutil.which("unshare") is None:
+        return "unshare (util-linux) is not installed"
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=4k tmpfs /mnt"],
+                           capture_output=True, text=True, timeout=20)
+    return None if probe.returncode == 0 else f"no private mount namespace: {probe.stderr.strip()}"
+
+
+# As root, permissions do not stop a write; a file system does. Each case mounts a
+# tmpfs in a mount namespace of the program's own (unshare -m), invisible outside.
+FILE_SYSTEMS = {
+    "read-only": ("mount -t tmpfs -o ro,size=64k tmpfs \"$1\"", "Read-only file system"),
+    "full": ("mount -t tmpfs -o size=8k tmpfs \"$1\" && "
+             "dd if=/dev/zero of=\"$1/filler\" bs=1k count=64 2>/dev/null; true",
+             "No space left on device"),
+}
+
+
+@pytest.mark.parametrize("name", FILE_SYSTEMS)
+def test_a_read_only_or_full_file_system_warns_once_and_keeps_serving(tmp_path, name):
+    reason = can_mount_privately()
+    if reason:
+        pytest.skip(reason)
+    setup, error = FILE_SYSTEMS[name]
+    folder = tmp_path / "mounted"
+    folder.mkdir()
+    prefix = ("unshare", "-m", "sh", "-c", f"{setup} && shift && exec \"$@\"", "sh", str(folder))
+    program = Program(tmp_path, "--state-file", str(folder / "totals.json"), "--save-interval", "1",
+                      "--interval", "0.1", "--log-level", "debug", prefix=prefix)
+    with program.start().wait_serving():
+        wait_for(lambda: "still cannot be saved" in program.log(), START_S)
+        assert read_total(program.port) >= 0
+        assert program.stop() == 0, program.log()
+    warnings = [line for line in program.log().splitlines() if "WARNING" in line]
+    assert len(warnings) == 1 and error in warnings[0], program.log()
+    assert list(folder.iterdir()) == []  # the mount was the program's alone
+
+
+# --- the unit files ---
+
+def unit_with_exec(tmp_path: Path, executable: str) -> Path:
+    """A copy of the template unit whose ExecStart runs the console script found at test time."""
+    text = UNIT.read_text()
+    assert "ExecStart=/usr/local/bin/meter-simulator " in text
+    copy = tmp_path / UNIT.name
+    copy.write_text(text.replace("ExecStart=/usr/local/bin/meter-simulator ", f"ExecStart={executable} "))
+    return copy
+
+
+def test_the_unit_files_pass_systemd_analyze_verify(tmp_path):
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        if os.environ.get("CI"):
+            pytest.fail("systemd-analyze is missing: .ci/run installs Debian's systemd")
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd); CI runs it")
+    script = console_script() or sys.executable
+    copy = unit_with_exec(tmp_path, script)
+    instance = copy.with_name("meter-simulator@water-5021.service")
+    result = subprocess.run([tool, "verify", str(copy), str(instance)], capture_output=True,
+                            text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", result.stderr  # unknown keys are only warned about
+
+
+def test_the_unit_runs_the_example_instance_as_documented(tmp_path, notify_socket):
+    """ExecStart with the example environment file (on a free port), as systemd would expand it."""
+    unit = UNIT.read_text()
+    exec_start = re.search(r"^ExecStart=(.*)$", unit, re.M).group(1)
+    options = re.search(r"^METER_OPTIONS=(.*)$", ENV_FILE.read_text(), re.M).group(1).split()
+    assert options[options.index("--port") + 1] == "5021"
+    port = free_port()
+    options[options.index("--port") + 1] = str(port)
+    state_directory = tmp_path / "water-5021"
+    state_directory.mkdir()
+    argv = []
+    for word in shlex.split(exec_start)[1:]:
+        if word == "$METER_OPTIONS":
+            argv.extend(options)  # an unbraced $VAR word is split on white space
+        else:
+            argv.append(word.replace("${STATE_DIRECTORY}", str(state_directory)))
+    env = {"NOTIFY_SOCKET": notify_socket.name, "JOURNAL_STREAM": "8:12345", "WATCHDOG_USEC": "30000000"}
+    program = Program(tmp_path, port=port, env=env)
+    program.command = [*SCRIPT_COMMAND, *argv]
+    with program.start():
+        wait_message(notify_socket, program.proc, "READY")
+        assert read_total(port) >= 0
+        assert program.stop() == 0, program.log()
+    assert saved(state_directory / "totals.json", "water").keys() == {str(port)}
+    lines = program.log().splitlines()
+    assert lines and all(re.match(r"(DEBUG|INFO|WARNING|ERROR) ", line) for line in lines), lines
