@@ -1,0 +1,372 @@
+"""The data handler by direct calls, with the request frame pyModbusTCP would pass (contract section 5).
+
+Each helper builds the PDU of one function code, sets it and the unit id on a real
+ModbusServer.SessionData, and calls the handler method pyModbusTCP's engine calls
+for that function code, with the same arguments.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import struct
+
+import pytest
+from pyModbusTCP.server import ModbusServer
+
+from meter_simulator import registers
+from meter_simulator.handler import MeterDataHandler
+from meter_simulator.meters import make_meter
+from meter_simulator.registers import words_u32
+from meter_simulator.server import new_unit
+from meter_simulator.updater import Updater
+from support import FakeClock
+
+OK, ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE, DEVICE_FAILURE, GATEWAY_NO_RESPONSE = \
+    0, 0x01, 0x02, 0x03, 0x04, 0x0B
+ON, OFF = 0xFF00, 0x0000
+READS = {0x01: "read_coils", 0x02: "read_d_inputs", 0x03: "read_h_regs", 0x04: "read_i_regs"}
+
+
+def srv_info(pdu: bytes, unit_id: int = 1):
+    """The ServerInfo pyModbusTCP hands a data handler for a request."""
+    session = ModbusServer.SessionData()
+    session.client.address, session.client.port = "127.0.0.1", 50000
+    session.request.mbap.unit_id = unit_id
+    session.request.pdu.raw = pdu
+    return session.srv_info
+
+
+def pack_bits(bits: list[bool]) -> bytes:
+    data = bytearray((len(bits) + 7) // 8)
+    for i, bit in enumerate(bits):
+        if bit:
+            data[i // 8] |= 1 << (i % 8)
+    return bytes(data)
+
+
+class Client:
+    """Calls a handler as pyModbusTCP's engine does; answers (exception code, data)."""
+
+    def __init__(self, handler: MeterDataHandler, unit_id: int = 1) -> None:
+        self.handler = handler
+        self.unit_id = unit_id
+
+    def _answer(self, ret) -> tuple[int, list | None]:
+        return ret.exp_code, ret.data
+
+    def read(self, function_code: int, address: int, count: int):
+        info = srv_info(struct.pack(">BHH", function_code, address, count), self.unit_id)
+        return self._answer(getattr(self.handler, READS[function_code])(address, count, info))
+
+    def write_coil(self, address: int, raw_value: int):  # FC 0x05
+        info = srv_info(struct.pack(">BHH", 0x05, address, raw_value), self.unit_id)
+        return self._answer(self.handler.write_coils(address, [raw_value == ON], info))
+
+    def write_coils(self, address: int, bits: list[bool]):  # FC 0x0F
+        data = pack_bits(bits)
+        info = srv_info(struct.pack(">BHHB", 0x0F, address, len(bits), len(data)) + data, self.unit_id)
+        return self._answer(self.handler.write_coils(address, list(bits), info))
+
+    def write_register(self, address: int, value: int):  # FC 0x06
+        info = srv_info(struct.pack(">BHH", 0x06, address, value), self.unit_id)
+        return self._answer(self.handler.write_h_regs(address, [value], info))
+
+    def write_registers(self, address: int, values: list[int]):  # FC 0x10
+        pdu = struct.pack(f">BHHB{len(values)}H", 0x10, address, len(values), 2 * len(values), *values)
+        return self._answer(self.handler.write_h_regs(address, list(values), srv_info(pdu, self.unit_id)))
+
+    def write_read_registers(self, write_address: int, values: list[int], read_address: int = 0,
+                             read_count: int = 1):  # FC 0x17: pyModbusTCP writes first, then reads
+        pdu = struct.pack(f">BHHHHB{len(values)}H", 0x17, read_address, read_count, write_address,
+                          len(values), 2 * len(values), *values)
+        return self._answer(self.handler.write_h_regs(write_address, list(values),
+                                                      srv_info(pdu, self.unit_id)))
+
+
+class Meter:
+    """One meter with some consumption behind a handler, and its observable state."""
+
+    def __init__(self, meter_type: str = "electric", seed: int = 3, read_only: bool = False) -> None:
+        self.clock = FakeClock()
+        self.unit = new_unit(make_meter(meter_type, random.Random(seed), 12 * 3600.0))
+        self.updater = Updater([self.unit], speed=3600.0, clock=self.clock)
+        self.tick(3)  # three simulated hours: a total of some kWh
+        self.handler = MeterDataHandler(self.updater, unit=self.unit, read_only=read_only)
+        self.client = Client(self.handler)
+
+    def tick(self, count: int = 1) -> None:
+        for _ in range(count):
+            self.clock.now += 1.0
+            self.updater.tick()
+
+    def state(self) -> tuple:
+        """Everything a write could change: the published spaces and the model's total."""
+        bank = self.unit.bank
+        return (bank.get_holding_registers(0, 102), bank.get_coils(0, 11),
+                bank.get_discrete_inputs(0, 11), self.unit.meter.total, self.unit.online)
+
+    def total_counts(self) -> int:
+        return words_u32(*self.unit.bank.get_holding_registers(0, 2))
+
+
+@pytest.fixture
+def meter() -> Meter:
+    return Meter()
+
+
+def online_view(meter: Meter) -> tuple:
+    """(register 100, coil 0, discrete input 0, coil 2)"""
+    client = meter.client
+    return (client.read(0x03, 100, 1)[1][0], client.read(0x01, 0, 1)[1][0],
+            client.read(0x02, 0, 1)[1][0], client.read(0x01, 2, 1)[1][0])
+
+
+# --- online / offline ---
+
+@pytest.mark.parametrize("go_offline, go_online", [
+    (lambda c: c.write_coil(0, OFF), lambda c: c.write_coil(0, ON)),
+    (lambda c: c.write_coils(0, [False]), lambda c: c.write_coils(0, [True])),
+    (lambda c: c.write_register(100, 0), lambda c: c.write_register(100, 1)),
+    (lambda c: c.write_registers(100, [0]), lambda c: c.write_registers(100, [1])),
+    (lambda c: c.write_read_registers(100, [0]), lambda c: c.write_read_registers(100, [1])),
+], ids=["fc05", "fc0f", "fc06", "fc10", "fc17"])
+def test_online_and_offline_by_every_write(meter, go_offline, go_online):
+    assert online_view(meter) == (1, True, True, True)
+    stale = meter.client.read(0x03, 0, 23)[1]
+    assert go_offline(meter.client) == (OK, None)
+    assert online_view(meter) == (0, False, False, True)  # coil 2 stays ON
+    meter.tick(2)
+    assert meter.client.read(0x03, 0, 23)[1] == stale  # stale data while offline
+    assert go_online(meter.client) == (OK, None)
+    assert online_view(meter) == (1, True, True, True)
+    assert meter.total_counts() > words_u32(*stale[0:2])  # includes what was consumed offline
+
+
+def test_going_online_when_online_is_accepted(meter):
+    assert meter.client.write_coil(0, ON) == (OK, None)
+    assert meter.client.write_register(100, 1) == (OK, None)
+    assert online_view(meter) == (1, True, True, True)
+
+
+# --- reset ---
+
+@pytest.mark.parametrize("reset", [
+    lambda c: c.write_coil(10, ON), lambda c: c.write_coils(10, [True])], ids=["fc05", "fc0f"])
+def test_coil_10_on_resets_the_total(meter, reset):
+    assert meter.total_counts() > 0
+    assert reset(meter.client) == (OK, None)
+    assert meter.total_counts() == 0
+    assert meter.client.read(0x03, 0, 2) == (OK, [0, 0])
+    assert meter.client.read(0x04, 0, 2) == (OK, [0, 0])
+    assert meter.client.read(0x01, 10, 1) == (OK, [False])  # the reset is a pulse
+
+
+def test_reset_while_offline_shows_zero(meter):
+    meter.client.write_coil(0, OFF)
+    assert meter.client.write_coil(10, ON) == (OK, None)
+    assert meter.client.read(0x03, 0, 2) == (OK, [0, 0])
+    assert online_view(meter) == (0, False, False, True)
+
+
+@pytest.mark.parametrize("no_reset", [
+    lambda c: c.write_coil(10, OFF), lambda c: c.write_coils(10, [False])], ids=["fc05", "fc0f"])
+def test_coil_10_off_is_accepted_and_does_nothing(meter, no_reset):
+    before = meter.state()
+    assert no_reset(meter.client) == (OK, None)
+    assert meter.state() == before
+
+
+def test_coils_read_back_as_the_contract_says(meter):
+    assert meter.client.read(0x01, 0, 11) == (OK, [True, True, True] + [False] * 8)
+    assert meter.client.read(0x02, 0, 11) == (OK, [True, True, True] + [False] * 8)
+    meter.client.write_coil(10, ON)
+    assert meter.client.read(0x01, 10, 1) == (OK, [False])
+
+
+# --- bad values: 0x03, checked before the address ---
+
+@pytest.mark.parametrize("value", [2, 3, 0x00FF, 0xFF00, 0xFFFF])
+def test_register_100_other_values_are_illegal(meter, value):
+    before = meter.state()
+    assert meter.client.write_register(100, value) == (ILLEGAL_VALUE, None)
+    assert meter.client.write_registers(100, [value]) == (ILLEGAL_VALUE, None)
+    assert meter.client.write_read_registers(100, [value]) == (ILLEGAL_VALUE, None)
+    assert meter.state() == before
+
+
+@pytest.mark.parametrize("address", [0, 10, 1, 5, 11, 100, 65535])
+@pytest.mark.parametrize("raw_value", [0x1234, 0x0001, 0x00FF, 0xFFFF, 0xFF01])
+def test_fc05_other_values_are_illegal_even_on_a_wrong_address(meter, address, raw_value):
+    before = meter.state()
+    assert meter.client.write_coil(address, raw_value) == (ILLEGAL_VALUE, None)
+    assert meter.state() == before
+
+
+def test_a_bad_value_beside_a_bad_address_answers_the_value(meter):
+    before = meter.state()
+    assert meter.client.write_registers(99, [0, 2]) == (ILLEGAL_VALUE, None)
+    assert meter.client.write_registers(100, [7, 0]) == (ILLEGAL_VALUE, None)
+    assert meter.state() == before
+
+
+# --- every other write: 0x02, nothing changes ---
+
+@pytest.mark.parametrize("address", [1, 2, 3, 9, 11, 12, 100, 65535])
+@pytest.mark.parametrize("raw_value", [ON, OFF])
+def test_other_coils_are_not_writable(meter, address, raw_value):
+    before = meter.state()
+    assert meter.client.write_coil(address, raw_value) == (ILLEGAL_ADDRESS, None)
+    assert meter.client.write_coils(address, [raw_value == ON]) == (ILLEGAL_ADDRESS, None)
+    assert meter.state() == before
+
+
+@pytest.mark.parametrize("address", [0, 1, 2, 3, 10, 16, 17, 20, 21, 22, 23, 99, 101, 102, 65535])
+@pytest.mark.parametrize("value", [0, 1, 1234])
+def test_other_registers_are_not_writable(meter, address, value):
+    before = meter.state()
+    assert meter.client.write_register(address, value) == (ILLEGAL_ADDRESS, None)
+    assert meter.client.write_registers(address, [value]) == (ILLEGAL_ADDRESS, None)
+    assert meter.client.write_read_registers(address, [value]) == (ILLEGAL_ADDRESS, None)
+    assert meter.state() == before
+
+
+@pytest.mark.parametrize("write", [
+    lambda c: c.write_coils(0, [False, False]),  # coil 0 off, and coil 1
+    lambda c: c.write_coils(0, [False] + [False] * 9 + [True]),  # 0 and 10, but 1 to 9 too
+    lambda c: c.write_coils(9, [False, True]),  # 9 and a reset
+    lambda c: c.write_coils(10, [True, False]),  # a reset and coil 11
+    lambda c: c.write_registers(99, [0, 0]),
+    lambda c: c.write_registers(100, [0, 0]),  # register 100 and 101
+    lambda c: c.write_registers(98, [0, 0, 0]),
+    lambda c: c.write_read_registers(100, [0, 1]),
+], ids=["coils-0-1", "coils-0-10", "coils-9-10", "coils-10-11", "regs-99-100", "regs-100-101",
+        "regs-98-100", "fc17-100-101"])
+def test_a_multiple_write_touching_one_bad_address_changes_nothing(meter, write):
+    before = meter.state()
+    assert write(meter.client) == (ILLEGAL_ADDRESS, None)
+    assert meter.state() == before
+
+
+# --- reads ---
+
+@pytest.mark.parametrize("function_code", [0x03, 0x04])
+@pytest.mark.parametrize("address, count", [(101, 2), (0, 103), (102, 1), (100, 3), (65535, 1), (0, 125)])
+def test_register_reads_past_101_are_illegal(meter, function_code, address, count):
+    assert meter.client.read(function_code, address, count) == (ILLEGAL_ADDRESS, None)
+
+
+@pytest.mark.parametrize("function_code", [0x01, 0x02])
+@pytest.mark.parametrize("address, count", [(10, 2), (11, 1), (0, 12), (65535, 1), (0, 2000)])
+def test_bit_reads_past_10_are_illegal(meter, function_code, address, count):
+    assert meter.client.read(function_code, address, count) == (ILLEGAL_ADDRESS, None)
+
+
+@pytest.mark.parametrize("meter_type", ["electric", "water", "gas"])
+def test_input_registers_are_the_holding_registers(meter_type):
+    meter = Meter(meter_type)
+    for _ in range(5):
+        meter.tick()
+        holding = meter.client.read(0x03, 0, 102)
+        assert holding[0] == OK and len(holding[1]) == 102
+        assert meter.client.read(0x04, 0, 102) == holding
+        for address, count in ((0, 2), (10, 8), (20, 3), (100, 2), (101, 1)):
+            assert meter.client.read(0x04, address, count) == meter.client.read(0x03, address, count)
+
+
+def test_whole_spaces_read(meter):
+    code, words = meter.client.read(0x03, 0, 102)
+    assert code == OK and words[100] == 1 and words[101] == 0
+    assert words == meter.unit.bank.get_holding_registers(0, 102)
+
+
+# --- read-only ---
+
+def test_read_only_refuses_every_write_with_illegal_function():
+    meter = Meter(read_only=True)
+    before = meter.state()
+    client = meter.client
+    for answer in (client.write_coil(0, OFF), client.write_coil(10, ON), client.write_coil(5, ON),
+                   client.write_coils(0, [False]), client.write_coils(10, [True]),
+                   client.write_register(100, 0), client.write_registers(100, [0]),
+                   client.write_read_registers(100, [0]), client.write_register(3, 1)):
+        assert answer == (ILLEGAL_FUNCTION, None)
+    assert meter.state() == before
+    assert client.read(0x03, 0, 102)[0] == OK  # reads still served
+    assert client.read(0x01, 0, 11)[0] == OK
+
+
+# --- unit ids ---
+
+@pytest.mark.parametrize("unit_id", [0, 1, 17, 247, 255])
+def test_a_single_meter_answers_every_unit_id(meter, unit_id):
+    client = Client(meter.handler, unit_id)
+    assert client.read(0x03, 101, 1) == (OK, [0])
+    assert client.write_coil(10, ON) == (OK, None)
+    assert meter.total_counts() == 0
+
+
+@pytest.fixture
+def gateway():
+    clock = FakeClock()
+    units = {uid: new_unit(make_meter(meter_type, random.Random(uid), 12 * 3600.0))
+             for uid, meter_type in ((1, "electric"), (5, "water"), (247, "gas"))}
+    updater = Updater(units.values(), speed=3600.0, clock=clock)
+    for _ in range(3):
+        clock.now += 1.0
+        updater.tick()
+    return units, MeterDataHandler(updater, units_by_id=units)
+
+
+def test_gateway_routes_by_unit_id(gateway):
+    units, handler = gateway
+    for uid, code in ((1, 0), (5, 1), (247, 2)):
+        assert Client(handler, uid).read(0x03, 101, 1) == (OK, [code])
+        assert Client(handler, uid).read(0x04, 0, 102) == (OK, units[uid].bank.get_holding_registers(0, 102))
+
+
+def test_gateway_writes_reach_only_the_addressed_meter(gateway):
+    units, handler = gateway
+    assert Client(handler, 5).write_coil(0, OFF) == (OK, None)
+    assert [units[uid].bank.get_holding_registers(100, 1)[0] for uid in (1, 5, 247)] == [1, 0, 1]
+    assert Client(handler, 1).write_coil(10, ON) == (OK, None)
+    assert words_u32(*units[1].bank.get_holding_registers(0, 2)) == 0
+    assert units[247].meter.total > 0
+
+
+@pytest.mark.parametrize("unit_id", [0, 2, 4, 6, 246, 248, 255])
+def test_gateway_unknown_unit_id_gets_0x0b(gateway, unit_id):
+    units, handler = gateway
+    before = [(u.bank.get_holding_registers(0, 102), u.bank.get_coils(0, 11)) for u in units.values()]
+    client = Client(handler, unit_id)
+    for function_code in READS:
+        assert client.read(function_code, 0, 1) == (GATEWAY_NO_RESPONSE, None)
+    assert client.write_coil(10, ON) == (GATEWAY_NO_RESPONSE, None)
+    assert client.write_coils(0, [False]) == (GATEWAY_NO_RESPONSE, None)
+    assert client.write_register(100, 0) == (GATEWAY_NO_RESPONSE, None)
+    assert client.write_registers(100, [0]) == (GATEWAY_NO_RESPONSE, None)
+    assert [(u.bank.get_holding_registers(0, 102), u.bank.get_coils(0, 11)) for u in units.values()] == before
+
+
+# --- the guard ---
+
+def test_a_handler_bug_answers_0x04_and_is_logged(meter, caplog):
+    def broken(*args):
+        raise RuntimeError("bug")
+
+    meter.updater.reset_total = broken
+    with caplog.at_level(logging.ERROR, logger="meter_simulator.handler"):
+        assert meter.client.write_coil(10, ON) == (DEVICE_FAILURE, None)
+    assert [r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
+
+
+@pytest.mark.parametrize("error", [KeyError, TypeError, AttributeError, ZeroDivisionError])
+def test_a_read_bug_answers_0x04_not_pymodbustcps_silent_0x01(meter, caplog, error):
+    def broken(*args):
+        raise error("bug")
+
+    meter.unit.bank.get_holding_registers = broken
+    with caplog.at_level(logging.ERROR, logger="meter_simulator.handler"):
+        assert meter.client.read(0x03, 0, 1) == (DEVICE_FAILURE, None)
+        assert meter.client.read(0x04, 0, 1) == (DEVICE_FAILURE, None)
+    assert len([r for r in caplog.records if r.exc_info]) == 2
+    assert meter.client.read(0x01, 0, 1) == (OK, [True])  # the other spaces still answer
