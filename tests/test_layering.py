@@ -1,0 +1,106 @@
+"""Imports point one way: pure core <- updater, handler, transport, server, fleet <- options, cli.
+
+The core (registers, processes, meters) runs without pyModbusTCP, docopt, sockets,
+threads or a clock: a fresh interpreter imports it and looks at sys.modules, and a
+source scan checks every module's imports against its layer.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import meter_simulator
+
+PACKAGE = Path(meter_simulator.__file__).resolve().parent
+CORE = {"registers", "processes", "meters"}
+OUTER = {"options", "cli", "service", "__main__"}  # argv, exit codes, the process's life
+# what the core must not need: the Modbus server, the command line, the network, threads, a clock
+NOT_IN_CORE = {"pyModbusTCP", "docopt", "socket", "socketserver", "selectors", "ssl", "threading",
+               "signal", "subprocess", "time", "datetime", "logging"}
+
+PROBE = """
+import json, sys
+before = set(sys.modules)
+import meter_simulator.registers, meter_simulator.processes, meter_simulator.meters
+print(json.dumps({"loaded": sorted(sys.modules), "new": sorted(set(sys.modules) - before)}))
+"""
+
+
+def modules() -> dict[str, Path]:
+    return {path.stem: path for path in sorted(PACKAGE.glob("*.py"))}
+
+
+def imports_of(path: Path) -> tuple[set[str], set[str]]:
+    """(top-level absolute modules, sibling modules of the package) a source file imports."""
+    absolute, siblings = set(), set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            absolute.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                root = node.module.split(".")[0]
+                if root == "meter_simulator":
+                    parts = node.module.split(".")
+                    siblings.update([parts[1]] if len(parts) > 1 else (a.name for a in node.names))
+                else:
+                    absolute.add(root)
+            elif node.module:
+                siblings.add(node.module.split(".")[0])
+            else:
+                siblings.update(alias.name for alias in node.names)
+    return absolute - {"__future__"}, siblings - {"__version__"}
+
+
+def test_importing_the_core_loads_no_server_cli_or_network():
+    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
+                            timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    probe = json.loads(result.stdout)
+    loaded = set(probe["loaded"])
+    assert not {"pyModbusTCP", "docopt"} & loaded
+    assert not {m for m in loaded if m.startswith(("pyModbusTCP.", "docopt."))}
+    # the interpreter itself may start with some of these; the core must not bring any in
+    assert not NOT_IN_CORE & set(probe["new"]), probe["new"]
+    assert not {"socket", "socketserver", "selectors"} & loaded
+    assert {"meter_simulator.registers", "meter_simulator.processes",
+            "meter_simulator.meters"} <= loaded
+
+
+def test_the_layers_are_known():
+    assert CORE <= set(modules())
+    assert {"options", "cli"} <= set(modules())
+
+
+@pytest.mark.parametrize("name", sorted(CORE))
+def test_core_imports_only_core_and_no_clock_threads_or_sockets(name):
+    absolute, siblings = imports_of(modules()[name])
+    assert siblings <= CORE, f"{name} imports {siblings - CORE}"
+    assert not absolute & NOT_IN_CORE, f"{name} imports {absolute & NOT_IN_CORE}"
+
+
+@pytest.mark.parametrize("name", sorted(CORE))
+def test_core_uses_only_the_injected_rng(name):
+    # random.Random as a type is fine; random.random(), random.gauss() etc. would be the
+    # process-wide generator, which --seed cannot make reproducible
+    tree = ast.parse(modules()[name].read_text(encoding="utf-8"))
+    calls = {node.attr for node in ast.walk(tree)
+             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+             and node.value.id == "random"}
+    assert calls <= {"Random"}, f"{name} uses random.{calls - {'Random'}}"
+
+
+@pytest.mark.parametrize("name", sorted(set(modules()) - CORE - OUTER - {"__init__"}))
+def test_middle_layer_never_imports_the_command_line(name):
+    absolute, siblings = imports_of(modules()[name])
+    assert not siblings & OUTER, f"{name} imports {siblings & OUTER}"
+    assert "docopt" not in absolute
+
+
+def test_package_init_imports_nothing():
+    absolute, siblings = imports_of(modules()["__init__"])
+    assert not absolute and not siblings
