@@ -16,7 +16,8 @@ from typing import Callable
 from pyModbusTCP.constants import (EXP_DATA_ADDRESS, EXP_DATA_VALUE,
                                    EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND,
                                    EXP_ILLEGAL_FUNCTION, EXP_NONE,
-                                   EXP_SLAVE_DEVICE_FAILURE, WRITE_SINGLE_COIL)
+                                   EXP_SLAVE_DEVICE_FAILURE, WRITE_READ_MULTIPLE_REGISTERS,
+                                   WRITE_SINGLE_COIL)
 from pyModbusTCP.server import DataHandler
 
 from . import registers
@@ -128,5 +129,11 @@ class MeterDataHandler(DataHandler):
             return answer(EXP_DATA_VALUE)
         if not set(writes) <= WRITABLE_REGISTERS:
             return answer(EXP_DATA_ADDRESS)
+        pdu = srv_info.recv_frame.pdu.raw
+        if pdu[0] == WRITE_READ_MULTIPLE_REGISTERS:
+            # pyModbusTCP writes, then reads: a read past the map must refuse the write too
+            read_address, read_count = struct.unpack(">HH", pdu[1:5])
+            if read_address + read_count > registers.REGISTER_COUNT:
+                return answer(EXP_DATA_ADDRESS)
         self.updater.set_online(unit, writes[registers.ONLINE] == 1)
         return answer(EXP_NONE)

@@ -247,6 +247,33 @@ def test_a_multiple_write_touching_one_bad_address_changes_nothing(meter, write)
     assert meter.state() == before
 
 
+@pytest.mark.parametrize("read_address, read_count", [(101, 2), (0, 103), (102, 1), (65000, 1)])
+def test_fc17_reading_past_101_writes_nothing(meter, read_address, read_count):
+    before = meter.state()
+    assert meter.client.write_read_registers(100, [0], read_address, read_count) == (ILLEGAL_ADDRESS, None)
+    assert meter.state() == before  # still online: the write half did not land
+
+
+def test_fc17_within_the_map_writes(meter):
+    assert meter.client.write_read_registers(100, [0], 0, 102) == (OK, None)
+    assert online_view(meter)[0] == 0
+
+
+def test_fc17_through_pymodbustcps_engine_is_all_or_nothing(meter):
+    engine = ModbusServer(host="127.0.0.1", port=0, no_block=True, data_hdl=meter.handler)  # never started
+    session = ModbusServer.SessionData()
+    session.request.mbap.unit_id = 1
+    session.request.pdu.raw = struct.pack(">BHHHHBH", 0x17, 101, 5, 100, 1, 2, 0)
+    before = meter.state()
+    engine._internal_engine(session)
+    assert session.response.pdu.raw == bytes([0x97, ILLEGAL_ADDRESS])
+    assert meter.state() == before
+    session.request.pdu.raw = struct.pack(">BHHHHBH", 0x17, 100, 2, 100, 1, 2, 0)
+    session.response = ModbusServer.Frame()
+    engine._internal_engine(session)
+    assert session.response.pdu.raw == bytes([0x17, 4, 0, 0, 0, 0])  # offline, type 0
+
+
 # --- reads ---
 
 @pytest.mark.parametrize("function_code", [0x03, 0x04])
