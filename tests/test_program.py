@@ -205,8 +205,11 @@ def test_address_not_on_this_host_exits_1():
 
 # --- signals ---
 
+# Repeated: a signal the kernel hands to a thread other than the main one was once
+# lost in about a quarter of the runs; six runs a signal catch that nearly always.
+@pytest.mark.parametrize("attempt", range(6))
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_stops_the_program_cleanly(signum):
+def test_signal_stops_the_program_cleanly(signum, attempt):
     meter = MeterProcess("--interval", "0.05", "--speed", "600")
     with meter:
         # a client holding a connection open must not delay the exit
