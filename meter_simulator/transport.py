@@ -103,7 +103,12 @@ def pdu_size_ok(pdu: bytes) -> bool:
         return len(pdu) == FIXED_PDU_SIZE[func_code]
     if func_code in BYTE_COUNT_AT:
         at = BYTE_COUNT_AT[func_code]
-        return len(pdu) > at and len(pdu) == at + 1 + pdu[at]
+        if len(pdu) <= at or len(pdu) != at + 1 + pdu[at]:
+            return False
+        if func_code == WRITE_MULTIPLE_COILS:  # pyModbusTCP takes any byte count >= what is needed
+            (quantity,) = struct.unpack_from(">H", pdu, 3)
+            return pdu[at] == (quantity + 7) // 8
+        return True
     if func_code == ENCAPSULATED_INTERFACE_TRANSPORT:
         if len(pdu) < 2:
             return False

@@ -228,6 +228,7 @@ TID, UNIT = 0xBEEF, 0x5A
     bytes([0x06, 0, 100, 0]), bytes([0x06, 0, 100, 0, 1, 0]),
     bytes([0x0F, 0, 0, 0, 1]), bytes([0x0F, 0, 0, 0, 1, 1]),                 # byte count, no data
     bytes([0x0F, 0, 0, 0, 1, 1, 1, 0]),                                      # one byte too many
+    bytes([0x0F, 0, 0, 0, 1, 2, 1, 0]),                                      # byte count 2 for 1 coil
     bytes([0x10, 0, 100, 0, 1, 2, 0]), bytes([0x10, 0, 100, 0, 1, 2, 0, 1, 0]),
     bytes([0x17, 0, 0, 0, 1, 0, 100, 0, 1]), bytes([0x17, 0, 0, 0, 1, 0, 100, 0, 1, 2, 0, 1, 0]),
     bytes([0x2B]), bytes([0x2B, 0x0E, 1]), bytes([0x2B, 0x0E, 1, 0, 0]),     # device id: 4 bytes
