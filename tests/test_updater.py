@@ -367,15 +367,15 @@ def test_no_drift_over_many_late_ticks(timers, interval_s):
     rng = random.Random(4)
     deadline = clock.now + timers[-1].interval
     last_k = 1
-    for _ in range(5000):
+    for _ in range(2000):
         # each timer fires up to 30 % of an interval late, or a little early
         deadline = fire(timers, clock, deadline + interval_s * rng.uniform(-0.001, 0.3))
         k = (deadline - start) / interval_s
         assert k == pytest.approx(round(k), abs=1e-6)  # exactly on the grid
         assert round(k) == last_k + 1  # the next deadline: none skipped while on time, none doubled
         last_k = round(k)
-    assert updater.ticks == 5000
-    assert last_k == 5001
+    assert updater.ticks == 2000
+    assert last_k == 2001
 
 
 def test_stop_cancels_the_armed_timer_and_no_tick_follows(timers):
