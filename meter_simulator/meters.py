@@ -257,8 +257,8 @@ class GasMeter(FlowMeter):
     def _sample(self, dt_s: float) -> Reading:
         self._outdoor_c.step(dt_s)
         demand = self.heating_demand()
-        if self._burner.step(dt_s, demand * 2.0):
-            self._burner_flow = 15.0 + 45.0 * demand * self._rng.uniform(0.8, 1.2)
+        if self._burner.step(dt_s, demand * 1.5):  # a 24 kW boiler burns about 40 L/min at full power
+            self._burner_flow = 10.0 + 25.0 * demand * self._rng.uniform(0.8, 1.2)
         activity = household_activity(self.time_of_day_s)
         for fixture in self._fixtures:
             fixture.step(dt_s, activity)

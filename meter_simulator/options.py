@@ -78,6 +78,8 @@ def integer(name: str, low: int | None = None, high: int | None = None) -> Calla
 
     def convert(text: str) -> int:
         try:
+            if not text.isascii():
+                raise ValueError(text)
             value = int(text, 10)
         except ValueError:
             raise UsageError(f"{name} must be a whole number, not {text!r}") from None

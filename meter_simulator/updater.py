@@ -139,7 +139,9 @@ class Updater:
 
     # --- schedule ---
     def start(self) -> None:
-        """Start the Timer chain; the first tick comes one interval from now."""
+        """Start the Timer chain; the first tick comes one interval from now. Idempotent."""
+        if self._timer is not None:
+            return
         self._start = self._deadline = self._clock()
         self._arm(self._start)
 
