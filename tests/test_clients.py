@@ -19,8 +19,8 @@ from pyModbusTCP.utils import word_list_to_long
 from pymodbus.client import ModbusTcpClient
 
 from meter_simulator import __version__
-from support import (MeterProcess, mbpoll_values, modbus_exchange, recv_exactly, run_mbpoll, u32,
-                     unit_kw, wait_for)
+from support import (MeterProcess, ipv6_loopback_available, mbpoll_values, modbus_exchange,
+                     recv_exactly, run_mbpoll, u32, unit_kw, wait_for)
 
 TYPES = ("electric", "water", "gas")
 TYPE_CODES = {"electric": 0, "water": 1, "gas": 2}
@@ -124,6 +124,23 @@ def test_pymodbus_device_identification(still_servers):
 def test_pymodbus_every_unit_id_is_answered(still_servers, unit_id):
     with pymodbus_client(still_servers["gas"].port) as client:
         assert holding(client, 100, 2, unit_id=unit_id) == [1, 2]
+
+
+def test_ipv6_clients_are_served_like_ipv4(make_server):
+    if not ipv6_loopback_available():
+        pytest.skip("this machine has no IPv6 loopback (::1)")
+    server = make_server("water", host="::1", interval_s=3600)
+    with pymodbus_client(server.port, host="::1") as client:
+        assert holding(client, 100, 2) == [1, 1]
+        ok(call(client, "write_coil", 0, False))
+        assert holding(client, 100, 1) == [0]
+    tcp = ModbusClient(host="::1", port=server.port, timeout=5, auto_open=True)
+    try:
+        assert tcp.read_input_registers(100, 2) == [0, 1]
+        assert tcp.write_single_register(100, 1)
+        assert tcp.read_coils(0, 3) == [True, True, True]
+    finally:
+        tcp.close()
 
 
 # --- pymodbus: writes ---
@@ -322,8 +339,11 @@ def program():
         yield meter
 
 
+MBPOLL_TIMEOUT = ("-o", "5")  # seconds; mbpoll's default of 1 s is tight on a loaded machine
+
+
 def mbpoll_read(port: int, *args: str) -> dict[int, int]:
-    done = run_mbpoll("-1", *args, "-p", str(port), "127.0.0.1")
+    done = run_mbpoll("-1", *MBPOLL_TIMEOUT, *args, "-p", str(port), "127.0.0.1")
     assert done.returncode == 0, done.stdout + done.stderr
     return mbpoll_values(done.stdout)
 
@@ -349,14 +369,15 @@ def test_mbpoll_input_registers_coils_and_discrete_inputs(program):
 
 
 def test_mbpoll_read_past_the_map_fails(program):
-    done = run_mbpoll("-1", "-t", "4", "-r", "102", "-c", "2", "-p", str(program.port), "127.0.0.1")
+    done = run_mbpoll("-1", *MBPOLL_TIMEOUT, "-t", "4", "-r", "102", "-c", "2", "-p", str(program.port),
+                      "127.0.0.1")
     assert done.returncode != 0
     assert "illegal data address" in (done.stdout + done.stderr).lower()
 
 
 def mbpoll_write(port: int, *args: str) -> None:
     """mbpoll writing: its options, then the host, then the value (the last of args)."""
-    done = run_mbpoll(*args[:-1], "-p", str(port), "127.0.0.1", args[-1])
+    done = run_mbpoll(*MBPOLL_TIMEOUT, *args[:-1], "-p", str(port), "127.0.0.1", args[-1])
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -370,7 +391,7 @@ def test_mbpoll_writes_online_and_reset(make_server):
     assert mbpoll_read(server.port, "-t", "4", "-r", "1", "-c", "2") == {1: 1200, 2: 0}
     mbpoll_write(server.port, "-t", "0", "-r", "11", "1")  # coil 10 ON: reset
     assert mbpoll_read(server.port, "-t", "4", "-r", "1", "-c", "2") == {1: 0, 2: 0}
-    done = run_mbpoll("-t", "4", "-r", "1", "-p", str(server.port), "127.0.0.1", "7")
+    done = run_mbpoll(*MBPOLL_TIMEOUT, "-t", "4", "-r", "1", "-p", str(server.port), "127.0.0.1", "7")
     assert done.returncode != 0 and "illegal data address" in (done.stdout + done.stderr).lower()
 
 
