@@ -140,6 +140,13 @@ def main() -> int:
                     return 1
                 time.sleep(0.1)
         start = usage_of(proc.pid)
+        settle_s = time.monotonic() + 5  # the readiness probe's connection may still be open
+        while time.monotonic() < settle_s:
+            time.sleep(0.2)
+            now = usage_of(proc.pid)
+            if now == start:
+                break
+            start = now
         stop = threading.Event()
         tally = Tally()
         threads = [threading.Thread(target=poller, args=(port, args.type, args.rate, stop, tally))
