@@ -212,8 +212,11 @@ class MeterTCPServer(socketserver.ThreadingTCPServer):
             self.clients -= 1
 
     def process_request(self, request, client_address) -> None:
+        """Serve the connection in a daemon thread named for it (leak checks find it by name)."""
         try:
-            super().process_request(request, client_address)
+            threading.Thread(target=self.process_request_thread, args=(request, client_address),
+                             name=f"modbus-connection {client_address[0]} {client_address[1]}",
+                             daemon=True).start()
         except BaseException:  # no thread to give the slot back: do it here, then let it fail
             self.release()
             raise

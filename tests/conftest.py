@@ -73,7 +73,7 @@ def fast_servers():
         server.stop()
 
 
-OUR_THREADS = ("meter-updater", "modbus-server", "process_request_thread")
+OUR_THREADS = ("meter-updater", "modbus-server", "modbus-connection")
 
 
 def our_threads() -> int:
