@@ -84,13 +84,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BindError as exc:
             print(f"meter-simulator: {exc}", file=sys.stderr)
             return EXIT_FAILURE
-        log.info("%s", fleet.describe(config.meter_type, host_port(config.host, server.port),
-                                      config.count, config.unit_ids))
+        serving = fleet.describe(config.meter_type, host_port(config.host, server.port),
+                                 config.count, config.unit_ids)
+        log.info("%s", serving)
         if not (config.read_only or config.allow) and not is_loopback(config.host):
             log.warning("serving %s with neither --read-only nor --allow: anyone on the network "
                         "can reset the meter or take it offline", config.host)
-        service.started(f"{config.meter_type} meter serving Modbus/TCP on "
-                        f"{host_port(config.host, server.port)}")
+        service.started(serving)  # READY=1, with the start line as STATUS=
         try:
             # Wake now and then: a signal the kernel hands to another thread only flags it for
             # the main thread, whose handler runs when it next executes Python code; an

@@ -137,7 +137,7 @@ def test_ready_comes_once_every_port_accepts_then_watchdog_and_stopping(tmp_path
         assert set(saved(tmp_path / "totals.json")) == {str(port) for port in ports}
         ready = messages[-1]
         assert "READY=1" in ready
-        assert f"STATUS=electric meter serving Modbus/TCP on 127.0.0.1:{ports[0]}" in ready
+        assert f"STATUS=3 electric meters serving Modbus/TCP on 127.0.0.1:{ports[0]}-{ports[2]}" in ready
         wait_message(notify_socket, program.proc, "WATCHDOG")  # every 0.5 s: half of WATCHDOG_USEC
         wait_message(notify_socket, program.proc, "WATCHDOG")
         program.proc.send_signal(signal.SIGTERM)
