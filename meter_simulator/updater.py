@@ -9,16 +9,49 @@ the next tick integrates the whole elapsed time anyway.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import sys
 import threading
 import time
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from . import registers
 from .meters import Meter
 
 log = logging.getLogger(__name__)
+
+# A tick of 1,000 meters holds the GIL for ~40 ms, and a request thread gives the
+# GIL back at each socket call, then waits a whole switch interval (5 ms) to get it
+# again: a gateway fleet read at 1,000 polls/s answered with a p99 of 33 ms. Short
+# GIL slices while a fleet ticks cost nothing when no one waits: p99 4 ms.
+# (time.sleep(0) every few meters did as well but added 10 ms to the tick.)
+FLEET_UNITS = 32  # from this many meters a tick runs with short GIL slices
+FLEET_TICK_SWITCH_INTERVAL_S = 0.0002
+
+
+_slices_lock = threading.Lock()
+_slices_users = 0  # ticks running with short slices now (several updaters in one process)
+_normal_interval_s = 0.0
+
+
+@contextlib.contextmanager
+def short_gil_slices(interval_s: float) -> Iterator[None]:
+    """Run a CPU-bound block with GIL time slices of at most interval_s, then restore them."""
+    global _slices_users, _normal_interval_s
+    with _slices_lock:
+        if _slices_users == 0:
+            _normal_interval_s = sys.getswitchinterval()
+            sys.setswitchinterval(min(interval_s, _normal_interval_s))
+        _slices_users += 1
+    try:
+        yield
+    finally:
+        with _slices_lock:
+            _slices_users -= 1
+            if _slices_users == 0:
+                sys.setswitchinterval(_normal_interval_s)
 
 
 class MeterUnit:
@@ -89,7 +122,9 @@ class Updater:
     # --- the tick, public so tests drive it with a fake clock and no thread ---
     def tick(self) -> None:
         """Step every meter by the simulated time since the last tick and publish it."""
-        with self.lock:
+        slices = short_gil_slices(FLEET_TICK_SWITCH_INTERVAL_S) if len(self.units) >= FLEET_UNITS \
+            else contextlib.nullcontext()
+        with self.lock, slices:
             now = self._clock()
             dt_s = max(now - self._last, 0.0) * self.speed
             self._last = now

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import random
 import socket
+import sys
 import threading
 
 import pytest
@@ -12,6 +13,7 @@ from pyModbusTCP.client import ModbusClient
 from meter_simulator import fleet, registers
 from meter_simulator.server import MeterServer, new_unit
 from meter_simulator.transport import BindError
+from meter_simulator.updater import Updater, short_gil_slices
 from support import MeterProcess, run_program, u32, unit_kw, wait_for
 
 GATEWAY_FAILED = 0x0B
@@ -282,3 +284,15 @@ def test_the_seed_reproduces_the_whole_fleet_in_the_program():
     assert first == program_readings(port, "--seed", "11")
     assert all_different(image[READINGS] for image in first)
     assert first != program_readings(port, "--seed", "12")
+
+
+def test_a_fleet_tick_gives_back_the_switch_interval_it_shortened():
+    endpoints = fleet.plan("gas", 1, 40, None, random.Random(3), 0.0, new_unit)
+    updater = Updater([unit for endpoint in endpoints for unit in endpoint.units])
+    before = sys.getswitchinterval()
+    with short_gil_slices(0.0002):  # as another updater's tick, overlapping this one
+        updater.tick()
+        during = sys.getswitchinterval()
+    updater.tick()
+    assert during == pytest.approx(0.0002, abs=1e-6)
+    assert sys.getswitchinterval() == before

@@ -1,0 +1,71 @@
+"""The reference servers of the benchmark, each as its user would set it up, until SIGTERM.
+
+  ref_server.py pymodbustcp PORT COUNT        bare pyModbusTCP ModbusServer(no_block=True) per port,
+                                              over its default DataBank
+  ref_server.py pymodbus PORT COUNT UNITS     pymodbus's asyncio ModbusTcpServer per port in one
+                                              event loop; UNITS > 0: unit ids 1..UNITS, each a
+                                              device of its own (0: one device for every unit id)
+
+Prints "ready" on stdout once every port listens.
+"""
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import threading
+
+
+def serve_pymodbustcp(port: int, count: int) -> None:
+    from pyModbusTCP.server import ModbusServer
+
+    servers = [ModbusServer(host="127.0.0.1", port=port + offset, no_block=True)
+               for offset in range(count)]
+    for server in servers:
+        server.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print("ready", flush=True)
+    stop.wait()
+    for server in servers:
+        server.stop()
+
+
+def serve_pymodbus(port: int, count: int, units: int) -> None:
+    from pymodbus.datastore import (ModbusDeviceContext, ModbusSequentialDataBlock,
+                                    ModbusServerContext)
+    from pymodbus.server import ModbusTcpServer
+
+    def device() -> ModbusDeviceContext:  # pymodbus adds 1 to request addresses: blocks from 1
+        return ModbusDeviceContext(hr=ModbusSequentialDataBlock(1, [0] * 200),
+                                   ir=ModbusSequentialDataBlock(1, [0] * 200),
+                                   co=ModbusSequentialDataBlock(1, [False] * 16),
+                                   di=ModbusSequentialDataBlock(1, [False] * 16))
+
+    def context() -> ModbusServerContext:
+        if units == 0:
+            return ModbusServerContext(devices=device(), single=True)
+        return ModbusServerContext(devices={uid: device() for uid in range(1, units + 1)},
+                                   single=False)
+
+    async def main() -> None:
+        servers = [ModbusTcpServer(context(), address=("127.0.0.1", port + offset))
+                   for offset in range(count)]
+        for server in servers:
+            await server.serve_forever(background=True)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        print("ready", flush=True)
+        await stop.wait()
+        for server in servers:
+            await server.shutdown()
+
+    asyncio.run(main())
+
+
+if __name__ == "__main__":
+    kind, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    if kind == "pymodbustcp":
+        serve_pymodbustcp(port, count)
+    else:
+        serve_pymodbus(port, count, int(sys.argv[4]) if len(sys.argv) > 4 else 0)

@@ -1,0 +1,344 @@
+"""Benchmark: meter-simulator against bare pyModbusTCP and pymodbus's server, on loopback.
+
+Usage:
+  benchmark.py [--quick] [--only NAMES] [--seconds S] [--fleet-seconds S] [--drift-seconds S]
+               [--port PORT]
+  benchmark.py --tick-phase SECONDS
+  benchmark.py -h | --help
+
+Options:
+  --quick              A few seconds per scenario, to try it out.
+  --only NAMES         Comma-separated scenario groups: closed, storm, fleet, tick [default: all].
+  --seconds S          Seconds of load per throughput scenario [default: 10].
+  --fleet-seconds S    Seconds of the 1,000-meter fleet scenarios [default: 60].
+  --drift-seconds S    Seconds of the tick-schedule drift run [default: 600].
+  --port PORT          First TCP port to use on 127.0.0.1 [default: 27000].
+  --tick-phase SECONDS (internal) time ticks of 1,000 meters in this process.
+  -h, --help           Show this text.
+
+Every server runs in its own process pinned to CPU 0; the load generator, a small C
+program compiled here with the machine's cc (a Python one tops out below the servers),
+runs pinned to CPU 1. Server CPU time comes from /proc/PID/stat, peak RSS from VmHWM.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from docopt import docopt
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent / "bench"
+SERVER_CPU, LOAD_CPU = 0, 1
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVERS = ("ours", "pyModbusTCP", "pymodbus")
+FLEET_METERS = 1000
+GATEWAY_PORTS, GATEWAY_UNITS = 5, 200  # 1,000 meters as 5 gateways of 200 unit ids (max 247)
+STORM_CLIENTS = 500
+
+
+def pinned(cpu: int):
+    """preexec_fn that pins the child to one CPU, where the machine has more than one."""
+    def pin() -> None:
+        if (os.cpu_count() or 1) > 1:
+            os.sched_setaffinity(0, {cpu})
+    return pin
+
+
+def build_loadgen(workdir: str) -> str:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        sys.exit("benchmark: needs a C compiler (cc) for the load generator")
+    out = os.path.join(workdir, "loadgen")
+    subprocess.run([cc, "-O2", "-o", out, str(BENCH / "loadgen.c")], check=True)
+    return out
+
+
+def accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+class Server:
+    """One server under test in its own pinned process."""
+
+    def __init__(self, kind: str, port: int, count: int = 1, units: int = 0,
+                 loadgen: str = "") -> None:
+        self.kind, self.port, self.count = kind, port, count
+        if kind == "ours":
+            argv = [sys.executable, str(ROOT / "scripts" / "run_meter.py"), "--port", str(port),
+                    "--count", str(count), "--max-clients", "1000", "--seed", "1",
+                    "--log-level", "warning"]
+            if units:
+                argv += ["--unit-ids", f"1-{units}"]
+        elif kind == "ceiling":
+            argv = [loadgen, "serve", str(port)]
+        else:
+            argv = [sys.executable, str(BENCH / "ref_server.py"), kind.lower(), str(port),
+                    str(count), str(units)]
+        # stderr to a file, never a pipe: a server that logs a lot would block on a full pipe
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(argv, preexec_fn=pinned(SERVER_CPU), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=self.log)
+        deadline = time.monotonic() + 60
+        while not (accepts(port) and accepts(port + count - 1)):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.log.seek(0)
+                err = self.log.read()[-2000:]
+                self.stop()
+                raise RuntimeError(f"{kind} server did not start: {err!r}")
+            time.sleep(0.1)
+        time.sleep(1.0)  # let start-up work (imports, first tick) finish before measuring
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def run_load(loadgen: str, *args) -> dict:
+    out = subprocess.run([loadgen, *map(str, args)], preexec_fn=pinned(LOAD_CPU),
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
+def measured(server: Server, loadgen: str, *args) -> dict:
+    """Load results plus the server's CPU seconds, wall seconds and peak RSS over the run."""
+    cpu0, wall0 = server.cpu_s(), time.monotonic()
+    result = run_load(loadgen, *args)
+    result["cpu_s"], result["wall_s"] = server.cpu_s() - cpu0, time.monotonic() - wall0
+    result["rss_mb"] = server.peak_rss_mb()
+    return result
+
+
+def ms(us: float) -> str:
+    return "-" if us is None or us < 0 else f"{us / 1000:.2f}"
+
+
+def ratio(ours: float, other: float) -> str:
+    return f"{ours / other:.2f}x" if other else "-"
+
+
+# --- scenarios ---
+
+def closed_loop(loadgen: str, port: int, seconds: float) -> list[dict]:
+    """1, 10, 100 connections reading 4 and 102 registers, as fast as answered."""
+    rows = []
+    for qty in (4, 102):
+        for conns in (1, 10, 100):
+            print(f"\n## {conns} connection(s), read {qty} registers, {seconds:g} s", flush=True)
+            print(f"{'server':<12} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10} "
+                  f"{'RSS MB':>7} {'ours/this':>9}")
+            results = {}
+            for kind in (*SERVERS, "ceiling"):
+                server = Server(kind, port, loadgen=loadgen)
+                try:
+                    r = measured(server, loadgen, "closed", "127.0.0.1", port, 1, conns, qty, seconds)
+                finally:
+                    server.stop()
+                # the CPU time covers the warm-up too: divide by every request answered
+                r["cpu_us_per_req"] = r["cpu_s"] / max(r["requests"] + r["warm_up_requests"], 1) * 1e6
+                results[kind] = r
+                shown = "(load generator's ceiling)" if kind == "ceiling" else \
+                    ratio(results["ours"]["rps"], r["rps"])
+                print(f"{kind:<12} {r['rps']:>9.0f} {ms(r['p50_us']):>7} {ms(r['p99_us']):>7} "
+                      f"{r['cpu_us_per_req']:>10.0f} {r['rss_mb']:>7.1f} {shown:>9}", flush=True)
+                if r["errors"] or r["closed_early"]:
+                    print(f"  !! {kind}: {r['errors']} exception answers, closed early: "
+                          f"{r['closed_early']}")
+            rows.append({"conns": conns, "qty": qty, "results": results})
+    return rows
+
+
+def storm(loadgen: str, port: int, timeout_s: float) -> dict:
+    """500 clients connect at once and read once; then a 501st reads once."""
+    print(f"\n## {STORM_CLIENTS} clients connect at once, each reads 4 registers; then one more "
+          f"(given up after {timeout_s:g} s)", flush=True)
+    print(f"{'server':<12} {'connected':>9} {'all conn. s':>11} {'answered':>8} "
+          f"{'all ans. s':>10} {'501st ms':>8}")
+    results = {}
+    for kind in (*SERVERS, "ceiling"):
+        server = Server(kind, port, loadgen=loadgen)
+        try:
+            r = measured(server, loadgen, "storm", "127.0.0.1", port, STORM_CLIENTS, 4, timeout_s)
+        finally:
+            server.stop()
+        results[kind] = r
+
+        def secs(value):
+            return f"{value:.3f}" if value >= 0 else f">{timeout_s:g}"
+
+        print(f"{kind:<12} {r['connected']:>9} {secs(r['all_connected_s']):>11} {r['answered']:>8} "
+              f"{secs(r['all_answered_s']):>10} "
+              f"{(r['extra_client_s'] * 1000 if r['extra_client_s'] >= 0 else float('nan')):>8.2f}",
+              flush=True)
+    return results
+
+
+def fleet(loadgen: str, port: int, seconds: float) -> list[dict]:
+    """1,000 meters, each read (102 registers) once a second: as 1,000 ports, and as gateways."""
+    rows = []
+    for label, count, units in (("1,000 ports", FLEET_METERS, 0),
+                                (f"{GATEWAY_PORTS} ports x {GATEWAY_UNITS} unit ids",
+                                 GATEWAY_PORTS, GATEWAY_UNITS)):
+        print(f"\n## fleet of 1,000 meters ({label}), each read once a second, {seconds:g} s",
+              flush=True)
+        print(f"{'server':<12} {'polls':>7} {'answered':>8} {'p50 ms':>7} {'p99 ms':>7} "
+              f"{'max ms':>7} {'CPU %':>6} {'RSS MB':>7}")
+        results = {}
+        for kind in SERVERS:
+            server = Server(kind, port, count=count, units=units, loadgen=loadgen)
+            try:
+                r = measured(server, loadgen, "fleet", "127.0.0.1", port, count, units, 102, seconds)
+            finally:
+                server.stop()
+            r["cpu_pct"] = 100 * r["cpu_s"] / r["wall_s"]
+            results[kind] = r
+            print(f"{kind:<12} {r['polls']:>7} {r['answered']:>8} {ms(r['p50_us']):>7} "
+                  f"{ms(r['p99_us']):>7} {ms(r['max_us']):>7} {r['cpu_pct']:>6.1f} "
+                  f"{r['rss_mb']:>7.1f}", flush=True)
+        rows.append({"label": label, "results": results})
+    return rows
+
+
+def tick(seconds: float) -> dict:
+    """Tick time and schedule drift of 1,000 electric meters, in a pinned process of their own."""
+    print(f"\n## updater: 1,000 electric meters, interval 1 s, {seconds:g} s", flush=True)
+    out = subprocess.run([sys.executable, __file__, "--tick-phase", str(seconds)],
+                         preexec_fn=pinned(SERVER_CPU), capture_output=True, text=True,
+                         check=True).stdout
+    r = json.loads(out)
+    print(f"tick (step + publish 1,000 meters): median {r['tick_median_ms']:.1f} ms, "
+          f"max {r['tick_max_ms']:.1f} ms over {r['timed_ticks']} ticks")
+    print(f"schedule: {r['ticks']} ticks, start lateness {r['first_late_ms']:.2f} ms, "
+          f"max lateness {r['max_late_ms']:.2f} ms, drift (last - first) {r['drift_ms']:.2f} ms")
+    return r
+
+
+def tick_phase(seconds: float) -> None:
+    """Runs in the pinned child: time tick() directly, then let the Timer chain run."""
+    import random
+    import statistics
+
+    sys.path.insert(0, str(ROOT))
+    from meter_simulator import fleet as fleet_plan
+    from meter_simulator.server import new_unit
+    from meter_simulator.updater import Updater
+
+    endpoints = fleet_plan.plan("electric", 1, FLEET_METERS, None, random.Random(1), 36000.0,
+                                new_unit)
+    units = [unit for endpoint in endpoints for unit in endpoint.units]
+    durations = []
+    timed = Updater(units, interval_s=1.0)
+    for _ in range(30):
+        t0 = time.perf_counter()
+        timed.tick()
+        durations.append(time.perf_counter() - t0)
+    starts = []
+    updater = Updater(units, interval_s=1.0, on_tick=lambda: starts.append(updater._last))
+    updater.start()  # _last: the clock read at the start of the tick just run
+    origin = updater._start
+    time.sleep(seconds + 0.5)
+    updater.stop()
+    late_ms = [(start - (origin + (k + 1) * 1.0)) * 1000 for k, start in enumerate(starts)]
+    print(json.dumps({"tick_median_ms": statistics.median(durations) * 1000,
+                      "tick_max_ms": max(durations) * 1000, "timed_ticks": len(durations),
+                      "ticks": len(starts), "first_late_ms": late_ms[0],
+                      "max_late_ms": max(late_ms), "drift_ms": late_ms[-1] - late_ms[0]}))
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in
+                  Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+                 "unknown CPU")
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    return (f"{os.cpu_count()} CPUs ({model}), Python {sys.version.split()[0]}, "
+            f"load average {' '.join(load)}")
+
+
+def summary(closed_rows, storm_results, fleet_rows, tick_result) -> None:
+    print("\n## targets")
+    if closed_rows:
+        worst = min(closed_rows, key=lambda row: row["results"]["ours"]["rps"] /
+                    row["results"]["pyModbusTCP"]["rps"])
+        w = worst["results"]
+        print(f"throughput vs bare pyModbusTCP (>= 0.90x in every scenario): worst "
+              f"{ratio(w['ours']['rps'], w['pyModbusTCP']['rps'])} "
+              f"({worst['conns']} conn., {worst['qty']} registers)")
+        behind = [row for row in closed_rows if row["results"]["ours"]["rps"] <=
+                  row["results"]["pymodbus"]["rps"]]
+        print(f"ahead of pymodbus in every scenario: {'yes' if not behind else 'no'} "
+              f"({len(closed_rows) - len(behind)} of {len(closed_rows)})")
+        ceiling = min(row["results"]["ceiling"]["rps"] / max(row["results"][k]["rps"] for k in SERVERS)
+                      for row in closed_rows)
+        print(f"load generator ceiling: at least {ceiling:.1f}x the fastest Python server "
+              f"in every scenario")
+    if storm_results:
+        r = storm_results["ours"]
+        print(f"{STORM_CLIENTS} simultaneous connects (all answered within 1 s, 501st within "
+              f"10 ms): all answered in {r['all_answered_s']:.3f} s, 501st in "
+              f"{r['extra_client_s'] * 1000:.2f} ms")
+    for row in fleet_rows:
+        r = row["results"]["ours"]
+        print(f"fleet, {row['label']} (every poll answered, p99 <= 20 ms, CPU <= 50 %, "
+              f"RSS <= 150 MB): {r['answered']}/{r['polls']} answered, p99 {ms(r['p99_us'])} ms, "
+              f"CPU {r['cpu_pct']:.1f} %, RSS {r['rss_mb']:.1f} MB")
+    if tick_result:
+        print(f"tick of 1,000 meters (<= 50 ms): median {tick_result['tick_median_ms']:.1f} ms, "
+              f"max {tick_result['tick_max_ms']:.1f} ms; drift over "
+              f"{tick_result['ticks']} s (< 10 ms): {tick_result['drift_ms']:.2f} ms")
+
+
+def main() -> int:
+    args = docopt(__doc__)
+    if args["--tick-phase"]:
+        tick_phase(float(args["--tick-phase"]))
+        return 0
+    quick = args["--quick"]
+    seconds = 2.0 if quick else float(args["--seconds"])
+    fleet_s = 5.0 if quick else float(args["--fleet-seconds"])
+    drift_s = 10.0 if quick else float(args["--drift-seconds"])
+    storm_timeout_s = 10.0 if quick else 70.0
+    port = int(args["--port"])
+    only = {"closed", "storm", "fleet", "tick"} if args["--only"] == "all" else \
+        set(args["--only"].split(","))
+    print(f"# meter-simulator benchmark{' (quick)' if quick else ''}")
+    print(f"machine: {machine()}")
+    print(f"servers pinned to CPU {SERVER_CPU}, load generator to CPU {LOAD_CPU}; all on 127.0.0.1")
+    with tempfile.TemporaryDirectory() as workdir:
+        loadgen = build_loadgen(workdir)
+        closed_rows = closed_loop(loadgen, port, seconds) if "closed" in only else []
+        storm_results = storm(loadgen, port, storm_timeout_s) if "storm" in only else {}
+        fleet_rows = fleet(loadgen, port, fleet_s) if "fleet" in only else []
+    tick_result = tick(drift_s) if "tick" in only else {}
+    summary(closed_rows, storm_results, fleet_rows, tick_result)
+    print(f"\nload average at the end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
