@@ -10,29 +10,20 @@ import struct
 import pytest
 from pyModbusTCP.client import ModbusClient
 
-from support import MeterProcess, accepts, free_port, ipv6_loopback_available, u32, wait_for
+from support import (MeterProcess, accepts, free_port, ipv6_loopback_available, recv_exactly, u32,
+                     wait_for)
 
 MBAP = struct.Struct(">HHHB")
 READ_TWO = bytes([0x03, 0, 100, 0, 2])  # registers 100 (online) and 101 (meter type)
 WARNING = "anyone on the network"
 
 
-def recv_exact(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("closed by the server")
-        data += chunk
-    return data
-
-
 def exchange(sock: socket.socket, pdu: bytes, tid: int = 1) -> bytes:
     """Send one request PDU (unit id 1) and return the answer's PDU."""
     sock.sendall(MBAP.pack(tid, 0, len(pdu) + 1, 1) + pdu)
-    rtid, _, length, _ = MBAP.unpack(recv_exact(sock, MBAP.size))
+    rtid, _, length, _ = MBAP.unpack(recv_exactly(sock, MBAP.size))
     assert rtid == tid
-    return recv_exact(sock, length - 1)
+    return recv_exactly(sock, length - 1)
 
 
 def connect(host: str, port: int, source: str | None = None) -> socket.socket:

@@ -11,7 +11,7 @@ import threading
 import pytest
 from pyModbusTCP.client import ModbusClient
 
-from support import wait_for
+from support import recv_exactly, wait_for
 
 MBAP = struct.Struct(">HHHB")
 FRAMES = 10_000
@@ -66,22 +66,12 @@ def bad_header(rng: random.Random, pdu: bytes) -> bytes:
     return MBAP.pack(rng.getrandbits(16), 0, length, 1) + pdu
 
 
-def recv_exact(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("closed by the server")
-        data += chunk
-    return data
-
-
 def check_answer(sock: socket.socket, tid: int, unit: int, pdu: bytes) -> None:
     """Read one answer and check it against the request it answers."""
-    rtid, protocol_id, length, runit = MBAP.unpack(recv_exact(sock, MBAP.size))
+    rtid, protocol_id, length, runit = MBAP.unpack(recv_exactly(sock, MBAP.size))
     assert (rtid, protocol_id, runit) == (tid, 0, unit), pdu.hex()
     assert 2 <= length <= 254
-    answer = recv_exact(sock, length - 1)
+    answer = recv_exactly(sock, length - 1)
     func = pdu[0]
     other_mei = func == 0x2B and len(pdu) > 1 and pdu[1] != 0x0E  # only read device id is served
     if func not in SUPPORTED or other_mei:

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from meter_simulator.transport import RateLimitedLog, pdu_size_ok
-from support import FakeClock, wait_for
+from support import FakeClock, recv_exactly, wait_for
 
 MBAP = struct.Struct(">HHHB")
 READ_TWO = bytes([0x03, 0, 100, 0, 2])  # FC 3: registers 100 (online) and 101 (meter type)
@@ -27,22 +27,12 @@ def connect(port: int, source: str | None = None) -> socket.socket:
     return sock
 
 
-def recv_exact(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise ConnectionError("closed by the server")
-        data += chunk
-    return data
-
-
 def exchange(sock: socket.socket, pdu: bytes, tid: int = 1, unit: int = 1, protocol_id: int = 0,
              length: int | None = None) -> tuple[int, int, int, bytes]:
     """Send one frame and read one answer: (transaction id, protocol id, unit id, PDU)."""
     sock.sendall(MBAP.pack(tid, protocol_id, len(pdu) + 1 if length is None else length, unit) + pdu)
-    rtid, rproto, rlength, runit = MBAP.unpack(recv_exact(sock, MBAP.size))
-    return rtid, rproto, runit, recv_exact(sock, rlength - 1)
+    rtid, rproto, rlength, runit = MBAP.unpack(recv_exactly(sock, MBAP.size))
+    return rtid, rproto, runit, recv_exactly(sock, rlength - 1)
 
 
 def closed_by_server(sock: socket.socket, timeout: float = 10.0) -> bool:
