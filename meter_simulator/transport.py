@@ -38,6 +38,7 @@ from pyModbusTCP.server import ModbusServer
 log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 1024  # hundreds of clients may connect at once: no SYN retransmit waits
+RECV_AHEAD_BYTES = 4096  # a few whole frames: pipelined requests cost no extra recv
 POLL_S = 0.5  # how often a blocked connection looks at its idle deadline and at server stop
 REFUSAL_LOG_PERIOD_S = 10.0  # at most one refusal warning per reason and port in this time
 
@@ -236,7 +237,12 @@ class ConnectionHandler(ModbusServer.ModbusService):
 
     def setup(self) -> None:
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Every blocking call returns within POLL_S, and the loop then looks at the server's
+        # stop and the idle deadline: one settimeout per connection, none per request.
+        self.request.settimeout(POLL_S)
         self.idle_timeout_s = getattr(self.server, "idle_timeout_s", 0) or 0
+        self._running = getattr(self.server, "evt_running", None)
+        self._received = bytearray()  # bytes read ahead of the frame being parsed
         self.mark_active()
 
     def mark_active(self) -> None:
@@ -245,43 +251,43 @@ class ConnectionHandler(ModbusServer.ModbusService):
 
     @property
     def server_running(self) -> bool:
-        running = getattr(self.server, "evt_running", None)
-        return running is None or running.is_set()
+        return self._running is None or self._running.is_set()
 
-    def _wait_s(self) -> float:
-        """How long one blocking call may take: raises when the connection must end now."""
+    def check_alive(self) -> None:
+        """Raise when the connection must end now: the server stopped, or the idle time is up."""
         if not self.server_running:
             raise ModbusServer.NetworkError("server stopped")
-        if self.deadline is None:
-            return POLL_S
-        left_s = self.deadline - time.monotonic()
-        if left_s <= 0:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
             raise IdleTimeout(f"no complete request for {self.idle_timeout_s:g} s")
-        return min(POLL_S, left_s)
 
     def _recv_all(self, size: int) -> bytes:
-        data = bytearray()
-        while len(data) < size:
-            self.request.settimeout(self._wait_s())
+        """The next size bytes. Reads ahead, so a whole frame usually costs one recv."""
+        received = self._received
+        while len(received) < size:
             try:
-                chunk = self.request.recv(size - len(data))
+                chunk = self.request.recv(RECV_AHEAD_BYTES)
             except socket.timeout:
-                continue
-            if not chunk:
+                chunk = None
+            if chunk == b"":
                 raise ModbusServer.NetworkError("closed by the client")
-            data += chunk
-        return bytes(data)
+            if chunk:
+                received += chunk
+            self.check_alive()  # also between the bytes of a client that sends slowly
+        data = bytes(received[:size])
+        del received[:size]
+        return data
 
     def _send_all(self, data: bytes) -> bool:
         # a client that stops reading its answers is bounded by the same deadline
         view = memoryview(data)
         while view:
-            self.request.settimeout(self._wait_s())
             try:
                 sent = self.request.send(view)
             except socket.timeout:
-                continue
+                sent = 0
             view = view[sent:]
+            if view:
+                self.check_alive()
         return True
 
     def read_mbap(self, mbap: ModbusServer.MBAP) -> None:
