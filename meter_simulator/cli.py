@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             service.stopping()
             server.stop()
             service.stopped()  # after the updater: the last tick's totals are saved
-        log.info("%s meter on %s stopped", config.meter_type, host_port(config.host, server.port))
+        log.info("%s stopped", serving.replace(" serving Modbus/TCP", "", 1))
         return EXIT_FAILURE if server.updater.failed else EXIT_OK
     finally:
         for signum, handler in previous.items():
