@@ -20,7 +20,6 @@ from .updater import MeterUnit, Updater
 
 log = logging.getLogger(__name__)
 
-SERVE_POLL_S = 0.2  # how soon serve_forever notices a stop (pyModbusTCP uses 0.5 s)
 VENDOR = b"meter-simulator"
 
 
@@ -79,41 +78,24 @@ def device_identification(meter_type: str) -> DeviceIdentification:
 
 
 class ModbusEndpoint(ModbusServer):
-    """pyModbusTCP's ModbusServer on our TCP server class, serving in its own thread."""
+    """pyModbusTCP's ModbusServer (its engine and data handler) on our TCP server class."""
 
     def __init__(self, *args, transport_options: dict | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.transport_options = transport_options or {}  # MeterTCPServer's limits and allow list
 
     def start(self) -> None:
-        """Bind and serve in a thread; BindError with one line when the address cannot be served."""
-        if self.is_run:
-            return
-        self.bind()
-        self._serve_th = threading.Thread(target=self._serve, name="modbus-server", daemon=True)
-        self._serve_th.start()
-
-    def bind(self) -> None:
-        """Bind and listen without a thread of its own (an Acceptor serves the socket)."""
+        """Bind and listen; the MeterServer's Acceptor serves the socket. BindError with one line
+        when the address cannot be served."""
         self._service = MeterTCPServer(self.host, self.port, ConnectionHandler, **self.transport_options)
         self._service.evt_running = self._evt_running
         self._service.engine = self._engine
         self._evt_running.set()
 
-    def _serve(self) -> None:
-        try:
-            self._service.serve_forever(poll_interval=SERVE_POLL_S)
-        finally:
-            self._evt_running.clear()
-            self._service.server_close()
-
     def stop(self) -> None:
-        """Close the listening socket; connection threads end within about a second."""
-        if self._service is not None and self._serve_th is not None and self._serve_th.is_alive():
-            self._service.shutdown()
-            self._serve_th.join()
-        elif self._service is not None:
-            self._service.server_close()  # bound by bind(), served by an Acceptor
+        """Close the listening socket; connection threads see it and end within POLL_S."""
+        if self._service is not None:
+            self._service.server_close()
         self._evt_running.clear()
 
     @property
@@ -144,7 +126,7 @@ class Acceptor:
     """One thread that accepts connections on many listening sockets.
 
     A fleet of 1,000 ports with a serve_forever thread each costs about 20 % of a
-    core polling while idle and 1,000 x SERVE_POLL_S to stop; one selector waits
+    core polling while idle and 0.2 s each to stop; one selector waits
     on all of them and stops at once. Each connection is still taken through the
     server's own _handle_request_noblock (accept, verify_request, process_request).
     """
@@ -219,7 +201,7 @@ class MeterServer:
         try:
             for endpoint in self.endpoints:
                 try:
-                    endpoint.bind()
+                    endpoint.start()
                 except BindError as exc:
                     raise BindError(f"cannot serve on {self.host}:{endpoint.port}: {exc}") from None
             self.acceptor = Acceptor([endpoint._service for endpoint in self.endpoints])

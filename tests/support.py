@@ -176,3 +176,24 @@ def recv_exactly(sock: socket.socket, size: int) -> bytes:
             raise ConnectionError(f"peer closed after {len(data)} of {size} bytes")
         data += chunk
     return data
+
+
+def bindable(port: int, host: str = "127.0.0.1") -> bool:
+    """True when nobody holds host:port right now."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def closed_by_server(sock: socket.socket, timeout: float = 10.0) -> bool:
+    """True when the server has closed this connection (EOF or reset) within the deadline."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionError:
+        return True
+    except socket.timeout:
+        return False

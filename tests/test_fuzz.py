@@ -11,7 +11,7 @@ import threading
 import pytest
 from pyModbusTCP.client import ModbusClient
 
-from support import recv_exactly, wait_for
+from support import closed_by_server, recv_exactly, wait_for
 
 MBAP = struct.Struct(">HHHB")
 FRAMES = 10_000
@@ -80,16 +80,6 @@ def check_answer(sock: socket.socket, tid: int, unit: int, pdu: bytes) -> None:
         assert len(answer) == 2 and answer[1] in EXPECTED_EXCEPTIONS, (pdu.hex(), answer.hex())
     else:
         assert answer[0] == func, (pdu.hex(), answer.hex())
-
-
-def closed_by_server(sock: socket.socket) -> bool:
-    sock.settimeout(10)
-    try:
-        return sock.recv(4096) == b""
-    except ConnectionError:
-        return True
-    except socket.timeout:
-        return False
 
 
 def open_fds() -> int:

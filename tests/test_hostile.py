@@ -12,7 +12,7 @@ import time
 import pytest
 
 from meter_simulator.transport import RateLimitedLog, pdu_size_ok
-from support import FakeClock, recv_exactly, wait_for
+from support import FakeClock, closed_by_server, recv_exactly, wait_for
 
 MBAP = struct.Struct(">HHHB")
 READ_TWO = bytes([0x03, 0, 100, 0, 2])  # FC 3: registers 100 (online) and 101 (meter type)
@@ -33,17 +33,6 @@ def exchange(sock: socket.socket, pdu: bytes, tid: int = 1, unit: int = 1, proto
     sock.sendall(MBAP.pack(tid, protocol_id, len(pdu) + 1 if length is None else length, unit) + pdu)
     rtid, rproto, rlength, runit = MBAP.unpack(recv_exactly(sock, MBAP.size))
     return rtid, rproto, runit, recv_exactly(sock, rlength - 1)
-
-
-def closed_by_server(sock: socket.socket, timeout: float = 10.0) -> bool:
-    """True when the server has closed this connection (EOF or reset) within the deadline."""
-    sock.settimeout(timeout)
-    try:
-        return sock.recv(1024) == b""
-    except ConnectionError:
-        return True
-    except socket.timeout:
-        return False
 
 
 def served(sock: socket.socket, tid: int = 1) -> bool:

@@ -16,7 +16,8 @@ import pytest
 from pyModbusTCP.client import ModbusClient
 
 from meter_simulator import state
-from support import ROOT, SCRIPT_COMMAND, accepts, console_script, free_port, run_program, u32, wait_for
+from support import (ROOT, SCRIPT_COMMAND, accepts, bindable, console_script, free_port, run_program,
+                     u32, wait_for)
 from test_notify import NotifySocket
 
 SYSTEMD = ROOT / "scripts" / "systemd"
@@ -91,15 +92,6 @@ def consecutive_free_ports(count: int) -> list[int]:
         if ports[-1] <= 65535 and all(bindable(port) for port in ports):
             return ports
     raise AssertionError(f"no {count} consecutive free ports")
-
-
-def bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 @pytest.fixture
