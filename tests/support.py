@@ -150,7 +150,8 @@ def run_mbpoll(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-MBPOLL_VALUE = re.compile(r"^\[(\d+)\]:\s+(-?\d+)\s*$", re.MULTILINE)
+# mbpoll shows a 16-bit value of 32768 or more with its signed reading after it: "47047 (-18489)"
+MBPOLL_VALUE = re.compile(r"^\[(\d+)\]:\s+(-?\d+)(?:\s+\(-?\d+\))?\s*$", re.MULTILINE)
 
 
 def mbpoll_values(stdout: str) -> dict[int, int]:

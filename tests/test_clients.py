@@ -375,6 +375,20 @@ def test_mbpoll_read_past_the_map_fails(program):
     assert "illegal data address" in (done.stdout + done.stderr).lower()
 
 
+def test_mbpoll_words_of_32768_and_more_read_unsigned(make_server):
+    """mbpoll prints such a word with its signed reading after it ("47047 (-18489)")."""
+    server = make_server("electric", interval_s=3600)
+    counts = 0xABCD_9876  # both words >= 32768
+    preset_total(server, counts / COUNTS_PER_KWH)
+    assert mbpoll_read(server.port, "-t", "4", "-r", "1", "-c", "2") == {1: 0x9876, 2: 0xABCD}
+    assert mbpoll_read(server.port, "-t", "3", "-r", "1", "-c", "2") == {1: 0x9876, 2: 0xABCD}
+
+
+def test_mbpoll_listing_parser():
+    listing = "-- Polling slave 1...\n[1]: \t1349\n[2]: \t0\n[3]: \t47047 (-18489)\n[4]: \t-2\n"
+    assert mbpoll_values(listing) == {1: 1349, 2: 0, 3: 47047, 4: 0xFFFE}
+
+
 def mbpoll_write(port: int, *args: str) -> None:
     """mbpoll writing: its options, then the host, then the value (the last of args)."""
     done = run_mbpoll(*MBPOLL_TIMEOUT, *args[:-1], "-p", str(port), "127.0.0.1", args[-1])
