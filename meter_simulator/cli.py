@@ -55,7 +55,14 @@ def build_server(config: Config, on_failure) -> MeterServer:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the simulator until SIGTERM or SIGINT; the exit status."""
+    """Run the simulator until SIGTERM or SIGINT; the exit status.
+
+    Run as the program (argv None), SIGTERM and SIGINT are ignored once the meters have
+    stopped: a second signal during the exit (a double Ctrl-C, a supervisor repeating
+    SIGTERM) must not turn a clean stop into a kill by the default action (status -15) or a
+    KeyboardInterrupt traceback, and Python puts the default actions back while it exits.
+    Called with argv (in-process, as tests do), the caller's handlers come back.
+    """
     try:
         config = parse_args(sys.argv[1:] if argv is None else argv)
     except UsageError as exc:
@@ -105,4 +112,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE if server.updater.failed else EXIT_OK
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, handler if argv is not None else signal.SIG_IGN)

@@ -229,3 +229,23 @@ def test_signal_stops_the_program_cleanly(signum, attempt):
     assert "stopped" in err.splitlines()[-1]
     assert "Traceback" not in err
     wait_for(lambda: not accepts(meter.host, meter.port), timeout=5)
+
+
+@pytest.mark.parametrize("attempt", range(3))
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signals_repeated_during_the_shutdown_still_exit_0(signum, attempt):
+    """A double Ctrl-C or a supervisor repeating SIGTERM: one more request to stop, never a kill."""
+    with MeterProcess("--interval", "0.05") as meter:
+        deadline = time.monotonic() + STOP_DEADLINE_S
+        sent = 0
+        while meter.proc.poll() is None and time.monotonic() < deadline:
+            meter.proc.send_signal(signum)
+            sent += 1
+            try:
+                meter.proc.wait(timeout=0.002)
+            except subprocess.TimeoutExpired:
+                pass
+        status, _, err = meter.stop(timeout=STOP_DEADLINE_S)
+    assert sent >= 2, "the signal was repeated while the program stopped"
+    assert status == 0, err
+    assert "Traceback" not in err and "stopped" in err.splitlines()[-1], err
