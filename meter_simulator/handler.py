@@ -69,9 +69,11 @@ class MeterDataHandler(DataHandler):
 
     def unit_for(self, srv_info) -> MeterUnit | None:
         """The meter a request is addressed to, by its unit id (None: no such meter)."""
-        if self.units_by_id is None:
-            return self.unit
-        return self.units_by_id.get(srv_info.recv_frame.mbap.unit_id)
+        return self.unit_for_id(srv_info.recv_frame.mbap.unit_id)
+
+    def unit_for_id(self, unit_id: int) -> MeterUnit | None:
+        """The meter that answers unit_id, or None (gateway mode, an unlisted id)."""
+        return self.unit if self.units_by_id is None else self.units_by_id.get(unit_id)
 
     def _read(self, getter_name: str, address: int, count: int, srv_info) -> DataHandler.Return:
         unit = self.unit_for(srv_info)

@@ -8,7 +8,9 @@ import threading
 from typing import Callable
 
 from pyModbusTCP.constants import (ENCAPSULATED_INTERFACE_TRANSPORT, EXP_DATA_VALUE,
-                                   EXP_ILLEGAL_FUNCTION, MEI_TYPE_READ_DEVICE_ID)
+                                   EXP_ILLEGAL_FUNCTION, MEI_TYPE_READ_DEVICE_ID, READ_COILS,
+                                   READ_DISCRETE_INPUTS, READ_HOLDING_REGISTERS,
+                                   READ_INPUT_REGISTERS)
 from pyModbusTCP.server import DataBank, DeviceIdentification, ModbusServer
 
 from . import __version__, registers
@@ -21,6 +23,8 @@ from .updater import MeterUnit, Updater
 log = logging.getLogger(__name__)
 
 VENDOR = b"meter-simulator"
+READ_FUNCTIONS = frozenset((READ_COILS, READ_DISCRETE_INPUTS, READ_HOLDING_REGISTERS, READ_INPUT_REGISTERS))
+MAX_KEPT_ANSWERS = 1024  # per port; a gateway of 247 meters polled in 4 ways fits
 
 
 class MeterBank(DataBank):
@@ -31,28 +35,42 @@ class MeterBank(DataBank):
     16-bit ints from registers.image, so a slice assignment under the same lock
     is as atomic and takes 1.9 ms.
     Writes from clients (srv_info set) keep DataBank's path and its change hooks.
+
+    `changes` counts the writes, each counted once its data is in place: an
+    answer built after reading the count holds every write counted so far, so
+    it stays right while the count is unchanged (see ModbusEndpoint).
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.changes = 0
+        self._changes_lock = threading.Lock()
+
+    def _changed(self, result):
+        with self._changes_lock:
+            self.changes += 1
+        return result
 
     def set_holding_registers(self, address, word_list, srv_info=None):
         if srv_info is not None or not 0 <= address <= len(self._h_regs) - len(word_list):
-            return super().set_holding_registers(address, word_list, srv_info)
+            return self._changed(super().set_holding_registers(address, word_list, srv_info))
         with self._h_regs_lock:
             self._h_regs[address:address + len(word_list)] = word_list
-        return True
+        return self._changed(True)
 
     def set_coils(self, address, bit_list, srv_info=None):
         if srv_info is not None or not 0 <= address <= len(self._coils) - len(bit_list):
-            return super().set_coils(address, bit_list, srv_info)
+            return self._changed(super().set_coils(address, bit_list, srv_info))
         with self._coils_lock:
             self._coils[address:address + len(bit_list)] = map(bool, bit_list)
-        return True
+        return self._changed(True)
 
     def set_discrete_inputs(self, address, bit_list):
         if not 0 <= address <= len(self._d_inputs) - len(bit_list):
-            return super().set_discrete_inputs(address, bit_list)
+            return self._changed(super().set_discrete_inputs(address, bit_list))
         with self._d_inputs_lock:
             self._d_inputs[address:address + len(bit_list)] = map(bool, bit_list)
-        return True
+        return self._changed(True)
 
 
 def new_bank() -> DataBank:
@@ -83,6 +101,8 @@ class ModbusEndpoint(ModbusServer):
     def __init__(self, *args, transport_options: dict | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.transport_options = transport_options or {}  # MeterTCPServer's limits and allow list
+        # (unit id, request PDU) -> (bank, bank.changes when read, answer PDU); see _answer_read
+        self._answers: dict[tuple[int, bytes], tuple[DataBank, int, bytes]] = {}
 
     def start(self) -> None:
         """Bind and listen; the MeterServer's Acceptor serves the socket. BindError with one line
@@ -115,11 +135,37 @@ class ModbusEndpoint(ModbusServer):
             session_data.response.pdu.build_except(func_code & 0x7F, EXP_ILLEGAL_FUNCTION)
         elif not pdu_size_ok(pdu):
             session_data.response.pdu.build_except(func_code, EXP_DATA_VALUE)
+        elif func_code in READ_FUNCTIONS:
+            self._answer_read(session_data)
         else:
             try:
                 super()._internal_engine(session_data)
             except ModbusServer.DataFormatError:
                 session_data.response.pdu.build_except(func_code, EXP_DATA_VALUE)
+
+    def _answer_read(self, session_data) -> None:
+        """A read (FC 1 to 4), answered again from the last answer while its bank is unchanged.
+
+        Clients poll the same registers over and over and the image changes once a tick, so
+        most reads skip the data handler and the encoding. The bank's change count is read
+        before the answer is built: a write during the build makes the count differ, and the
+        answer is built afresh next time. Exceptions are never kept, nor more than
+        MAX_KEPT_ANSWERS answers (a client scanning addresses clears them).
+        """
+        key = (session_data.request.mbap.unit_id, session_data.request.pdu.raw)
+        kept = self._answers.get(key)
+        if kept is not None and kept[0].changes == kept[1]:
+            session_data.response.pdu.raw = kept[2]
+            return
+        unit = self.data_hdl.unit_for_id(key[0])
+        bank = unit.bank if unit is not None else None
+        changes = bank.changes if bank is not None else None
+        super()._internal_engine(session_data)
+        answer = session_data.response.pdu.raw
+        if changes is not None and answer[:1] == key[1][:1]:  # not an exception
+            if len(self._answers) >= MAX_KEPT_ANSWERS:
+                self._answers.clear()
+            self._answers[key] = (bank, changes, answer)
 
 
 class Acceptor:
