@@ -109,6 +109,10 @@ APPLIANCES = (
     (None, 900.0, 0.88, 30 * 60, 90 * 60, False),  # heat pump, per phase
     (None, 3680.0, 0.99, 3 * 3600, 48 * 3600, False),  # EV charger, 16 A per phase
 )
+STANDBY_PF = 0.95
+# var per W at each appliance's power factor, computed once: tan(acos(pf))
+VAR_PER_W = tuple(math.tan(math.acos(pf)) for _, _, pf, _, _, _ in APPLIANCES)
+STANDBY_VAR_PER_W = math.tan(math.acos(STANDBY_PF))
 
 
 class ElectricMeter(Meter):
@@ -131,15 +135,15 @@ class ElectricMeter(Meter):
         rng = self._rng
         activity = household_activity(self.time_of_day_s)
         real_w = [drift.step(dt_s) for drift in self._standby]
-        reactive_var = [w * math.tan(math.acos(0.95)) for w in real_w]
-        for spec, appliance in zip(APPLIANCES, self._appliances):
-            phase, power_w, pf, _, _, follows_day = spec
+        reactive_var = [w * STANDBY_VAR_PER_W for w in real_w]
+        for spec, var_per_w, appliance in zip(APPLIANCES, VAR_PER_W, self._appliances):
+            phase, power_w, _, _, _, follows_day = spec
             appliance.step(dt_s, activity if follows_day else 1.0)
             if appliance.on:
                 load_w = power_w * rng.uniform(0.97, 1.03)  # a motor or heater never draws flat
                 for ph in (range(3) if phase is None else (phase,)):
                     real_w[ph] += load_w
-                    reactive_var[ph] += load_w * math.tan(math.acos(pf))
+                    reactive_var[ph] += load_w * var_per_w
         apparent_va = math.hypot(sum(real_w), sum(reactive_var))
         power_factor = round(clamp(sum(real_w) / apparent_va, 0.8, 1.0), 3)
         voltages = []
