@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import random
 import re
 import shutil
 import signal
@@ -41,12 +42,32 @@ def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: f
         time.sleep(interval)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (for the program, which refuses port 0)."""
+def free_ports(count: int = 1, host: str = "127.0.0.1", attempts: int = 100) -> int:
+    """The first of count consecutive TCP ports that nobody held a moment ago (the program
+    refuses port 0). Drawn below Linux's ephemeral range (32768 up), where the test's own
+    client connections take local ports at random and could take one before the program binds."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    rng = random.Random()
+    for _ in range(attempts):
+        first = rng.randrange(20000, 32768 - count)
+        held = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                held.append(sock)
+                sock.bind((host, port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise AssertionError(f"no {count} consecutive free ports on {host}")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody holds right now, for the program."""
+    return free_ports(1, host)
 
 
 def accepts(host: str, port: int) -> bool:

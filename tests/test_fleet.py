@@ -14,7 +14,7 @@ from meter_simulator import fleet, registers
 from meter_simulator.server import MeterServer, new_unit
 from meter_simulator.transport import BindError
 from meter_simulator.updater import Updater, short_gil_slices
-from support import MeterProcess, run_program, u32, unit_kw, wait_for
+from support import MeterProcess, free_ports, run_program, u32, unit_kw, wait_for
 
 GATEWAY_FAILED = 0x0B
 READINGS = slice(registers.RATE, registers.PRESSURE + 1)  # instantaneous values, not the total
@@ -120,7 +120,7 @@ def test_meters_on_consecutive_ports_read_differently(servers):
 
 
 def test_gateway_routes_by_unit_id_with_pymodbustcp(servers):
-    server = servers(unit_ids=(1, 5, 7))
+    server = servers(unit_ids=(1, 5, 7), interval_s=3600)  # no tick between the two reads of unit 5
     images = [read_regs(server.port, unit_id) for unit_id in (1, 5, 7)]
     assert all_different(image[READINGS] for image in images)
     assert read_regs(server.port, 5) == images[1]  # the same meter again, not a new one
@@ -213,33 +213,9 @@ def test_a_port_in_use_stops_the_whole_fleet_in_process():
     # the thread-leak guard checks that no server or updater thread is left
 
 
-def consecutive_free_ports(count: int, attempts: int = 50) -> int:
-    """The first of count consecutive loopback ports that were free a moment ago.
-
-    Drawn below Linux's ephemeral range (32768 up), where clients' outgoing
-    connections of parallel test runs do not take ports at random.
-    """
-    rng = random.Random()
-    for _ in range(attempts):
-        first = rng.randrange(20000, 32768 - count)
-        held = []
-        try:
-            for port in range(first, first + count):
-                sock = socket.socket()
-                held.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for sock in held:
-                sock.close()
-    raise AssertionError(f"no {count} consecutive free ports in {attempts} attempts")
-
-
 def test_a_port_in_use_in_the_middle_of_a_range_exits_1_naming_it():
     for _ in range(5):  # another program may take one of our ports meanwhile: try another range
-        first = consecutive_free_ports(5)
+        first = free_ports(5)
         with socket.socket() as middle:
             try:
                 middle.bind(("127.0.0.1", first + 2))
@@ -279,7 +255,7 @@ def accepts_read(port: int) -> bool:
 
 
 def test_the_seed_reproduces_the_whole_fleet_in_the_program():
-    port = consecutive_free_ports(2)
+    port = free_ports(2)
     first = program_readings(port, "--seed", "11")
     assert first == program_readings(port, "--seed", "11")
     assert all_different(image[READINGS] for image in first)

@@ -270,7 +270,7 @@ def test_ten_thousand_connect_close_cycles_leave_nothing_behind(make_server):
         finally:
             sock.close()
 
-    for n in range(300):  # warm up: thread stacks, allocator arenas
+    for n in range(1000):  # warm up: thread stacks, allocator arenas
         cycle(n)
     with connect(server.port) as sock:
         assert served(sock)

@@ -237,15 +237,14 @@ def test_signals_repeated_during_the_shutdown_still_exit_0(signum, attempt):
     """A double Ctrl-C or a supervisor repeating SIGTERM: one more request to stop, never a kill."""
     with MeterProcess("--interval", "0.05") as meter:
         deadline = time.monotonic() + STOP_DEADLINE_S
-        sent = 0
+        meter.proc.send_signal(signum)  # two at once, then more until the program is gone
+        meter.proc.send_signal(signum)
         while meter.proc.poll() is None and time.monotonic() < deadline:
             meter.proc.send_signal(signum)
-            sent += 1
             try:
                 meter.proc.wait(timeout=0.002)
             except subprocess.TimeoutExpired:
                 pass
         status, _, err = meter.stop(timeout=STOP_DEADLINE_S)
-    assert sent >= 2, "the signal was repeated while the program stopped"
     assert status == 0, err
     assert "Traceback" not in err and "stopped" in err.splitlines()[-1], err
