@@ -5,14 +5,23 @@ reads the total every 0.2 s, kills it with SIGKILL just before the third save
 (the worst moment: about one interval after the last one), restarts it with the
 same options and reads the total it resumed from. It prints the loss in kWh and
 how many seconds before the kill the meter last showed that total.
---speed makes the loss big enough to see in 0.01 kWh steps; it does not change
-the save interval, which is real time.
+A --speed above 1 makes the loss big enough to see in 0.01 kWh steps; it does not
+change the save interval, which is real time.
 
     python3 scripts/kill9_loss.py --speed 60
+
+Usage:
+  kill9_loss.py [--speed FACTOR] [--kill-after SECONDS]
+  kill9_loss.py -h | --help
+
+Options:
+  --speed FACTOR        The meter's --speed [default: 60].
+  --kill-after SECONDS  When to kill it, after the start; saves come at 0, 60 and 120 s
+                        [default: 119].
+  -h, --help            Show this text.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
@@ -21,6 +30,7 @@ import sys
 import tempfile
 import time
 
+from docopt import docopt
 from pyModbusTCP.client import ModbusClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,18 +60,19 @@ def total_counts(client: ModbusClient) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--speed", default="60")
-    parser.add_argument("--kill-after", type=float, default=119.0,
-                        help="seconds after start (saves come at 0, 60, 120 s)")
-    args = parser.parse_args()
+    options = docopt(__doc__)
+    try:
+        speed, kill_after = options["--speed"], float(options["--kill-after"])
+        float(speed)
+    except ValueError as exc:
+        raise SystemExit(f"kill9_loss.py: {exc}") from None
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
-        options = ["--state-file", os.path.join(folder, "totals.json"), "--speed", args.speed,
+        options = ["--state-file", os.path.join(folder, "totals.json"), "--speed", speed,
                    "--seed", "1", "--log-level", "warning"]
         proc, client, started = start(port, options)
         history = []  # (seconds since start, total x100)
-        while time.monotonic() - started < args.kill_after:
+        while time.monotonic() - started < kill_after:
             history.append((time.monotonic() - started, total_counts(client)))
             time.sleep(0.2)
         before = total_counts(client)
@@ -74,7 +85,7 @@ def main() -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     shown_at = min((t for t, counts in history if counts >= after), default=killed_at)
-    print(f"--speed {args.speed}, save interval 60 s, killed {killed_at:.1f} s after start")
+    print(f"--speed {speed}, save interval 60 s, killed {killed_at:.1f} s after start")
     print(f"total before kill -9: {before / 100:.2f} kWh; resumed at {after / 100:.2f} kWh; "
           f"lost {(before - after) / 100:.2f} kWh")
     print(f"the resumed total was first shown {killed_at - shown_at:.1f} s before the kill "

@@ -7,10 +7,18 @@ back to back for --seconds, and the script prints p50, p99 and max latency, how
 many saves happened, and how long one save of that file takes when timed alone.
 
     python3 scripts/save_latency.py --seconds 20 --count 500
+
+Usage:
+  save_latency.py [--seconds S] [--count N]
+  save_latency.py -h | --help
+
+Options:
+  --seconds S  Reading time per run [default: 20].
+  --count N    Meters in the fleet, all saved each time [default: 500].
+  -h, --help   Show this text.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import signal
@@ -21,6 +29,7 @@ import sys
 import tempfile
 import time
 
+from docopt import docopt
 from pyModbusTCP.client import ModbusClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,13 +107,14 @@ def summary(latencies_ms: list[float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="reading time per run")
-    parser.add_argument("--count", type=int, default=500, help="meters in the fleet (saved each time)")
-    args = parser.parse_args()
+    options = docopt(__doc__)
+    try:
+        seconds, count = float(options["--seconds"]), int(options["--count"])
+    except ValueError as exc:
+        raise SystemExit(f"save_latency.py: {exc}") from None
     with tempfile.TemporaryDirectory(dir=os.environ.get("STATE_DIR")) as folder:
         path = os.path.join(folder, "totals.json")
-        with_saves = measure(["--state-file", path, "--save-interval", "1"], args.seconds, args.count)
+        with_saves = measure(["--state-file", path, "--save-interval", "1"], seconds, count)
         size = os.path.getsize(path)
         totals = state.load(path, "electric")
         timings_ms = []
@@ -112,9 +122,9 @@ def main() -> None:
             start = time.perf_counter()
             state.save(path, "electric", totals)
             timings_ms.append((time.perf_counter() - start) * 1000)
-    without = measure([], args.seconds, args.count)
-    hold_ms = snapshot_ms(args.count)
-    print(f"fleet of {args.count} meters, {args.seconds:g} s of back-to-back reads each run")
+    without = measure([], seconds, count)
+    hold_ms = snapshot_ms(count)
+    print(f"fleet of {count} meters, {seconds:g} s of back-to-back reads each run")
     print(f"saves every 1 s ({size} byte file, one save alone: median "
           f"{statistics.median(timings_ms):.2f} ms, max {max(timings_ms):.2f} ms)")
     print(f"  the updater lock is held for the copy of the totals only: median "

@@ -7,10 +7,25 @@ threads and open file descriptors at the start and the end (and the highest
 seen), read from /proc. Not a CI test: run it by hand, for example
 
     python3 scripts/soak.py --minutes 10 --clients 4 --rate 50 --hostile
+
+Usage:
+  soak.py [--minutes M] [--clients N] [--rate R] [--type TYPE] [--interval S] [--hostile]
+          [--port PORT]
+  soak.py -h | --help
+
+Options:
+  --minutes M     How long to run [default: 10].
+  --clients N     Well-behaved polling clients [default: 4].
+  --rate R        Requests per second per client [default: 50].
+  --type TYPE     Meter type: electric, water or gas [default: electric].
+  --interval S    The meter's --interval [default: 0.1].
+  --hostile       Add a client that reconnects for every request and one that
+                  sends random bytes and hangs up.
+  --port PORT     TCP port on 127.0.0.1 [default: 0], 0 for a free one.
+  -h, --help      Show this text.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import signal
@@ -20,7 +35,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+from docopt import docopt
 from pyModbusTCP.client import ModbusClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,17 +129,25 @@ def vandal(port: int, rate_hz: float, stop: threading.Event, tally: Tally, seed:
         stop.wait(1.0 / rate_hz)
 
 
+def parse(options: dict) -> SimpleNamespace:
+    """The command line's values, typed; SystemExit with one line when one is wrong."""
+    try:
+        args = SimpleNamespace(minutes=float(options["--minutes"]), clients=int(options["--clients"]),
+                               rate=float(options["--rate"]), type=options["--type"],
+                               interval=options["--interval"], hostile=options["--hostile"],
+                               port=int(options["--port"]))
+    except ValueError as exc:
+        raise SystemExit(f"soak.py: {exc}") from None
+    if args.type not in METER_TYPE_CODE:
+        raise SystemExit(f"soak.py: --type {args.type}: not electric, water or gas")
+    if args.minutes <= 0 or args.clients < 0 or args.rate <= 0 or not 0 <= args.port <= 65535:
+        raise SystemExit("soak.py: --minutes and --rate must be positive, --clients 0 or more, "
+                         "--port 0 to 65535")
+    return args
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--clients", type=int, default=4, help="well-behaved polling clients")
-    parser.add_argument("--rate", type=float, default=50.0, help="requests per second per client")
-    parser.add_argument("--type", default="electric", choices=sorted(METER_TYPE_CODE))
-    parser.add_argument("--interval", default="0.1", help="the meter's --interval")
-    parser.add_argument("--hostile", action="store_true",
-                        help="add a reconnect-per-request client and a random-bytes client")
-    parser.add_argument("--port", type=int, default=0, help="default: a free port")
-    args = parser.parse_args()
+    args = parse(docopt(__doc__))
 
     port = args.port or free_port()
     proc = subprocess.Popen([sys.executable, str(RUN_METER), "--type", args.type, "--port", str(port),

@@ -104,3 +104,12 @@ def test_middle_layer_never_imports_the_command_line(name):
 def test_package_init_imports_nothing():
     absolute, siblings = imports_of(modules()["__init__"])
     assert not absolute and not siblings
+
+
+COMMAND_LINES = sorted([*PACKAGE.glob("*.py"), *(PACKAGE.parent / "scripts").rglob("*.py")])
+
+
+@pytest.mark.parametrize("path", COMMAND_LINES, ids=lambda path: f"{path.parent.name}/{path.name}")
+def test_command_lines_are_parsed_by_docopt_never_argparse(path):
+    absolute, _ = imports_of(path)
+    assert "argparse" not in absolute, f"{path.name}: use a docopt usage text"
