@@ -297,25 +297,24 @@ def machine() -> str:
             f"load average {' '.join(load)}")
 
 
+def print_worst(closed_rows, metric: str, worst, label: str) -> None:
+    """The scenario whose ours/bare ratio of metric is the worst (min or max), as one line."""
+    row = worst(closed_rows, key=lambda row: row["results"]["ours"][metric] /
+                row["results"]["pyModbusTCP"][metric])
+    results = row["results"]
+    print(f"{label}: worst {ratio(results['ours'][metric], results['pyModbusTCP'][metric])} "
+          f"({row['conns']} conn., {row['qty']} registers)")
+
+
 def summary(closed_rows, storm_results, fleet_rows, tick_result) -> None:
     print("\n## targets")
     if closed_rows:
-        worst = min(closed_rows, key=lambda row: row["results"]["ours"]["rps"] /
-                    row["results"]["pyModbusTCP"]["rps"])
-        w = worst["results"]
-        print(f"throughput vs bare pyModbusTCP (>= 0.90x in every scenario): worst "
-              f"{ratio(w['ours']['rps'], w['pyModbusTCP']['rps'])} "
-              f"({worst['conns']} conn., {worst['qty']} registers)")
+        print_worst(closed_rows, "rps", min, "throughput vs bare pyModbusTCP (>= 0.90x in every scenario)")
         behind = [row for row in closed_rows if row["results"]["ours"]["rps"] <=
                   row["results"]["pymodbus"]["rps"]]
         print(f"ahead of pymodbus in every scenario: {'yes' if not behind else 'no'} "
               f"({len(closed_rows) - len(behind)} of {len(closed_rows)})")
-        cpu = max(closed_rows, key=lambda row: row["results"]["ours"]["cpu_us_per_req"] /
-                  row["results"]["pyModbusTCP"]["cpu_us_per_req"])
-        c = cpu["results"]
-        print(f"server CPU per request vs bare pyModbusTCP: worst "
-              f"{ratio(c['ours']['cpu_us_per_req'], c['pyModbusTCP']['cpu_us_per_req'])} "
-              f"({cpu['conns']} conn., {cpu['qty']} registers)")
+        print_worst(closed_rows, "cpu_us_per_req", max, "server CPU per request vs bare pyModbusTCP")
         # one connection is a round trip at a time, bound by latency on both sides, not by
         # the load generator: its ceiling shows with several connections
         parallel = [row for row in closed_rows if row["conns"] > 1]
