@@ -149,3 +149,18 @@ def test_mbpoll_examples_run_against_a_live_meter(meter):
         if reference == 11 and "-c" not in args:  # the reset write
             assert total_kwh(meter.port) == 0.0, "the total restarted from 0"
     assert any(c[c.index("-r") + 1] == "11" and "-c" not in c for c in commands), "a reset example"
+
+
+def test_a_plain_tox_skips_missing_pythons_and_ci_requires_every_one():
+    """The README's test command on a machine with one Python runs that one; CI runs all five."""
+    import configparser
+
+    tox = configparser.ConfigParser()
+    tox.read(ROOT / "tox.ini", encoding="utf-8")
+    assert tox["tox"].getboolean("skip_missing_interpreters") is True
+    assert [env.strip() for env in tox["tox"]["envlist"].split(",")] == [
+        "py39", "py310", "py311", "py312", "py313"]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "python3 -m pip install tox && python3 -m tox\n" in readme
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert re.search(r"^python3 -m tox --skip-missing-interpreters false$", ci, re.MULTILINE)
