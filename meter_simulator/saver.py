@@ -5,7 +5,13 @@ meter) and writes the file outside it, in the saver's own thread: a request or
 a tick waits at most for that copy, never for a write or an fsync. Saves come
 every save interval, at once after a reset (the saver thread is woken), and a
 last time at a clean stop, after the updater has stopped, so a restart resumes
-from the very last tick.
+from the very last tick. Every save writes the file, also when no total moved
+since the last one: a file removed or replaced meanwhile holds the current
+totals again by the next interval (a small file once a minute costs nothing).
+
+The saver holds the state file's lock (state.StateLock) from restore() to
+stop(): a second process on the same file is refused at its start, and no
+save is ever made without the lock.
 
 A save that fails logs one warning naming the file and the reason, then tries
 again at the next interval; the same failure again is logged at debug level
@@ -13,6 +19,7 @@ only, and the first save that works after it says so at info level.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from typing import Callable
@@ -22,6 +29,10 @@ from .fleet import Endpoint
 from .updater import MeterUnit, Updater
 
 log = logging.getLogger(__name__)
+
+# a lock file that cannot be made for these reasons says nothing a failing save would not
+FOLDER_ERRNOS = frozenset((errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM, errno.EROFS,
+                           errno.ENOSPC, errno.EDQUOT))
 
 
 def keyed_units(plan: list[Endpoint]) -> dict[str, MeterUnit]:
@@ -51,18 +62,29 @@ class Saver:
         self.failure: str | None = None  # the reason the last save failed, None after a good one
         self.saves = 0
         self._on_result = on_result  # called with the failure reason (None: saved) when it changes
-        self._last_saved: dict[str, float] | None = None
+        self.lock = state.StateLock(path)
         self._write_lock = threading.Lock()  # one save at a time, each with a newer snapshot
         self._wake = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="state-saver", daemon=True)
 
     def restore(self) -> int:
-        """Load the file and resume every meter found in it; how many meters start from 0.
+        """Take the file's lock, load the file and resume every meter found in it; how many
+        meters start from 0.
 
-        state.StateError (file untouched) when the file cannot be used.
+        state.StateError (file untouched) when the file cannot be used, state.StateInUse
+        when another process serves it. A lock file that cannot be created (no folder yet, a
+        read-only one) is not an error here: each save tries to take the lock first.
         """
-        saved = state.load(self.path, self.meter_type)
+        try:
+            self.lock.acquire()
+        except OSError:
+            pass
+        try:
+            saved = state.load(self.path, self.meter_type)
+        except state.StateError:
+            self.lock.release()
+            raise
         if saved is None:
             log.info("state file %s does not exist yet: totals start from 0", self.path)
             return len(self.units)
@@ -85,14 +107,20 @@ class Saver:
         """Write the totals now (in the caller's thread); False, logged, when it fails."""
         with self._write_lock:
             totals = self.snapshot()
-            if totals == self._last_saved:
-                return True  # nothing moved (idle water or gas meters): spare the disk
+            try:
+                self.lock.acquire()
+            except state.StateInUse as exc:
+                self._failed(f"in use by {exc.holder}")
+                return False
+            except OSError as exc:  # as a save would fail, unless the lock file itself is odd
+                self._failed(exc.strerror if exc.errno in FOLDER_ERRNOS
+                             else f"{exc.strerror or exc} (its lock {self.lock.path})")
+                return False
             try:
                 state.save(self.path, self.meter_type, totals)
             except OSError as exc:
                 self._failed(exc.strerror or str(exc))
                 return False
-            self._last_saved = totals
             self.saves += 1
             if self.failure is not None:
                 log.info("state file %s saved again", self.path)
@@ -109,12 +137,18 @@ class Saver:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop the thread and save a last time; call it after the updater has stopped."""
+        """Stop the thread, save a last time and give the lock up; call it after the updater
+        has stopped."""
         self._stopping = True
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join()
         self.save()
+        self.lock.release()
+
+    def close(self) -> None:
+        """Give the lock up without saving (a run that never started serving)."""
+        self.lock.release()
 
     def _failed(self, reason: str) -> None:
         if reason != self.failure:

@@ -15,6 +15,12 @@ A file that cannot be trusted is never taken for zero: load() raises StateError
 with one line naming the file and the problem. save() writes a temporary file
 in the same folder, fsyncs it, renames it over the old one and fsyncs the
 folder, so a crash or a power cut leaves either the old file or the new one.
+The temporary file has a name of its own each time, created exclusively: a
+link planted in its place is never followed.
+
+One process at a time serves the meters of a state file: StateLock holds an
+advisory lock on PATH.lock for the life of the process, and a second process
+is refused with the process id of the first.
 """
 from __future__ import annotations
 
@@ -22,8 +28,14 @@ import errno
 import json
 import math
 import os
+import secrets
 import time
 from typing import Mapping
+
+try:
+    import fcntl
+except ImportError:  # no advisory locks on this platform: nothing to refuse a second process with
+    fcntl = None
 
 FORMAT = "meter-simulator state"
 VERSION = 1
@@ -33,6 +45,15 @@ START_OVER = "move the file away to start from 0"
 
 class StateError(Exception):
     """A state file that cannot be used; the message is one line naming the file."""
+
+
+class StateInUse(StateError):
+    """Another process holds the state file's lock."""
+
+    def __init__(self, path: str, holder: str) -> None:
+        super().__init__(f"state file {path} is in use by {holder}: one process at a time may "
+                         f"serve its meters (give this one another --state-file)")
+        self.holder = holder
 
 
 def meter_key(port: int, unit_id: int | None = None) -> str:
@@ -105,9 +126,8 @@ def save(path: str, meter_type: str, totals: Mapping[str, float], saved_at_s: fl
     """
     data = encode(meter_type, totals, time.time() if saved_at_s is None else saved_at_s)
     folder = os.path.dirname(os.path.abspath(path))
-    temp_path = os.path.join(folder, f".{os.path.basename(path)}.tmp")
+    fd, temp_path = create_temporary(folder, os.path.basename(path))
     try:
-        fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
         try:
             view = memoryview(data)
             while view:
@@ -123,6 +143,99 @@ def save(path: str, meter_type: str, totals: Mapping[str, float], saved_at_s: fl
             pass
         raise
     sync_folder(folder)
+
+
+TEMPORARY_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                   | getattr(os, "O_CLOEXEC", 0))
+
+
+def temporary_name(name: str) -> str:
+    """A new name for a temporary file beside the file called name: .NAME.RANDOM.tmp"""
+    return f".{name}.{secrets.token_hex(8)}.tmp"
+
+
+def is_temporary_of(entry: str, name: str) -> bool:
+    """True when a folder entry is (or was) a temporary file of the file called name."""
+    return entry.startswith(f".{name}.") and entry.endswith(".tmp")
+
+
+def create_temporary(folder: str, name: str) -> tuple[int, str]:
+    """(descriptor, path) of a new file in folder, created exclusively (O_EXCL: never through
+    a link or over another file), with the permissions the umask allows of 0644."""
+    for _ in range(100):
+        temp_path = os.path.join(folder, temporary_name(name))
+        try:
+            return os.open(temp_path, TEMPORARY_FLAGS, 0o644), temp_path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", folder)
+
+
+def remove_temporaries(path: str) -> None:
+    """Remove temporary files a killed process left beside the state file (the lock holder only)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        if is_temporary_of(entry, name):
+            try:
+                os.unlink(os.path.join(folder, entry))  # a link itself, never what it points to
+            except OSError:
+                pass
+
+
+class StateLock:
+    """The advisory lock that lets one process at a time serve the meters of a state file.
+
+    flock() on PATH.lock, beside the state file (a lock on the state file itself
+    would go away with the file each save replaces). The holder writes its
+    process id into it, so another process can name it. The lock file stays when
+    the process ends (removing it would race with a process taking it); the
+    kernel releases the lock whatever way the process ends.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.state_path = path
+        self.path = path + ".lock"
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None or fcntl is None
+
+    def acquire(self) -> None:
+        """Take the lock and remove what a killed holder left; StateInUse when another process
+        holds it, OSError when the lock file cannot be opened (no folder, a read-only one)."""
+        if self.held:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            raise StateInUse(self.state_path, f"process {holder}" if holder.isdigit()
+                             else "another process") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        except OSError:
+            pass  # a full disk: the lock holds all the same, only nobody can name its holder
+        remove_temporaries(self.state_path)
+
+    def release(self) -> None:
+        """Give the lock up (closing the file releases it); safe to call twice."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def sync_folder(folder: str) -> None:

@@ -59,15 +59,40 @@ def test_save_replaces_the_file_and_leaves_no_temporary_file(tmp_path):
     assert os.listdir(tmp_path) == ["totals.json"]
 
 
-def test_a_failed_save_leaves_the_old_file_untouched(tmp_path):
+def test_a_failed_save_leaves_the_old_file_untouched(tmp_path, monkeypatch):
     path = tmp_path / "totals.json"
     state.save(str(path), "gas", {"5020": 1.0})
     before = path.read_bytes()
-    # a folder where the temporary file goes: the write fails even for root
-    (tmp_path / ".totals.json.tmp").mkdir()
+    # every temporary name taken by a folder already there: the save fails even for root
+    (tmp_path / ".totals.json.taken.tmp").mkdir()
+    monkeypatch.setattr(state, "temporary_name", lambda name: f".{name}.taken.tmp")
     with pytest.raises(OSError):
         state.save(str(path), "gas", {"5020": 2.0})
     assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == [".totals.json.taken.tmp", "totals.json"]
+
+
+def test_a_link_planted_where_a_temporary_file_goes_is_never_followed(tmp_path, monkeypatch):
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    path = tmp_path / "totals.json"
+    # the name the temporary file once always had, and the next name it will draw
+    (tmp_path / ".totals.json.tmp").symlink_to(victim)
+    names = iter([".totals.json.planted.tmp", ".totals.json.free.tmp"])
+    (tmp_path / ".totals.json.planted.tmp").symlink_to(victim)
+    monkeypatch.setattr(state, "temporary_name", lambda name: next(names))
+    state.save(str(path), "gas", {"5020": 2.0})
+    assert victim.read_text() == "precious"
+    assert state.load(str(path), "gas") == {"5020": 2.0}
+    assert not (tmp_path / ".totals.json.free.tmp").exists()
+
+
+def test_temporary_files_have_names_of_their_own(tmp_path):
+    names = {state.temporary_name("totals.json") for _ in range(100)}
+    assert len(names) == 100
+    assert all(state.is_temporary_of(name, "totals.json") for name in names)
+    assert not state.is_temporary_of("totals.json", "totals.json")
+    assert not state.is_temporary_of(".totals.json.lock", "totals.json")
 
 
 def test_a_save_into_a_missing_folder_fails_with_os_error(tmp_path):
@@ -167,10 +192,80 @@ def test_a_save_holds_the_totals_of_the_last_tick(tmp_path):
     assert all(total > 0 for total in saved.values())
 
 
-def test_nothing_is_written_while_no_total_moves(tmp_path):
-    saver = make_saver(tmp_path, fleet())
-    assert saver.save() and saver.save()
-    assert saver.saves == 1
+def test_every_save_writes_the_file_also_when_no_total_moved(tmp_path):
+    """An idle water meter whose file was removed or replaced: the next save puts it back."""
+    saver = make_saver(tmp_path, fleet("water"))
+    saver.updater.set_total(saver.units["5021"], 12.5)
+    path = tmp_path / "totals.json"
+    assert saver.save()
+    path.unlink()
+    assert saver.save()
+    assert state.load(str(path), "water")["5021"] == 12.5
+    state.save(str(path), "water", {"5021": 0.0})  # replaced by an old copy
+    assert saver.save()
+    assert state.load(str(path), "water")["5021"] == 12.5
+    assert saver.saves == 3
+
+
+def test_stop_writes_the_file_also_when_no_total_moved(tmp_path):
+    saver = make_saver(tmp_path, fleet("gas"), interval_s=86400)
+    saver.updater.set_total(saver.units["5022"], 3.25)
+    saver.start()
+    (tmp_path / "totals.json").unlink()
+    saver.stop()
+    assert state.load(str(tmp_path / "totals.json"), "gas")["5022"] == 3.25
+
+
+# --- one process at a time ---
+
+def test_a_second_saver_on_the_same_file_is_refused_naming_the_holder(tmp_path):
+    first = make_saver(tmp_path, fleet())
+    first.restore()
+    second = make_saver(tmp_path, fleet())
+    with pytest.raises(state.StateInUse) as refused:
+        second.restore()
+    message = str(refused.value)
+    assert str(tmp_path / "totals.json") in message and f"process {os.getpid()}" in message
+    assert "\n" not in message
+    assert (tmp_path / "totals.json.lock").read_text().strip() == str(os.getpid())
+    first.stop()
+    second.restore()  # free once the first has stopped
+    second.stop()
+
+
+def test_a_saver_without_the_lock_never_writes(tmp_path, caplog):
+    holder = state.StateLock(str(tmp_path / "totals.json"))
+    holder.acquire()
+    try:
+        saver = make_saver(tmp_path, fleet())
+        with caplog.at_level(logging.WARNING, logger="meter_simulator"):
+            assert not saver.save()
+        assert not (tmp_path / "totals.json").exists()
+        assert f"in use by process {os.getpid()}" in saver.failure
+    finally:
+        holder.release()
+    assert saver.save()
+    saver.stop()
+
+
+def test_taking_the_lock_removes_what_a_killed_holder_left(tmp_path):
+    path = tmp_path / "totals.json"
+    (tmp_path / ".totals.json.0123456789abcdef.tmp").write_text("half a save")
+    (tmp_path / ".totals.json.tmp").symlink_to(tmp_path / "elsewhere")
+    (tmp_path / ".other.json.0123456789abcdef.tmp").write_text("another file's")
+    lock = state.StateLock(str(path))
+    lock.acquire()
+    lock.release()
+    assert sorted(os.listdir(tmp_path)) == [".other.json.0123456789abcdef.tmp", "totals.json.lock"]
+
+
+def test_a_lock_file_that_is_a_link_is_not_followed(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / "totals.json.lock").symlink_to(victim)
+    with pytest.raises(OSError):
+        state.StateLock(str(tmp_path / "totals.json")).acquire()
+    assert victim.read_text() == "precious"
 
 
 def test_a_failing_save_warns_once_retries_and_says_when_it_works_again(tmp_path, caplog):
@@ -188,6 +283,7 @@ def test_a_failing_save_warns_once_retries_and_says_when_it_works_again(tmp_path
         assert saver.save()
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [f"cannot save state file {saver.path}: Not a directory; trying again in 5 s"]
+    saver.stop()
     assert any("saved again" in r.getMessage() for r in caplog.records if r.levelno == logging.INFO)
     assert saver.failure is None and state.load(saver.path, "electric") is not None
 
