@@ -26,7 +26,7 @@ import socketserver
 import struct
 import threading
 import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 from pyModbusTCP.constants import (ENCAPSULATED_INTERFACE_TRANSPORT, MEI_TYPE_READ_DEVICE_ID,
                                    READ_COILS, READ_DISCRETE_INPUTS, READ_HOLDING_REGISTERS,
@@ -35,12 +35,13 @@ from pyModbusTCP.constants import (ENCAPSULATED_INTERFACE_TRANSPORT, MEI_TYPE_RE
                                    WRITE_SINGLE_COIL, WRITE_SINGLE_REGISTER)
 from pyModbusTCP.server import ModbusServer
 
+from .ratelimit import RateLimitedLog
+
 log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 1024  # hundreds of clients may connect at once: no SYN retransmit waits
 RECV_AHEAD_BYTES = 4096  # a few whole frames: pipelined requests cost no extra recv
 POLL_S = 0.5  # how often a blocked connection looks at its idle deadline and at server stop
-REFUSAL_LOG_PERIOD_S = 10.0  # at most one refusal warning per reason and port in this time
 
 # MBAP length field = unit id (1 byte) + PDU; the PDU is 1 to 253 bytes (Modbus/TCP ADU <= 260).
 MBAP = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit id
@@ -115,33 +116,6 @@ def pdu_size_ok(pdu: bytes) -> bool:
             return False
         return pdu[1] != MEI_TYPE_READ_DEVICE_ID or len(pdu) == READ_DEVICE_ID_PDU_SIZE
     return True  # unknown function codes are refused with 0x01 whatever their size
-
-
-class RateLimitedLog:
-    """A warning that repeats at most once a period, counting the occurrences it did not log."""
-
-    def __init__(self, logger: logging.Logger, period_s: float = REFUSAL_LOG_PERIOD_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._logger = logger
-        self._period_s = period_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._quiet_until: float | None = None
-        self._unlogged = 0
-
-    def __call__(self, msg: str, *args) -> bool:
-        """Log msg % args unless one was logged within the period; True when logged."""
-        with self._lock:
-            now = self._clock()
-            if self._quiet_until is not None and now < self._quiet_until:
-                self._unlogged += 1
-                return False
-            unlogged, self._unlogged = self._unlogged, 0
-            self._quiet_until = now + self._period_s
-        if unlogged:
-            msg, args = msg + " (and %d more since the last such message)", (*args, unlogged)
-        self._logger.warning(msg, *args)
-        return True
 
 
 class MeterTCPServer(socketserver.ThreadingTCPServer):

@@ -120,6 +120,42 @@ def test_pymodbus_device_identification(still_servers):
         assert info[2] == __version__.encode()
 
 
+@pytest.mark.parametrize("object_id, value", [(0x00, b"meter-simulator"), (0x02, __version__.encode()),
+                                              (0x05, b"simulated gas meter")])
+def test_pymodbus_device_identification_of_one_object(still_servers, object_id, value):
+    with pymodbus_client(still_servers["gas"].port) as client:
+        info = ok(call(client, "read_device_information", read_code=4, object_id=object_id)).information
+    assert info == {object_id: value}
+
+
+@pytest.mark.parametrize("object_id", [0x03, 0x06, 0x7F, 0x80, 0xFF])
+def test_device_identification_of_an_unknown_object_is_exception_0x02(still_servers, object_id):
+    """Individual access (read device id code 4) to an object the meter does not have."""
+    with socket.create_connection(("127.0.0.1", still_servers["gas"].port), timeout=5) as sock:
+        answer = modbus_exchange(sock, bytes([0x2B, 0x0E, 4, object_id]))[3]
+    assert answer == bytes([0xAB, EXC_ILLEGAL_ADDRESS])
+    with pymodbus_client(still_servers["gas"].port) as client:
+        assert exception_code(call(client, "read_device_information", read_code=4,
+                                   object_id=object_id)) == EXC_ILLEGAL_ADDRESS
+
+
+@pytest.mark.parametrize("read_code, object_id, expected", [
+    (1, 0x00, [0, 1, 2]), (1, 0x01, [1, 2]), (1, 0x03, [0, 1, 2]), (1, 0x90, [0, 1, 2]),
+    (2, 0x00, [4, 5]), (2, 0x04, [4, 5]), (2, 0x03, [4, 5]), (2, 0x06, [4, 5]),
+])
+def test_a_device_identification_stream_from_an_unknown_object_starts_over(still_servers, read_code,
+                                                                           object_id, expected):
+    """Streams (codes 1 and 2) from an object id the meter lacks answer as from the first object."""
+    with socket.create_connection(("127.0.0.1", still_servers["gas"].port), timeout=5) as sock:
+        answer = modbus_exchange(sock, bytes([0x2B, 0x0E, read_code, object_id]))[3]
+    assert answer[:3] == bytes([0x2B, 0x0E, read_code])
+    objects, at = [], 7
+    for _ in range(answer[6]):
+        objects.append(answer[at])
+        at += 2 + answer[at + 1]
+    assert objects == expected
+
+
 @pytest.mark.parametrize("unit_id", [0, 1, 17, 247, 255])
 def test_pymodbus_every_unit_id_is_answered(still_servers, unit_id):
     with pymodbus_client(still_servers["gas"].port) as client:

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from meter_simulator.transport import RateLimitedLog, pdu_size_ok
+from meter_simulator.ratelimit import RateLimitedLog
+from meter_simulator.transport import pdu_size_ok
 from support import FakeClock, closed_by_server, recv_exactly, wait_for
 
 MBAP = struct.Struct(">HHHB")

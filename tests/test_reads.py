@@ -1,7 +1,8 @@
-"""Kept answers: a read is answered again from its last answer only while the meter's bank is unchanged.
+"""Reads over a real socket are cut from the meter's published image, and see every tick and write.
 
 Every test reads through a real socket from an in-process server and compares
-with the bank itself, the image the updater wrote.
+with the bank itself, the image the updater published. The memory a read
+takes is measured on the real program: nothing is kept per request.
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import pytest
 from meter_simulator import registers
 from meter_simulator.fleet import Endpoint
 from meter_simulator.meters import make_meter
-from meter_simulator.server import MAX_KEPT_ANSWERS, MeterServer, new_bank, new_unit
-from support import modbus_exchange
+from meter_simulator.image import Image
+from meter_simulator.server import MeterServer, new_bank, new_unit
+from support import MeterProcess, modbus_exchange
 
 READ_ALL = struct.pack(">BHH", 0x03, 0, registers.REGISTER_COUNT)
 
@@ -37,14 +39,28 @@ def still(make_server):
     return make_server("electric", interval_s=3600, speed=1000)
 
 
-def test_a_repeated_read_is_answered_from_the_kept_answer(still):
-    endpoint = still.endpoints[0]
+def test_a_read_is_the_published_image(still):
+    unit = still.updater.units[0]
     with socket.create_connection(("127.0.0.1", still.port), timeout=5) as sock:
-        first = read_words(sock)
-        assert len(endpoint._answers) == 1
-        (kept,) = endpoint._answers.values()
-        assert read_words(sock) == first == bank_words(still)
-        assert next(iter(endpoint._answers.values())) is kept, "the same answer, not a new one"
+        assert read_words(sock) == list(struct.unpack(">102H", unit.bank.image.registers))
+        for function_code in (0x03, 0x04):
+            for address, quantity in ((0, 2), (10, 8), (100, 2), (101, 1), (0, 23)):
+                pdu = struct.pack(">BHH", function_code, address, quantity)
+                assert read_words(sock, pdu) == bank_words(still)[address:address + quantity]
+
+
+def test_the_bank_holds_one_image_and_no_lists():
+    bank = new_bank()
+    assert bank.get_holding_registers(0, registers.REGISTER_COUNT) == [0] * registers.REGISTER_COUNT
+    image = Image.of(list(range(registers.REGISTER_COUNT)), [True] * registers.COIL_COUNT)
+    bank.publish(image)
+    assert bank.image is image
+    assert bank.get_holding_registers(100, 2) == [100, 101]
+    assert bank.get_input_registers(0, 1) == [0]
+    assert bank.get_coils(0, registers.COIL_COUNT) == [True] * registers.COIL_COUNT
+    assert bank.get_discrete_inputs(10, 1) == [True]
+    assert bank.get_holding_registers(101, 2) is None and bank.get_coils(10, 2) is None
+    assert bank._h_regs == bank._coils == bank._d_inputs == bank._i_regs == []
 
 
 def test_every_tick_shows_in_the_next_read(still):
@@ -106,26 +122,37 @@ def test_writes_show_in_the_next_read(still):
         assert read_words(sock, struct.pack(">BHH", 0x04, 0, registers.REGISTER_COUNT)) == bank_words(still)
 
 
-def test_exceptions_are_answered_but_never_kept(still):
-    endpoint = still.endpoints[0]
-    past_the_map = struct.pack(">BHH", 0x03, registers.REGISTER_COUNT - 1, 2)
+@pytest.mark.parametrize("pdu, answer", [
+    (struct.pack(">BHH", 0x03, registers.REGISTER_COUNT - 1, 2), bytes([0x83, 0x02])),
+    (struct.pack(">BHH", 0x04, registers.REGISTER_COUNT, 1), bytes([0x84, 0x02])),
+    (struct.pack(">BHH", 0x01, registers.COIL_COUNT - 1, 2), bytes([0x81, 0x02])),
+    (struct.pack(">BHH", 0x03, 0, 0), bytes([0x83, 0x03])),
+    (struct.pack(">BHH", 0x03, 0, 126), bytes([0x83, 0x03])),
+    (struct.pack(">BHH", 0x02, 0, 2001), bytes([0x82, 0x03])),
+    (struct.pack(">BHH", 0x01, 0, 0), bytes([0x81, 0x03])),
+])
+def test_reads_outside_the_map_or_the_limits_are_exceptions(still, pdu, answer):
     with socket.create_connection(("127.0.0.1", still.port), timeout=5) as sock:
         for _ in range(2):
-            assert modbus_exchange(sock, past_the_map)[3] == bytes([0x83, 0x02])
-    assert endpoint._answers == {}
+            assert modbus_exchange(sock, pdu)[3] == answer
 
 
-def test_at_most_so_many_answers_are_kept(still):
-    endpoint = still.endpoints[0]
-    with socket.create_connection(("127.0.0.1", still.port), timeout=5) as sock:
-        for unit_id in range(5):
-            for address in range(registers.REGISTER_COUNT):
-                pdu = struct.pack(">BHH", 0x03, address, 1)
-                assert read_words(sock, pdu, unit_id) == bank_words(still)[address:address + 1]
-                assert len(endpoint._answers) <= MAX_KEPT_ANSWERS
+def test_a_bug_in_the_read_path_answers_0x04_and_is_logged(still, caplog):
+    class Broken:
+        def read_answer(self, *args):
+            raise RuntimeError("bug")
+
+    bank = still.updater.units[0].bank
+    image, bank.image = bank.image, Broken()
+    try:
+        with socket.create_connection(("127.0.0.1", still.port), timeout=5) as sock:
+            assert modbus_exchange(sock, READ_ALL)[3] == bytes([0x83, 0x04])
+    finally:
+        bank.image = image
+    assert [r for r in caplog.records if r.exc_info and "answer_read" in r.getMessage()]
 
 
-def test_gateway_unit_ids_keep_answers_of_their_own(make_server):
+def test_gateway_unit_ids_read_their_own_meters(make_server):
     units = {unit_id: new_unit(make_meter("gas", random.Random(unit_id), 3600)) for unit_id in (1, 2)}
     server = MeterServer("127.0.0.1", [Endpoint(0, units_by_id=units)], interval_s=3600)
     server.start()
@@ -140,15 +167,45 @@ def test_gateway_unit_ids_keep_answers_of_their_own(make_server):
         server.stop()
 
 
-def test_the_bank_counts_every_write():
-    bank = new_bank()
-    counts = [bank.changes]
-    bank.set_holding_registers(0, [1, 2, 3])
-    counts.append(bank.changes)
-    bank.set_coils(0, [True])
-    counts.append(bank.changes)
-    bank.set_discrete_inputs(0, [True])
-    counts.append(bank.changes)
-    bank.set_holding_registers(registers.ONLINE, [0], srv_info=object())  # a client's write path
-    counts.append(bank.changes)
-    assert counts == sorted(set(counts)), counts
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def read_every_unit_id(sock: socket.socket, unit_ids: range) -> None:
+    """One read of the whole map for each unit id, pipelined: all requests, then all answers."""
+    sock.sendall(b"".join(struct.pack(">HHHB", uid, 0, len(READ_ALL) + 1, uid) + READ_ALL
+                          for uid in unit_ids))
+    expected = 9 + 2 * registers.REGISTER_COUNT
+    received = 0
+    while received < expected * len(unit_ids):
+        chunk = sock.recv(65536)
+        assert chunk, "closed by the server"
+        received += len(chunk)
+
+
+def test_scanning_every_unit_id_on_100_ports_takes_no_memory():
+    """A client reading all 247 unit ids (102 registers) on each of 100 ports: RSS grows < 4 MB.
+
+    Every connection is open and has read once before the first measurement, so the threads
+    and buffers of 100 connections are counted before, and only what reads keep after.
+    """
+    ports = 100
+    with MeterProcess("--count", str(ports), "--interval", "3600", "--max-clients", "2",
+                      "--log-level", "warning") as program:
+        socks = [socket.create_connection(("127.0.0.1", program.port + offset), timeout=10)
+                 for offset in range(ports)]
+        try:
+            for sock in socks:
+                read_every_unit_id(sock, range(1, 3))
+            before_kb = rss_kb(program.proc.pid)
+            for sock in socks:
+                read_every_unit_id(sock, range(1, 248))
+            grown_kb = rss_kb(program.proc.pid) - before_kb
+        finally:
+            for sock in socks:
+                sock.close()
+    assert grown_kb < 4 * 1024, f"RSS grew by {grown_kb} kB"
