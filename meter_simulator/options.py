@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from docopt import DocoptExit, docopt
+from docopt import Argument, DocoptExit, Option, Tokens, docopt, parse_argv, parse_options
 
 from .meters import METER_TYPES
 
@@ -44,6 +43,8 @@ Options:
 """
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# memory a meter takes, measured with margin (electric, the largest: about 10 kB; see the README)
+BYTES_PER_METER = 16 * 1024
 
 
 class UsageError(Exception):
@@ -141,17 +142,56 @@ def network_list(text: str) -> tuple:
     return tuple(networks)
 
 
-def docopt_reason(exc: DocoptExit) -> str:
-    """One line out of docopt's complaint, which carries the usage and object reprs."""
+def spelling(option: Option) -> str:
+    """How the usage text spells an option: -t/--type, --seed, -x."""
+    return "/".join(name for name in (option.short, option.longer) if name)
+
+
+def given_options(argv: Sequence[str]) -> list[Option | Argument]:
+    """argv as docopt reads it (options known or not, and arguments), in order; DocoptExit
+    for a missing value."""
+    return parse_argv(Tokens(list(argv), error=DocoptExit), parse_options(USAGE))
+
+
+def refusal_reason(argv: Sequence[str], exc: DocoptExit) -> str:
+    """One line that names what docopt refused: an unknown, ambiguous, repeated or misplaced
+    option, or a stray argument. docopt's own complaint carries the usage and object reprs."""
     first = str(exc).splitlines()[0] if str(exc) else "bad arguments"
-    if "unmatched" in first:
-        options = re.findall(r"Option\([^,]*, '?([^',]+)'?,", first)
-        arguments = re.findall(r"Argument\([^,]*, '([^']*)'\)", first)
-        if options:
-            return f"unknown or repeated option: {' '.join(options)}"
-        if arguments:
-            return f"unexpected argument: {' '.join(arguments)}"
+    if "unmatched" not in first:
+        return first  # "--port requires argument" and the like say it already
+    known = parse_options(USAGE)
+    names = {option.name for option in known}
+    seen: dict[str, list[Option]] = {}
+    for item in given_options(argv):
+        if isinstance(item, Argument):
+            return f"unexpected argument: {item.value!r}"
+        if item.name not in names:
+            candidates = [option.longer for option in known
+                          if option.longer and item.name.startswith("--")
+                          and option.longer.startswith(item.name)]
+            if len(candidates) > 1:
+                return f"{item.name} is ambiguous: it could be {', '.join(candidates)}"
+            return f"unknown option: {item.name}"
+        seen.setdefault(item.name, []).append(item)
+    for options in seen.values():
+        if len(options) > 1:
+            return f"{spelling(options[0])} is given {len(options)} times: give it once"
+    for alone in ("--help", "--version"):
+        if alone in seen and len(seen) > 1:
+            other = next(options[0] for name, options in seen.items() if name != alone)
+            return f"{spelling(seen[alone][0])} stands alone, not with {spelling(other)}"
     return first
+
+
+def meter_type_given(argv: Sequence[str]) -> str | None:
+    """The meter type --type and --meter-type name; UsageError when they name two."""
+    named = [(option.longer, option.value) for option in given_options(argv)
+             if isinstance(option, Option) and option.longer in ("--type", "--meter-type")]
+    if len({value.lower() for _, value in named}) > 1:
+        (first, first_value), (second, second_value) = named[0], named[-1]
+        raise UsageError(f"{first} {first_value} and {second} {second_value} name different "
+                         "meter types")
+    return named[0][1] if named else None
 
 
 def short_usage() -> str:
@@ -159,20 +199,45 @@ def short_usage() -> str:
     return USAGE[USAGE.index("Usage:"):USAGE.index("Options:")].rstrip()
 
 
-def parse_args(argv: Sequence[str]) -> Config:
-    """The checked configuration for argv; UsageError with a one-line reason otherwise."""
+def state_file(text: str) -> str | None:
+    """--state-file: a path, or none."""
+    if text == "none":
+        return None
+    if not text.strip():
+        raise UsageError(f"--state-file must name a file (or none), not {text!r}")
+    return text
+
+
+def check_fleet_size(count: int, unit_ids: tuple[int, ...] | None, memory_bytes: int | None) -> None:
+    """UsageError when the meters asked for would need more memory than memory_bytes."""
+    meters = count * (len(unit_ids) if unit_ids is not None else 1)
+    if memory_bytes is None or meters * BYTES_PER_METER <= memory_bytes:
+        return
+    what = f"--count {count}" + (f" x {len(unit_ids)} --unit-ids" if unit_ids is not None else "")
+    raise UsageError(f"{what} makes {meters:,} meters, which need about "
+                     f"{meters * BYTES_PER_METER / 2**30:.1f} GiB ({BYTES_PER_METER // 1024} kB a "
+                     f"meter); this machine gives at most {memory_bytes / 2**30:.1f} GiB")
+
+
+def parse_args(argv: Sequence[str], memory_bytes: int | None = None) -> Config:
+    """The checked configuration for argv; UsageError with a one-line reason otherwise.
+
+    memory_bytes: what the machine could give the process; more meters than fit are refused.
+    """
     try:
         args = docopt(USAGE, list(argv), default_help=False)
+        meter_type = meter_type_given(argv) or args["--type"]
     except DocoptExit as exc:
-        raise UsageError(docopt_reason(exc)) from None
+        raise UsageError(refusal_reason(argv, exc)) from None
     if args["--help"] or args["--version"]:
         return Config(show_help=args["--help"], show_version=args["--version"])
-    meter_type = args["--meter-type"] or args["--type"]
     seed = args["--seed"]
     count = integer("--count", 1, 10000)(args["--count"])
     port = integer("--port", 1, 65535)(args["--port"])
     if port + count - 1 > 65535:
         raise UsageError(f"--count {count} from --port {port} runs past port 65535")
+    unit_ids = None if args["--unit-ids"] == "all" else unit_id_list(args["--unit-ids"])
+    check_fleet_size(count, unit_ids, memory_bytes)
     return Config(
         meter_type=choice("--type", METER_TYPES)(meter_type),
         host=args["--address"],
@@ -181,10 +246,10 @@ def parse_args(argv: Sequence[str]) -> Config:
         speed=number("--speed", 0.1, 100000)(args["--speed"]),
         seed=None if seed == "random" else integer("--seed")(seed),
         log_level=choice("--log-level", LOG_LEVELS)(args["--log-level"]),
-        state_file=None if args["--state-file"] == "none" else args["--state-file"],
+        state_file=state_file(args["--state-file"]),
         save_interval_s=number("--save-interval", 1, 86400)(args["--save-interval"]),
         count=count,
-        unit_ids=None if args["--unit-ids"] == "all" else unit_id_list(args["--unit-ids"]),
+        unit_ids=unit_ids,
         max_clients=integer("--max-clients", 1, 10000)(args["--max-clients"]),
         idle_timeout_s=number("--idle-timeout", 0, 86400)(args["--idle-timeout"]),
         read_only=args["--read-only"],

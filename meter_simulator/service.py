@@ -31,7 +31,8 @@ class Service:
         self.saver: Saver | None = None
         if config.state_file is not None:
             self.saver = Saver(config.state_file, config.meter_type, server.plan, server.updater,
-                               interval_s=config.save_interval_s, on_result=self._save_result)
+                               interval_s=config.save_interval_s, on_result=self._report)
+        server.updater.on_overrun = self._report
         interval_s = watchdog_interval_s(environ, os.getpid())
         self.watchdog = None if interval_s is None or not self.notifier.enabled else \
             Watchdog(self.notifier, interval_s, server.updater.healthy)
@@ -57,6 +58,12 @@ class Service:
         if self.watchdog is not None:
             self.watchdog.stop()
 
+    def abandon(self) -> None:
+        """The run ends before it served (a port could not be bound): give the state file up."""
+        if self.saver is not None:
+            self.saver.close()
+        self.notifier.close()
+
     def stopped(self) -> None:
         """The updater has stopped: save the last tick's totals."""
         if self.saver is not None:
@@ -65,10 +72,18 @@ class Service:
         self.notifier.close()
 
     def _status_line(self) -> str:
+        """The start line, then whatever is wrong now: ticks overrunning, saves failing."""
+        line = self.status
+        updater = self.server.updater
+        if updater.overrun_s is not None:
+            line += (f"; ticks overrun: {updater.overrun_s:.3f} s a tick for an interval "
+                     f"of {updater.interval_s:g} s")
         failure = self.saver.failure if self.saver is not None else None
-        return self.status if failure is None else \
-            f"{self.status}; cannot save state file {self.saver.path}: {failure}"
+        if failure is not None:
+            line += f"; cannot save state file {self.saver.path}: {failure}"
+        return line
 
-    def _save_result(self, failure: str | None) -> None:
+    def _report(self, *_changed) -> None:
+        """Something in the status line changed (a save's result, ticks overrunning or not)."""
         if self.status:  # before started(), READY=1 carries the first status
             self.notifier.send(f"STATUS={self._status_line()}")

@@ -2,64 +2,34 @@
 
 One lock owns the meters and their published images, so a client's reset or
 online/offline write is never lost to a tick running at the same moment, and a
-tick's registers reach the data bank in one call per space (a read never mixes
-two ticks). Ticks follow monotonic deadlines start + k * interval: no drift over
+meter's tick reaches its bank as one immutable Image (a read never mixes two
+ticks). Ticks follow monotonic deadlines start + k * interval: no drift over
 hours, and after a stall the missed deadlines are skipped, not replayed, since
-the next tick integrates the whole elapsed time anyway.
+the next tick integrates the whole elapsed time anyway. Ticks that take longer
+than the interval are logged (rate-limited) and reported to on_overrun.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import math
-import sys
 import threading
 import time
-from typing import Callable, Iterable, Iterator
+from typing import Callable, ContextManager, Iterable
 
 from . import registers
+from .image import Image
 from .meters import Meter
+from .ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
-
-# A tick of 1,000 meters holds the GIL for ~40 ms, and a request thread gives the
-# GIL back at each socket call, then waits a whole switch interval (5 ms) to get it
-# again: a gateway fleet read at 1,000 polls/s answered with a p99 of 33 ms. Short
-# GIL slices while a fleet ticks cost nothing when no one waits: p99 4 ms.
-# (time.sleep(0) every few meters did as well but added 10 ms to the tick.)
-FLEET_UNITS = 32  # from this many meters a tick runs with short GIL slices
-FLEET_TICK_SWITCH_INTERVAL_S = 0.0002
-
-
-_slices_lock = threading.Lock()
-_slices_users = 0  # ticks running with short slices now (several updaters in one process)
-_normal_interval_s = 0.0
-
-
-@contextlib.contextmanager
-def short_gil_slices(interval_s: float) -> Iterator[None]:
-    """Run a CPU-bound block with GIL time slices of at most interval_s, then restore them."""
-    global _slices_users, _normal_interval_s
-    with _slices_lock:
-        if _slices_users == 0:
-            _normal_interval_s = sys.getswitchinterval()
-            sys.setswitchinterval(min(interval_s, _normal_interval_s))
-        _slices_users += 1
-    try:
-        yield
-    finally:
-        with _slices_lock:
-            _slices_users -= 1
-            if _slices_users == 0:
-                sys.setswitchinterval(_normal_interval_s)
-
 
 class MeterUnit:
     """One meter as a Modbus device: its model, the bank it is published to, its online state."""
 
     def __init__(self, meter: Meter, bank) -> None:
         self.meter = meter
-        self.bank = bank  # anything with set_holding_registers, set_coils, set_discrete_inputs
+        self.bank = bank  # anything with publish(image): a MeterBank serves the image
         self.online = True
         self.comm_ok = True
         self.integrated_s = 0.0  # simulated seconds since the last tick already in the total
@@ -88,10 +58,8 @@ class MeterUnit:
         self._write()
 
     def _write(self) -> None:
-        self.bank.set_holding_registers(0, self._words)  # input registers are served from here too
-        flags = registers.bits(self.online, self._no_alarm, self.comm_ok)
-        self.bank.set_coils(0, flags)
-        self.bank.set_discrete_inputs(0, flags)
+        # one image for both register spaces, one for coils and discrete inputs
+        self.bank.publish(Image.of(self._words, registers.bits(self.online, self._no_alarm, self.comm_ok)))
 
 
 class Updater:
@@ -100,14 +68,23 @@ class Updater:
     def __init__(self, units: Iterable[MeterUnit], *, interval_s: float = 1.0, speed: float = 1.0,
                  clock: Callable[[], float] = time.monotonic,
                  on_tick: Callable[[], None] | None = None,
-                 on_failure: Callable[[], None] | None = None) -> None:
+                 on_failure: Callable[[], None] | None = None,
+                 tick_context: Callable[[], ContextManager] | None = None) -> None:
         self.units = list(units)
+        # wraps each tick; the program gives a fleet short GIL slices there (process-wide
+        # state, so only the program may: see cli.short_gil_slices)
+        self._tick_context = tick_context or contextlib.nullcontext
         self.interval_s = interval_s
         self.speed = speed
         self._clock = clock
         self._on_tick = on_tick
         self._on_failure = on_failure
         self.on_reset: Callable[[MeterUnit], None] | None = None  # called after a reset, outside the lock
+        # called with overrun_s when ticks start or stop taking longer than the interval
+        self.on_overrun: Callable[[float | None], None] | None = None
+        self.overrun_s: float | None = None  # how long the last tick took, while ticks overrun
+        self.skipped_ticks = 0  # deadlines the schedule skipped because a tick ran late
+        self._log_overrun = RateLimitedLog(log, clock=clock)
         self.lock = threading.RLock()
         self._ticked = threading.Condition(threading.Lock())
         self.ticks = 0
@@ -122,9 +99,7 @@ class Updater:
     # --- the tick, public so tests drive it with a fake clock and no thread ---
     def tick(self) -> None:
         """Step every meter by the simulated time since the last tick and publish it."""
-        slices = short_gil_slices(FLEET_TICK_SWITCH_INTERVAL_S) if len(self.units) >= FLEET_UNITS \
-            else contextlib.nullcontext()
-        with self.lock, slices:
+        with self.lock, self._tick_context():
             now = self._clock()
             dt_s = max(now - self._last, 0.0) * self.speed
             self._last = now
@@ -132,11 +107,32 @@ class Updater:
                 unit.meter.step(dt_s, unit.integrated_s)
                 unit.integrated_s = 0.0
                 unit.publish()
+            took_s = self._clock() - now
+        self._check_duration(took_s)
         with self._ticked:
             self.ticks += 1
             self._ticked.notify_all()
         if self._on_tick is not None:
             self._on_tick()
+
+    def _check_duration(self, took_s: float) -> None:
+        """Warn (rate-limited) while ticks take longer than the interval; report each change."""
+        overrun = took_s > self.interval_s
+        if overrun:
+            meters = f"{len(self.units)} meter" + ("s" if len(self.units) != 1 else "")
+            self._log_overrun("a tick of %s took %.3f s, longer than the interval of %g s: "
+                              "the schedule skips ticks (%d so far); a longer --interval or fewer "
+                              "meters keep up", meters, took_s, self.interval_s, self.skipped_ticks)
+        if overrun == (self.overrun_s is not None):
+            if overrun:
+                self.overrun_s = took_s
+            return
+        self.overrun_s = took_s if overrun else None
+        if not overrun:
+            log.info("ticks keep up with the interval of %g s again (%.3f s a tick)",
+                     self.interval_s, took_s)
+        if self.on_overrun is not None:
+            self.on_overrun(self.overrun_s)
 
     def wait_ticks(self, count: int, timeout: float) -> bool:
         """Block until count more ticks have run; False on timeout."""
@@ -217,7 +213,9 @@ class Updater:
         with self.lock:
             if self._stopped.is_set():
                 return
-            self._deadline = self.next_deadline(now)
+            deadline = self.next_deadline(now)
+            self.skipped_ticks += max(round((deadline - self._deadline) / self.interval_s) - 1, 0)
+            self._deadline = deadline
             delay_s = max(self._deadline - self._clock(), 0.0)
             self._timer = threading.Timer(delay_s, self._run)
             self._timer.name = "meter-updater"

@@ -1,7 +1,9 @@
 """Many meters in one process: ports and unit ids, distinct and reproducible meters, routing, 0x0B."""
 from __future__ import annotations
 
+import os
 import random
+import signal
 import socket
 import sys
 import threading
@@ -13,7 +15,8 @@ from pyModbusTCP.client import ModbusClient
 from meter_simulator import fleet, registers
 from meter_simulator.server import MeterServer, new_unit
 from meter_simulator.transport import BindError
-from meter_simulator.updater import Updater, short_gil_slices
+from meter_simulator.cli import main, short_gil_slices
+from meter_simulator.updater import Updater
 from support import MeterProcess, free_ports, run_program, u32, unit_kw, wait_for
 
 GATEWAY_FAILED = 0x0B
@@ -262,13 +265,109 @@ def test_the_seed_reproduces_the_whole_fleet_in_the_program():
     assert first != program_readings(port, "--seed", "12")
 
 
-def test_a_fleet_tick_gives_back_the_switch_interval_it_shortened():
-    endpoints = fleet.plan("gas", 1, 40, None, random.Random(3), 0.0, new_unit)
-    updater = Updater([unit for endpoint in endpoints for unit in endpoint.units])
+class SwitchIntervalProbe:
+    """A tick context that records the GIL switch interval inside every tick."""
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def __call__(self):
+        probe = self
+
+        class Seen:
+            def __enter__(self):
+                probe.seen.append(sys.getswitchinterval())
+
+            def __exit__(self, *exc_info):
+                return False
+
+        return Seen()
+
+
+@pytest.fixture
+def odd_switch_interval():
+    """A switch interval that getswitchinterval() and setswitchinterval() do not round-trip."""
     before = sys.getswitchinterval()
-    with short_gil_slices(0.0002):  # as another updater's tick, overlapping this one
-        updater.tick()
+    odd = next(us / 1e6 for us in range(4001, 6000) if not round_trips(us / 1e6))
+    sys.setswitchinterval(odd)
+    odd = sys.getswitchinterval()
+    yield odd
+    sys.setswitchinterval(before)
+
+
+def round_trips(interval_s: float) -> bool:
+    sys.setswitchinterval(interval_s)
+    seen = sys.getswitchinterval()
+    sys.setswitchinterval(seen)
+    return sys.getswitchinterval() == seen
+
+
+def test_a_fleet_ticking_inside_another_program_leaves_the_switch_interval_alone(odd_switch_interval):
+    """The meters in a user's test suite: MeterServer and Updater never touch process-wide state."""
+    probe = SwitchIntervalProbe()
+    endpoints = fleet.plan("gas", 1, 40, None, random.Random(3), 0.0, new_unit)
+    units = [unit for endpoint in endpoints for unit in endpoint.units]
+    Updater(units).tick()
+    assert sys.getswitchinterval() == odd_switch_interval
+    server = MeterServer("127.0.0.1", endpoints, interval_s=3600)
+    server.updater.tick()
+    assert sys.getswitchinterval() == odd_switch_interval
+    Updater(units, tick_context=probe).tick()
+    assert probe.seen == [odd_switch_interval]
+
+
+def test_the_programs_short_slices_give_back_exactly_the_interval_that_was_there(odd_switch_interval):
+    probe = SwitchIntervalProbe()
+    endpoints = fleet.plan("gas", 1, 40, None, random.Random(3), 0.0, new_unit)
+    units = [unit for endpoint in endpoints for unit in endpoint.units]
+    with short_gil_slices():
         during = sys.getswitchinterval()
-    updater.tick()
+        Updater(units, tick_context=probe).tick()
     assert during == pytest.approx(0.0002, abs=1e-6)
-    assert sys.getswitchinterval() == before
+    assert sys.getswitchinterval() == odd_switch_interval  # to the microsecond, not one less
+    updater = Updater(units, tick_context=short_gil_slices)
+    for _ in range(3):
+        updater.tick()
+    assert sys.getswitchinterval() == odd_switch_interval
+
+
+def test_the_program_called_in_process_leaves_the_switch_interval_alone(odd_switch_interval):
+    """main(argv) as a user's test suite calls it, with a fleet big enough for short slices:
+    the interval is watched while the fleet ticks, and main() is stopped by SIGINT after
+    the meters' readings have moved three times."""
+    port = free_ports(2)
+    seen: list[float] = []
+    failures: list[BaseException] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.001):
+            seen.append(sys.getswitchinterval())
+
+    def stop_after_three_ticks() -> None:
+        try:
+            client = ModbusClient(host="127.0.0.1", port=port, unit_id=1, timeout=5)
+            images = set()  # None while the program starts, then one image a tick
+            try:
+                wait_for(lambda: images.add(tuple(client.read_holding_registers(0, 20) or ()))
+                         or len(images) > 3, timeout=30)
+            finally:
+                client.close()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            failures.append(exc)
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    watcher = threading.Thread(target=watch, name="switch-interval-watch")
+    stopper = threading.Thread(target=stop_after_three_ticks, name="stop-after-ticks")
+    watcher.start()
+    try:
+        stopper.start()
+        assert main(["--port", str(port), "--count", "2", "--unit-ids", "1-40",
+                     "--interval", "0.05", "--log-level", "error"]) == 0
+    finally:
+        stopper.join()
+        done.set()
+        watcher.join()
+    assert not failures, failures
+    assert seen and set(seen) == {odd_switch_interval}

@@ -18,7 +18,7 @@ import meter_simulator
 from support import ROOT
 
 PACKAGE = Path(meter_simulator.__file__).resolve().parent
-CORE = {"registers", "processes", "meters"}
+CORE = {"registers", "processes", "meters", "image"}
 OUTER = {"options", "cli", "service", "__main__"}  # argv, exit codes, the process's life
 # what the core must not need: the Modbus server, the command line, the network, threads, a clock
 NOT_IN_CORE = {"pyModbusTCP", "docopt", "socket", "socketserver", "selectors", "ssl", "threading",
@@ -28,6 +28,7 @@ PROBE = """
 import json, sys
 before = set(sys.modules)
 import meter_simulator.registers, meter_simulator.processes, meter_simulator.meters
+import meter_simulator.image
 print(json.dumps({"loaded": sorted(sys.modules), "new": sorted(set(sys.modules) - before)}))
 """
 
@@ -100,6 +101,19 @@ def test_middle_layer_never_imports_the_command_line(name):
     absolute, siblings = imports_of(modules()[name])
     assert not siblings & OUTER, f"{name} imports {siblings & OUTER}"
     assert "docopt" not in absolute
+
+
+# calls that change the whole process: a user's test suite that imports the meters keeps its own
+PROCESS_WIDE = {("sys", "setswitchinterval"), ("signal", "signal"), ("logging", "basicConfig"),
+                ("resource", "setrlimit"), ("os", "umask"), ("os", "chdir")}
+
+
+@pytest.mark.parametrize("name", sorted(set(modules()) - {"cli"}))
+def test_only_the_program_changes_process_wide_state(name):
+    tree = ast.parse(modules()[name].read_text(encoding="utf-8"))
+    calls = {(node.value.id, node.attr) for node in ast.walk(tree)
+             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)}
+    assert not calls & PROCESS_WIDE, f"{name} calls {calls & PROCESS_WIDE}"
 
 
 def test_package_init_imports_nothing():

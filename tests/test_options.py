@@ -7,8 +7,8 @@ import re
 import pytest
 
 from meter_simulator import __version__
-from meter_simulator.cli import main
-from meter_simulator.options import USAGE, Config, UsageError, parse_args
+from meter_simulator.cli import machine_memory_bytes, main
+from meter_simulator.options import BYTES_PER_METER, USAGE, Config, UsageError, parse_args
 
 
 def usage_default(option: str) -> str:
@@ -141,6 +141,61 @@ def test_the_reason_names_the_culprit(argv, words):
         parse_args(argv)
     for word in words:
         assert word in str(caught.value)
+
+
+@pytest.mark.parametrize("argv, reason", [
+    (["-x"], "unknown option: -x"),
+    (["--bogus", "1"], "unknown option: --bogus"),
+    (["--help", "--version"], "-h/--help stands alone, not with --version"),
+    (["-h", "--port", "1"], "-h/--help stands alone, not with -p/--port"),
+    (["--version", "-t", "gas"], "--version stands alone, not with -t/--type"),
+    (["--s", "1"], "--s is ambiguous: it could be --speed, --seed, --state-file, --save-interval"),
+    (["--i", "1"], "--i is ambiguous: it could be --interval, --idle-timeout"),
+    (["-t", "water", "-t", "gas"], "-t/--type is given 2 times: give it once"),
+    (["--read-only", "--read-only"], "--read-only is given 2 times: give it once"),
+    (["--type", "water", "--meter-type", "gas"],
+     "--type water and --meter-type gas name different meter types"),
+    (["--meter-type", "gas", "-t", "water"],
+     "--meter-type gas and --type water name different meter types"),
+    (["--state-file", ""], "--state-file must name a file (or none), not ''"),
+    (["--state-file", " "], "--state-file must name a file (or none), not ' '"),
+    (["--port", "5020", "stray"], "unexpected argument: 'stray'"),
+    (["--port"], "--port requires argument"),
+])
+def test_every_refusal_names_what_it_refuses(argv, reason):
+    with pytest.raises(UsageError) as caught:
+        parse_args(argv)
+    assert str(caught.value) == reason
+
+
+@pytest.mark.parametrize("argv", [
+    ["--type", "water", "--meter-type", "water"], ["--type", "water", "--meter-type", "WATER"],
+    ["--meter-type", "water"], ["-t", "water"],
+])
+def test_both_type_spellings_naming_one_type_are_fine(argv):
+    assert parse_args(argv).meter_type == "water"
+
+
+def test_more_meters_than_the_memory_holds_are_refused():
+    gib = 2 ** 30
+    assert parse_args(["--count", "10000", "--unit-ids", "1-247"], memory_bytes=64 * gib).count == 10000
+    with pytest.raises(UsageError) as caught:
+        parse_args(["--count", "10000", "--unit-ids", "1-247"], memory_bytes=24 * gib)
+    assert str(caught.value) == ("--count 10000 x 247 --unit-ids makes 2,470,000 meters, which need "
+                                 "about 37.7 GiB (16 kB a meter); this machine gives at most 24.0 GiB")
+    with pytest.raises(UsageError) as caught:
+        parse_args(["--count", "100"], memory_bytes=1024 * 1024)
+    assert str(caught.value).startswith("--count 100 makes 100 meters, which need about")
+    assert parse_args(["--count", "10000", "--unit-ids", "1-247"]).count == 10000  # memory unknown
+
+
+def test_the_program_refuses_a_fleet_this_machine_cannot_hold(capsys):
+    memory = machine_memory_bytes()
+    if memory is None or memory >= 2_470_000 * BYTES_PER_METER:
+        pytest.skip("this machine could hold 2,470,000 meters")
+    assert main(["--count", "10000", "--unit-ids", "1-247", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "makes 2,470,000 meters, which need about 37.7 GiB" in err.splitlines()[0]
 
 
 @pytest.mark.parametrize("argv", [

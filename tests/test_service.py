@@ -140,6 +140,27 @@ def test_no_watchdog_pings_unless_systemd_asks(tmp_path, notify_socket):
     assert not any("WATCHDOG=1" in lines for lines in messages)
 
 
+def test_ticks_that_overrun_the_interval_are_logged_and_shown_in_the_status(tmp_path, notify_socket):
+    """4,940 meters cannot tick every 0.05 s: a warning naming the tick time and the interval,
+    and STATUS= says so, while the program keeps serving."""
+    first = free_ports(20)
+    program = Program(tmp_path, "--count", "20", "--unit-ids", "1-247", "--interval", "0.05",
+                      port=first, env={"NOTIFY_SOCKET": notify_socket.name})
+    with program.start():
+        wait_message(notify_socket, program.proc, "READY")
+        messages = []
+        while not any("ticks overrun" in line for lines in messages for line in lines):
+            messages += wait_message(notify_socket, program.proc, "STATUS")
+        status = next(line for lines in messages for line in lines if "ticks overrun" in line)
+        assert re.search(r"ticks overrun: \d+\.\d{3} s a tick for an interval of 0.05 s", status), status
+        wait_for(lambda: "longer than the interval" in program.log(), START_S)
+        assert read_total(first + 19, unit_id=247) >= 0
+        assert program.stop() == 0, program.log()
+    warning = next(line for line in program.log().splitlines() if "longer than the interval" in line)
+    assert re.search(r"WARNING a tick of 4940 meters took \d+\.\d{3} s, longer than the interval of "
+                     r"0.05 s", warning), warning
+
+
 def test_no_ready_when_the_port_cannot_be_bound(tmp_path, notify_socket):
     with Program(tmp_path).start().wait_serving() as holder:
         program = Program(tmp_path, port=holder.port, env={"NOTIFY_SOCKET": notify_socket.name})
@@ -167,6 +188,38 @@ def test_sigterm_then_restart_resumes_exactly_from_the_last_tick(tmp_path):
         assert read_total(second.port) == last_read
         assert second.stop() == 0, second.log()
     assert saved(path)[str(first.port)] == total  # bit for bit: nothing lost, nothing added
+
+
+def test_sighup_stops_and_saves_as_sigterm_does(tmp_path):
+    """A closed terminal or a dropped ssh session: the totals of the last tick are saved."""
+    path = tmp_path / "totals.json"
+    options = ("--state-file", str(path), "--seed", "3", "--speed", "5000", "--interval", "5",
+               "--save-interval", "86400")
+    with Program(tmp_path, *options).start().wait_serving() as program:
+        wait_for(lambda: read_total(program.port) > 0, START_S)
+        last_read = read_total(program.port)
+        assert program.stop(signal.SIGHUP) == 0, program.log()
+    assert round(saved(path)[str(program.port)] * 100) == last_read
+    assert "stopped" in program.log().splitlines()[-1]
+
+
+def test_a_second_program_on_the_same_state_file_exits_1_naming_the_first(tmp_path):
+    path = tmp_path / "totals.json"
+    with Program(tmp_path, "--state-file", str(path), "--speed", "5000", "--interval", "0.05"
+                 ).start().wait_serving() as first:
+        wait_for(lambda: read_total(first.port) > 0, START_S)
+        port = free_port()
+        result = run_program("--port", str(port), "--state-file", str(path))
+        assert result.returncode == 1
+        lines = result.stderr.splitlines()
+        assert lines == [f"meter-simulator: state file {path} is in use by process {first.proc.pid}: "
+                         "one process at a time may serve its meters (give this one another "
+                         "--state-file)"], result.stderr
+        assert not accepts("127.0.0.1", port)
+        assert read_total(first.port) > 0  # the first serves on
+        last_read = read_total(first.port)
+        assert first.stop() == 0, first.log()
+    assert round(saved(path)[str(first.port)] * 100) >= last_read  # its file, not the second's
 
 
 def test_kill_9_then_restart_resumes_from_the_last_periodic_save(tmp_path):

@@ -1,4 +1,4 @@
-"""The updater driven by hand: a fake clock, real DataBanks, tick() called by the test.
+"""The updater driven by hand: a fake clock, real banks, tick() called by the test.
 
 The schedule (start + k * interval) is checked with a recording stand-in for
 threading.Timer that the test fires at chosen clock times; one test runs the real
@@ -14,13 +14,12 @@ import time
 import types
 
 import pytest
-from pyModbusTCP.server import DataBank
 
 from meter_simulator import registers
 from meter_simulator import updater as updater_module
 from meter_simulator.meters import METER_TYPES, make_meter
 from meter_simulator.registers import bits, image, words_u32
-from meter_simulator.server import new_unit
+from meter_simulator.server import MeterBank, new_bank, new_unit
 from meter_simulator.updater import MeterUnit, Updater
 from support import FakeClock, wait_for
 
@@ -226,16 +225,16 @@ def test_several_units_tick_together():
     assert total_counts(units[0]) > 0
 
 
-class YieldingBank(DataBank):
-    """A DataBank that lets other threads run just before a write lands.
+class YieldingBank(MeterBank):
+    """A bank that lets other threads run just before an image lands.
 
     time.sleep(0) waits for nothing: it gives up the GIL, which widens the window
     in which a reset not serialised with the tick would be overwritten.
     """
 
-    def set_holding_registers(self, address, word_list, srv_info=None):
+    def publish(self, image):
         time.sleep(0)
-        return super().set_holding_registers(address, word_list, srv_info)
+        super().publish(image)
 
 
 RACE_ITERATIONS = 300  # each one a reset landing mid-tick
@@ -244,8 +243,7 @@ RACE_ITERATIONS = 300  # each one a reset landing mid-tick
 def test_a_reset_racing_ticks_is_never_lost():
     counter = itertools.count()
     clock = lambda: float(next(counter))  # noqa: E731 - every reading of the clock moves it a second
-    bank = YieldingBank(coils_size=registers.COIL_COUNT, d_inputs_size=registers.COIL_COUNT,
-                        h_regs_size=registers.REGISTER_COUNT, i_regs_size=0)
+    bank = YieldingBank(new_bank().image)
     unit = MeterUnit(busy_meter("electric"), bank)
     updater = Updater([unit], speed=60.0, clock=clock)
     big_kwh = 1_000_000.0
@@ -338,6 +336,42 @@ def test_deadlines_are_start_plus_k_intervals(timers):
     assert updater.ticks == 2
 
 
+class StepClock:
+    """A clock that moves per_call seconds at every reading: a tick that takes time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.per_call = 0.0
+
+    def __call__(self) -> float:
+        self.now += self.per_call
+        return self.now
+
+
+def test_ticks_longer_than_the_interval_warn_and_report_until_they_keep_up(caplog):
+    clock = StepClock()
+    updater = Updater([new_unit(busy_meter("water")), new_unit(busy_meter("gas"))], interval_s=0.05,
+                      clock=clock)
+    reports = []
+    updater.on_overrun = reports.append
+    with caplog.at_level(logging.INFO, logger="meter_simulator"):
+        updater.tick()
+        assert reports == [] and updater.overrun_s is None
+        clock.per_call = 0.125  # the two readings of a tick are 0.125 s apart
+        for _ in range(5):
+            updater.tick()
+        assert updater.overrun_s == pytest.approx(0.125)
+        clock.per_call = 0.01
+        updater.tick()
+    assert reports == [pytest.approx(0.125), None]
+    assert updater.overrun_s is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["a tick of 2 meters took 0.125 s, longer than the interval of 0.05 s: the "
+                        "schedule skips ticks (0 so far); a longer --interval or fewer meters keep up"]
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert infos == ["ticks keep up with the interval of 0.05 s again (0.010 s a tick)"]
+
+
 def test_a_timer_firing_early_never_ticks_twice_for_one_deadline(timers):
     clock, unit, updater = build(interval_s=1.0)
     updater.start()
@@ -355,6 +389,7 @@ def test_a_stall_skips_the_missed_deadlines_and_integrates_the_whole_gap(timers)
     total = unit.meter.total
     assert fire(timers, clock, 1009.7) == 1010.0  # 1002 to 1009 skipped, not replayed
     assert updater.ticks == 2
+    assert updater.skipped_ticks == 7  # the tick due at 1002 ran late; 1003 to 1009 never ran
     assert unit.meter.total == pytest.approx(
         total + shown_rate * 8.7 * 10.0 * TOTAL_PER_RATE_S["electric"])
 
