@@ -28,7 +28,6 @@ import errno
 import json
 import math
 import os
-import secrets
 import time
 from typing import Mapping
 
@@ -151,7 +150,7 @@ TEMPORARY_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLO
 
 def temporary_name(name: str) -> str:
     """A new name for a temporary file beside the file called name: .NAME.RANDOM.tmp"""
-    return f".{name}.{secrets.token_hex(8)}.tmp"
+    return f".{name}.{os.urandom(8).hex()}.tmp"  # not secrets: hashlib would load OpenSSL (4 MB)
 
 
 def is_temporary_of(entry: str, name: str) -> bool:
