@@ -41,7 +41,7 @@ FLEET_METERS = 32  # from this many meters a tick runs with short GIL slices
 FLEET_TICK_SWITCH_INTERVAL_S = 0.0002
 # descriptors besides the listeners and connections: stdio, the accepting thread's selector,
 # wake-up pair and reserve, the state file, its lock and temporary, systemd's socket, imports
-SPARE_DESCRIPTORS = 32
+OTHER_DESCRIPTORS = 32
 
 
 def setup_logging(level: str) -> None:
@@ -110,7 +110,7 @@ def machine_memory_bytes() -> int | None:
 
 def descriptors_needed(config: Config) -> int:
     """Open files a run may need at most: a listener and max_clients connections a port."""
-    return config.count * (1 + config.max_clients) + SPARE_DESCRIPTORS
+    return config.count * (1 + config.max_clients) + OTHER_DESCRIPTORS
 
 
 def raise_open_file_limit() -> tuple[int, int] | None:

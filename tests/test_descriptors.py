@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from meter_simulator import cli
-from meter_simulator.acceptor import ACCEPT_BACKOFF_S
+from meter_simulator.acceptor import ACCEPT_BACKOFF_S, Acceptor
 from meter_simulator.options import Config
 from support import SCRIPT_COMMAND, accepts, free_port, wait_for
 
@@ -143,8 +143,6 @@ class ExhaustedServer:
 
 
 def test_out_of_buffers_the_listener_backs_off_then_accepts(caplog):
-    from meter_simulator.acceptor import Acceptor
-
     service = ExhaustedServer(failures=3)
     acceptor = Acceptor([service])
     with caplog.at_level(logging.WARNING, logger="meter_simulator"):
@@ -209,5 +207,5 @@ def test_a_start_warning_when_a_full_fleet_cannot_fit_the_limit(caplog, count, m
     messages = [r.getMessage() for r in caplog.records]
     assert bool(messages) is warns
     if warns:
-        needed = count * (1 + max_clients) + cli.SPARE_DESCRIPTORS
+        needed = count * (1 + max_clients) + cli.OTHER_DESCRIPTORS
         assert f"may need {needed} open files, but the limit is {limit}" in messages[0]

@@ -1,10 +1,11 @@
 """Many meters in one process: ports and unit ids, distinct and reproducible meters, routing, 0x0B."""
 from __future__ import annotations
 
-import os
+import json
 import random
 import signal
 import socket
+import subprocess
 import sys
 import threading
 
@@ -331,43 +332,48 @@ def test_the_programs_short_slices_give_back_exactly_the_interval_that_was_there
     assert sys.getswitchinterval() == odd_switch_interval
 
 
+EMBEDDED_MAIN = """
+import json, sys, threading
+from meter_simulator.cli import main
+sys.setswitchinterval(float(sys.argv[1]))
+odd = sys.getswitchinterval()
+seen, done = set(), threading.Event()
+def watch():
+    while not done.wait(0.001):
+        seen.add(sys.getswitchinterval())
+watcher = threading.Thread(target=watch)
+watcher.start()
+status = main(sys.argv[2:])
+done.set()
+watcher.join()
+print(json.dumps({"status": status, "odd": odd, "seen": sorted(seen)}))
+"""
+
+
 def test_the_program_called_in_process_leaves_the_switch_interval_alone(odd_switch_interval):
-    """main(argv) as a user's test suite calls it, with a fleet big enough for short slices:
-    the interval is watched while the fleet ticks, and main() is stopped by SIGINT after
-    the meters' readings have moved three times."""
+    """main(argv) inside another Python program, with a fleet big enough for short slices: the
+    interval is watched while the fleet ticks (the readings move three times), then SIGTERM."""
     port = free_ports(2)
-    seen: list[float] = []
-    failures: list[BaseException] = []
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.001):
-            seen.append(sys.getswitchinterval())
-
-    def stop_after_three_ticks() -> None:
-        try:
-            client = ModbusClient(host="127.0.0.1", port=port, unit_id=1, timeout=5)
-            images = set()  # None while the program starts, then one image a tick
-            try:
-                wait_for(lambda: images.add(tuple(client.read_holding_registers(0, 20) or ()))
-                         or len(images) > 3, timeout=30)
-            finally:
-                client.close()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            failures.append(exc)
-        finally:
-            os.kill(os.getpid(), signal.SIGINT)
-
-    watcher = threading.Thread(target=watch, name="switch-interval-watch")
-    stopper = threading.Thread(target=stop_after_three_ticks, name="stop-after-ticks")
-    watcher.start()
+    argv = ["--port", str(port), "--count", "2", "--unit-ids", "1-40", "--interval", "0.05",
+            "--log-level", "error"]
+    proc = subprocess.Popen([sys.executable, "-c", EMBEDDED_MAIN, repr(odd_switch_interval), *argv],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
-        stopper.start()
-        assert main(["--port", str(port), "--count", "2", "--unit-ids", "1-40",
-                     "--interval", "0.05", "--log-level", "error"]) == 0
+        client = ModbusClient(host="127.0.0.1", port=port, unit_id=1, timeout=5)
+        images = set()  # None while the program starts, then one image a tick
+        try:
+            wait_for(lambda: proc.poll() is not None
+                     or images.add(tuple(client.read_holding_registers(0, 20) or ())) or len(images) > 3,
+                     timeout=30)
+        finally:
+            client.close()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
     finally:
-        stopper.join()
-        done.set()
-        watcher.join()
-    assert not failures, failures
-    assert seen and set(seen) == {odd_switch_interval}
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    result = json.loads(out)
+    assert result["status"] == 0, err
+    assert result["seen"] == [result["odd"]]
