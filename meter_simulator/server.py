@@ -1,4 +1,4 @@
-"""MeterServer: DataBanks, the data handler, Modbus endpoints and the updater, started and stopped together."""
+"""MeterServer: banks, the data handler, Modbus endpoints and the updater, started and stopped together."""
 from __future__ import annotations
 
 import logging

@@ -70,6 +70,14 @@ def outcomes(socks: list[socket.socket], timeout_s: float) -> tuple[int, int, in
     return answered, closed, len(received)
 
 
+def start_under_ulimit(limit: str, log_path: Path, *args: str) -> subprocess.Popen:
+    """The program started by a shell after `ulimit LIMIT`, its stderr in log_path."""
+    with open(log_path, "w") as log_file:
+        return subprocess.Popen(["sh", "-c", f'ulimit {limit} && exec "$@"', "sh", *SCRIPT_COMMAND,
+                                 *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=log_file)
+
+
 def answers_once(port: int) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         return outcomes([sock], timeout_s=5)[0] == 1
@@ -79,11 +87,8 @@ def test_past_the_open_file_limit_new_connections_are_closed_and_nothing_spins(t
     """The issue's case: --max-clients 500 under a hard limit of 48 open files, 80 clients."""
     port = free_port()
     log_path = tmp_path / "log.txt"
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(
-            ["sh", "-c", 'ulimit -n 48 && exec "$@"', "sh", *SCRIPT_COMMAND, "--port", str(port),
-             "--max-clients", "500", "--interval", "3600"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_file)
+    proc = start_under_ulimit("-n 48", log_path, "--port", str(port), "--max-clients", "500",
+                              "--interval", "3600")
     socks: list[socket.socket] = []
     try:
         wait_for(lambda: proc.poll() is not None or accepts("127.0.0.1", port), 20)
@@ -179,11 +184,7 @@ def test_the_program_raises_its_open_file_limit_to_the_hard_limit_and_puts_it_ba
 def test_the_program_raises_its_soft_limit_in_a_real_run(tmp_path):
     port = free_port()
     log_path = tmp_path / "log.txt"
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(
-            ["sh", "-c", 'ulimit -S -n 64 && exec "$@"', "sh", *SCRIPT_COMMAND, "--port", str(port),
-             "--interval", "3600"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=log_file)
+    proc = start_under_ulimit("-S -n 64", log_path, "--port", str(port), "--interval", "3600")
     try:
         wait_for(lambda: proc.poll() is not None or accepts("127.0.0.1", port), 20)
         limits = Path(f"/proc/{proc.pid}/limits").read_text()
