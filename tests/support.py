@@ -70,6 +70,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     return free_ports(1, host)
 
 
+def meter_count(args) -> int:
+    """How many consecutive ports a command line's meters take (its --count, else 1)."""
+    args = list(args)
+    for index, arg in enumerate(args):
+        if arg == "--count" and index + 1 < len(args):
+            return int(args[index + 1])
+        if arg.startswith("--count="):
+            return int(arg.split("=", 1)[1])
+    return 1
+
+
 def accepts(host: str, port: int) -> bool:
     """True when a TCP connect to host:port succeeds."""
     try:
@@ -96,7 +107,7 @@ class MeterProcess:
                  command: tuple[str, ...] = SCRIPT_COMMAND) -> None:
         self.command = list(command)  # the program without options: the script, console script or -m
         self.host = host
-        self.port = port if port is not None else free_port(host)
+        self.port = port if port is not None else free_ports(meter_count(args), host)
         self.args = ["--address", host, "--port", str(self.port), *args]
         self.env = dict(os.environ, **(env or {}))
         self.cwd = cwd

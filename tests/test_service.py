@@ -17,7 +17,7 @@ from pyModbusTCP.client import ModbusClient
 
 from meter_simulator import state
 from support import (ROOT, SCRIPT_COMMAND, accepts, console_script, free_port, free_ports,
-                     run_program, u32, wait_for)
+                     meter_count, run_program, u32, wait_for)
 from test_notify import NotifySocket
 
 SYSTEMD = ROOT / "scripts" / "systemd"
@@ -33,7 +33,7 @@ class Program:
 
     def __init__(self, tmp_path: Path, *args: str, port: int | None = None, env: dict | None = None,
                  prefix: tuple[str, ...] = (), command: tuple[str, ...] = SCRIPT_COMMAND) -> None:
-        self.port = port if port is not None else free_port()
+        self.port = port if port is not None else free_ports(meter_count(args))
         self.args = ["--port", str(self.port), *args]
         self.log_path = tmp_path / f"log-{self.port}-{time.monotonic_ns()}.txt"
         environ = {k: v for k, v in os.environ.items()
