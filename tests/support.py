@@ -70,6 +70,15 @@ def free_port(host: str = "127.0.0.1") -> int:
     return free_ports(1, host)
 
 
+BIND_ATTEMPTS = 5
+
+
+def lost_a_port_race(stderr: str) -> bool:
+    """True when the program could not bind a port that was free when the test drew it: another
+    process (a test suite running beside this one) took it in between."""
+    return "Address already in use" in stderr
+
+
 def meter_count(args) -> int:
     """How many consecutive ports a command line's meters take (its --count, else 1)."""
     args = list(args)
@@ -107,22 +116,32 @@ class MeterProcess:
                  command: tuple[str, ...] = SCRIPT_COMMAND) -> None:
         self.command = list(command)  # the program without options: the script, console script or -m
         self.host = host
+        self.options = list(args)
+        self.choose_port = port is None  # free ports drawn here may be taken before the program binds
         self.port = port if port is not None else free_ports(meter_count(args), host)
-        self.args = ["--address", host, "--port", str(self.port), *args]
         self.env = dict(os.environ, **(env or {}))
         self.cwd = cwd
         self.proc: subprocess.Popen | None = None
 
+    @property
+    def args(self) -> list[str]:
+        return ["--address", self.host, "--port", str(self.port), *self.options]
+
     def start(self, wait: bool = True) -> MeterProcess:
-        self.proc = subprocess.Popen([*self.command, *self.args], env=self.env,
-                                     cwd=self.cwd, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        if wait:
+        for _ in range(BIND_ATTEMPTS):
+            self.proc = subprocess.Popen([*self.command, *self.args], env=self.env,
+                                         cwd=self.cwd, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            if not wait:
+                return self
             wait_for(lambda: self.proc.poll() is not None or accepts(self.host, self.port), 20)
-            if self.proc.poll() is not None:
-                out, err = self.proc.communicate()
+            if self.proc.poll() is None:
+                return self
+            out, err = self.proc.communicate()
+            if not (self.choose_port and lost_a_port_race(err)):
                 raise AssertionError(f"program exited {self.proc.returncode}: {err}")
-        return self
+            self.port = free_ports(meter_count(self.options), self.host)
+        raise AssertionError(f"program exited {self.proc.returncode}: {err}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> tuple[int, str, str]:
         """Send sig and return (exit status, stdout, stderr)."""

@@ -16,8 +16,8 @@ import pytest
 from pyModbusTCP.client import ModbusClient
 
 from meter_simulator import state
-from support import (ROOT, SCRIPT_COMMAND, accepts, console_script, free_port, free_ports,
-                     meter_count, run_program, u32, wait_for)
+from support import (BIND_ATTEMPTS, ROOT, SCRIPT_COMMAND, accepts, console_script, free_port,
+                     free_ports, lost_a_port_race, meter_count, run_program, u32, wait_for)
 from test_notify import NotifySocket
 
 SYSTEMD = ROOT / "scripts" / "systemd"
@@ -33,23 +33,38 @@ class Program:
 
     def __init__(self, tmp_path: Path, *args: str, port: int | None = None, env: dict | None = None,
                  prefix: tuple[str, ...] = (), command: tuple[str, ...] = SCRIPT_COMMAND) -> None:
+        self.tmp_path = tmp_path
+        self.options = list(args)
+        self.program = [*prefix, *command]
+        self.choose_port = port is None  # free ports drawn here may be taken before the program binds
         self.port = port if port is not None else free_ports(meter_count(args))
-        self.args = ["--port", str(self.port), *args]
-        self.log_path = tmp_path / f"log-{self.port}-{time.monotonic_ns()}.txt"
         environ = {k: v for k, v in os.environ.items()
                    if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")}
         self.env = dict(environ, **(env or {}))
-        self.command = [*prefix, *command, *self.args]
         self.proc: subprocess.Popen | None = None
+        self.whole_command: list[str] | None = None  # a test's own command line, used as it is
+
+    @property
+    def command(self) -> list[str]:
+        if self.whole_command is not None:
+            return self.whole_command
+        return [*self.program, "--port", str(self.port), *self.options]
 
     def start(self) -> Program:
+        self.log_path = self.tmp_path / f"log-{self.port}-{time.monotonic_ns()}.txt"
         with open(self.log_path, "w") as log_file:
             self.proc = subprocess.Popen(self.command, env=self.env, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=log_file)
         return self
 
     def wait_serving(self) -> Program:
-        wait_for(lambda: self.proc.poll() is not None or accepts("127.0.0.1", self.port), START_S)
+        for _ in range(BIND_ATTEMPTS):
+            wait_for(lambda: self.proc.poll() is not None or accepts("127.0.0.1", self.port),
+                     START_S)
+            if self.proc.poll() is None or not (self.choose_port and lost_a_port_race(self.log())):
+                break
+            self.port = free_ports(meter_count(self.options))
+            self.start()
         assert self.proc.poll() is None, f"exited {self.proc.returncode}: {self.log()}"
         return self
 
@@ -391,7 +406,7 @@ def test_the_unit_runs_the_example_instance_as_documented(tmp_path, notify_socke
             argv.append(word.replace("${STATE_DIRECTORY}", str(state_directory)))
     env = {"NOTIFY_SOCKET": notify_socket.name, "JOURNAL_STREAM": "8:12345", "WATCHDOG_USEC": "30000000"}
     program = Program(tmp_path, port=port, env=env)
-    program.command = [*SCRIPT_COMMAND, *argv]
+    program.whole_command = [*SCRIPT_COMMAND, *argv]
     with program.start():
         wait_message(notify_socket, program.proc, "READY")
         assert read_total(port) >= 0
