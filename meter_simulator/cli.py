@@ -10,7 +10,9 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable, ContextManager, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Callable
 
 try:
     import resource
@@ -82,7 +84,7 @@ def short_gil_slices(interval_s: float = FLEET_TICK_SWITCH_INTERVAL_S) -> Iterat
 
 
 def build_server(config: Config, on_failure,
-                 tick_context: Callable[[], ContextManager] | None = None) -> MeterServer:
+                 tick_context: Callable[[], AbstractContextManager] | None = None) -> MeterServer:
     """The meters and their Modbus server for a configuration (not started)."""
     rng = random.Random(config.seed)
     endpoints = fleet.plan(config.meter_type, config.port, config.count, config.unit_ids, rng,

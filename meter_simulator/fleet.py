@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .meters import make_meter
 from .updater import MeterUnit

@@ -14,11 +14,16 @@ import logging
 import struct
 from typing import Callable
 
-from pyModbusTCP.constants import (EXP_DATA_ADDRESS, EXP_DATA_VALUE,
-                                   EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND,
-                                   EXP_ILLEGAL_FUNCTION, EXP_NONE,
-                                   EXP_SLAVE_DEVICE_FAILURE, WRITE_READ_MULTIPLE_REGISTERS,
-                                   WRITE_SINGLE_COIL)
+from pyModbusTCP.constants import (
+    EXP_DATA_ADDRESS,
+    EXP_DATA_VALUE,
+    EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND,
+    EXP_ILLEGAL_FUNCTION,
+    EXP_NONE,
+    EXP_SLAVE_DEVICE_FAILURE,
+    WRITE_READ_MULTIPLE_REGISTERS,
+    WRITE_SINGLE_COIL,
+)
 from pyModbusTCP.server import DataHandler
 
 from . import image, registers

@@ -14,7 +14,8 @@ import logging
 import os
 import socket
 import threading
-from typing import Callable, Mapping
+from collections.abc import Mapping
+from typing import Callable
 
 log = logging.getLogger(__name__)
 

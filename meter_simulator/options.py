@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 from docopt import Argument, DocoptExit, Option, Tokens, docopt, parse_argv, parse_options
 

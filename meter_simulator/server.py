@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable, ContextManager
+from contextlib import AbstractContextManager
+from typing import Callable
 
-from pyModbusTCP.constants import (ENCAPSULATED_INTERFACE_TRANSPORT, EXP_DATA_ADDRESS,
-                                   EXP_DATA_VALUE, EXP_ILLEGAL_FUNCTION, MEI_TYPE_READ_DEVICE_ID)
+from pyModbusTCP.constants import (
+    ENCAPSULATED_INTERFACE_TRANSPORT,
+    EXP_DATA_ADDRESS,
+    EXP_DATA_VALUE,
+    EXP_ILLEGAL_FUNCTION,
+    MEI_TYPE_READ_DEVICE_ID,
+)
 from pyModbusTCP.server import DataBank, DeviceIdentification, ModbusServer
 
 from . import __version__, registers
@@ -160,7 +166,7 @@ class MeterServer:
                  idle_timeout_s: float = 120.0, allow=None,
                  on_failure: Callable[[], None] | None = None,
                  on_tick: Callable[[], None] | None = None,
-                 tick_context: Callable[[], ContextManager] | None = None) -> None:
+                 tick_context: Callable[[], AbstractContextManager] | None = None) -> None:
         self.host = host
         self.plan = endpoints
         units = [unit for endpoint in endpoints for unit in endpoint.units]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from .notify import Notifier, Watchdog, watchdog_interval_s
 from .options import Config

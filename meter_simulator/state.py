@@ -29,7 +29,7 @@ import json
 import math
 import os
 import time
-from typing import Mapping
+from collections.abc import Mapping
 
 try:
     import fcntl

@@ -26,13 +26,21 @@ import socketserver
 import struct
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
-from pyModbusTCP.constants import (ENCAPSULATED_INTERFACE_TRANSPORT, MEI_TYPE_READ_DEVICE_ID,
-                                   READ_COILS, READ_DISCRETE_INPUTS, READ_HOLDING_REGISTERS,
-                                   READ_INPUT_REGISTERS, WRITE_MULTIPLE_COILS,
-                                   WRITE_MULTIPLE_REGISTERS, WRITE_READ_MULTIPLE_REGISTERS,
-                                   WRITE_SINGLE_COIL, WRITE_SINGLE_REGISTER)
+from pyModbusTCP.constants import (
+    ENCAPSULATED_INTERFACE_TRANSPORT,
+    MEI_TYPE_READ_DEVICE_ID,
+    READ_COILS,
+    READ_DISCRETE_INPUTS,
+    READ_HOLDING_REGISTERS,
+    READ_INPUT_REGISTERS,
+    WRITE_MULTIPLE_COILS,
+    WRITE_MULTIPLE_REGISTERS,
+    WRITE_READ_MULTIPLE_REGISTERS,
+    WRITE_SINGLE_COIL,
+    WRITE_SINGLE_REGISTER,
+)
 from pyModbusTCP.server import ModbusServer
 
 from .ratelimit import RateLimitedLog

@@ -15,7 +15,9 @@ import logging
 import math
 import threading
 import time
-from typing import Callable, ContextManager, Iterable
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from typing import Callable
 
 from . import registers
 from .image import Image
@@ -69,7 +71,7 @@ class Updater:
                  clock: Callable[[], float] = time.monotonic,
                  on_tick: Callable[[], None] | None = None,
                  on_failure: Callable[[], None] | None = None,
-                 tick_context: Callable[[], ContextManager] | None = None) -> None:
+                 tick_context: Callable[[], AbstractContextManager] | None = None) -> None:
         self.units = list(units)
         # wraps each tick; the program gives a fleet short GIL slices there (process-wide
         # state, so only the program may: see cli.short_gil_slices)

@@ -10,8 +10,7 @@ import struct
 import pytest
 from pyModbusTCP.client import ModbusClient
 
-from support import (MeterProcess, accepts, free_port, ipv6_loopback_available, recv_exactly, u32,
-                     wait_for)
+from support import MeterProcess, accepts, free_port, ipv6_loopback_available, recv_exactly, u32, wait_for
 
 MBAP = struct.Struct(">HHHB")
 READ_TWO = bytes([0x03, 0, 100, 0, 2])  # registers 100 (online) and 101 (meter type)

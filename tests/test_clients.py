@@ -13,14 +13,23 @@ import time
 from contextlib import contextmanager
 
 import pytest
+from pymodbus.client import ModbusTcpClient
 from pyModbusTCP.client import ModbusClient
 from pyModbusTCP.constants import EXP_DATA_ADDRESS, EXP_DATA_VALUE, EXP_NONE
 from pyModbusTCP.utils import word_list_to_long
-from pymodbus.client import ModbusTcpClient
 
 from meter_simulator import __version__
-from support import (MeterProcess, ipv6_loopback_available, mbpoll_values, modbus_exchange,
-                     recv_exactly, run_mbpoll, u32, unit_kw, wait_for)
+from support import (
+    MeterProcess,
+    ipv6_loopback_available,
+    mbpoll_values,
+    modbus_exchange,
+    recv_exactly,
+    run_mbpoll,
+    u32,
+    unit_kw,
+    wait_for,
+)
 
 TYPES = ("electric", "water", "gas")
 TYPE_CODES = {"electric": 0, "water": 1, "gas": 2}

@@ -14,9 +14,9 @@ from pymodbus.client import ModbusTcpClient
 from pyModbusTCP.client import ModbusClient
 
 from meter_simulator import fleet, registers
+from meter_simulator.cli import short_gil_slices
 from meter_simulator.server import MeterServer, new_unit
 from meter_simulator.transport import BindError
-from meter_simulator.cli import short_gil_slices
 from meter_simulator.updater import Updater
 from support import MeterProcess, free_ports, run_program, u32, unit_kw, wait_for
 

@@ -27,7 +27,8 @@ def valid_request(rng: random.Random) -> bytes:
     if func in (0x01, 0x02, 0x03, 0x04):
         return struct.pack(">BHH", func, address, quantity)
     if func == 0x05:
-        return struct.pack(">BHH", func, rng.choice((0, 1, 10, address)), rng.choice((0, 0xFF00, rng.getrandbits(16))))
+        value = rng.choice((0, 0xFF00, rng.getrandbits(16)))
+        return struct.pack(">BHH", func, rng.choice((0, 1, 10, address)), value)
     if func == 0x06:
         return struct.pack(">BHH", func, rng.choice((100, address)), rng.choice((0, 1, rng.getrandbits(16))))
     if func == 0x0F:
@@ -100,7 +101,8 @@ def test_ten_thousand_random_and_mutated_frames(make_server, seed):
             if roll < 0.7:  # a batch of well-framed requests, pipelined, each answered in order
                 batch = [(rng.getrandbits(16), rng.getrandbits(8), mutated_request(rng) if rng.random() < 0.6
                           else valid_request(rng)) for _ in range(rng.randint(1, 5))]
-                sock.sendall(b"".join(MBAP.pack(tid, 0, len(pdu) + 1, unit) + pdu for tid, unit, pdu in batch))
+                sock.sendall(b"".join(MBAP.pack(tid, 0, len(pdu) + 1, unit) + pdu
+                                      for tid, unit, pdu in batch))
                 for tid, unit, pdu in batch:
                     check_answer(sock, tid, unit, pdu)
                 sent += len(batch)

@@ -13,7 +13,6 @@ import struct
 import pytest
 from pyModbusTCP.server import ModbusServer
 
-from meter_simulator import registers
 from meter_simulator.handler import MeterDataHandler
 from meter_simulator.meters import make_meter
 from meter_simulator.registers import words_u32

@@ -118,7 +118,8 @@ def test_only_the_program_changes_process_wide_state(name):
 
 def test_the_program_loads_no_crypto_library():
     """secrets and hashlib load OpenSSL: 4 MB of RSS in every meter process, for nothing."""
-    probe = "import sys, meter_simulator.cli; print(sorted({'_hashlib', '_ssl', 'secrets'} & set(sys.modules)))"
+    probe = ("import sys, meter_simulator.cli; "
+             "print(sorted({'_hashlib', '_ssl', 'secrets'} & set(sys.modules)))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
                             stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr

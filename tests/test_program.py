@@ -10,8 +10,17 @@ import time
 import pytest
 from pymodbus.client import ModbusTcpClient
 
-from support import (SCRIPT_COMMAND, MeterProcess, accepts, console_script, free_port,
-                     ipv6_loopback_available, run_program, unit_kw, wait_for)
+from support import (
+    SCRIPT_COMMAND,
+    MeterProcess,
+    accepts,
+    console_script,
+    free_port,
+    ipv6_loopback_available,
+    run_program,
+    unit_kw,
+    wait_for,
+)
 
 TYPE_CODES = {"electric": 0, "water": 1, "gas": 2}
 STOP_DEADLINE_S = 5.0  # the contract's 2 s, with slack for a loaded 2-core machine

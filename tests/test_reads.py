@@ -15,8 +15,8 @@ import pytest
 
 from meter_simulator import registers
 from meter_simulator.fleet import Endpoint
-from meter_simulator.meters import make_meter
 from meter_simulator.image import Image
+from meter_simulator.meters import make_meter
 from meter_simulator.server import MeterServer, new_bank, new_unit
 from support import MeterProcess, modbus_exchange
 

@@ -6,7 +6,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,11 +13,23 @@ from pathlib import Path
 
 import pytest
 from pyModbusTCP.client import ModbusClient
+from test_notify import NotifySocket
 
 from meter_simulator import state
-from support import (BIND_ATTEMPTS, ROOT, SCRIPT_COMMAND, accepts, console_script, free_port,
-                     free_ports, lost_a_port_race, meter_count, run_program, u32, wait_for)
-from test_notify import NotifySocket
+from support import (
+    BIND_ATTEMPTS,
+    ROOT,
+    SCRIPT_COMMAND,
+    accepts,
+    console_script,
+    free_port,
+    free_ports,
+    lost_a_port_race,
+    meter_count,
+    run_program,
+    u32,
+    wait_for,
+)
 
 SYSTEMD = ROOT / "scripts" / "systemd"
 UNIT = SYSTEMD / "meter-simulator@.service"

@@ -1,4 +1,4 @@
-/* Modbus/TCP load generator (and a trivial server) for scripts/benchmark.py.
+/* Modbus/TCP load generator (and a trivial server) for scripts/bench/benchmark.py.
  *
  * One thread, epoll, non-blocking sockets: on one core it drives more requests
  * per second than any of the Python servers can answer, which the benchmark

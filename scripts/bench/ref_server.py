@@ -1,10 +1,13 @@
 """The reference servers of the benchmark, each as its user would set it up, until SIGTERM.
 
-  ref_server.py pymodbustcp PORT COUNT        bare pyModbusTCP ModbusServer(no_block=True) per port,
-                                              over its default DataBank
-  ref_server.py pymodbus PORT COUNT UNITS     pymodbus's asyncio ModbusTcpServer per port in one
-                                              event loop; UNITS > 0: unit ids 1..UNITS, each a
-                                              device of its own (0: one device for every unit id)
+Usage:
+  ref_server.py (pymodbustcp | pymodbus) PORT COUNT [UNITS]
+  ref_server.py -h | --help
+
+pymodbustcp: bare pyModbusTCP ModbusServer(no_block=True) per port, over its default DataBank.
+pymodbus: pymodbus's asyncio ModbusTcpServer per port in one event loop; UNITS > 0: unit ids
+1..UNITS, each a device of its own (0, the default: one device for every unit id;
+pymodbustcp ignores UNITS).
 
 Prints "ready" on stdout once every port listens.
 """
@@ -12,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import threading
+
+from docopt import docopt
 
 
 def serve_pymodbustcp(port: int, count: int) -> None:
@@ -32,8 +36,7 @@ def serve_pymodbustcp(port: int, count: int) -> None:
 
 
 def serve_pymodbus(port: int, count: int, units: int) -> None:
-    from pymodbus.datastore import (ModbusDeviceContext, ModbusSequentialDataBlock,
-                                    ModbusServerContext)
+    from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
     from pymodbus.server import ModbusTcpServer
 
     def device() -> ModbusDeviceContext:  # pymodbus adds 1 to request addresses: blocks from 1
@@ -64,8 +67,12 @@ def serve_pymodbus(port: int, count: int, units: int) -> None:
 
 
 if __name__ == "__main__":
-    kind, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    if kind == "pymodbustcp":
+    args = docopt(__doc__)
+    try:
+        port, count, units = int(args["PORT"]), int(args["COUNT"]), int(args["UNITS"] or 0)
+    except ValueError as exc:
+        raise SystemExit(f"ref_server.py: {exc}") from None
+    if args["pymodbustcp"]:
         serve_pymodbustcp(port, count)
     else:
-        serve_pymodbus(port, count, int(sys.argv[4]) if len(sys.argv) > 4 else 0)
+        serve_pymodbus(port, count, units)

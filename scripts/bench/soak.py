@@ -6,7 +6,7 @@ hangs up. At the end it prints requests served, errors, and the server's RSS,
 threads and open file descriptors at the start and the end (and the highest
 seen), read from /proc. Not a CI test: run it by hand, for example
 
-    python3 scripts/soak.py --minutes 10 --clients 4 --rate 50 --hostile
+    python3 scripts/bench/soak.py --minutes 10 --clients 4 --rate 50 --hostile
 
 Usage:
   soak.py [--minutes M] [--clients N] [--rate R] [--type TYPE] [--interval S] [--hostile]
@@ -40,7 +40,7 @@ from types import SimpleNamespace
 from docopt import docopt
 from pyModbusTCP.client import ModbusClient
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 RUN_METER = ROOT / "scripts" / "run_meter.py"
 METER_TYPE_CODE = {"electric": 0, "water": 1, "gas": 2}
 
@@ -204,9 +204,10 @@ def main() -> int:
         end = usage_of(proc.pid) if alive else {}
         print(f"soak: {args.type} meter, {args.clients} clients at {args.rate:g} req/s"
               f"{' + hostile clients' if args.hostile else ''}, {elapsed_s / 60:.1f} min")
+        hostile = (f", reconnecting requests: {tally.connections}"
+                   f", garbage connections: {tally.garbage_frames}" if args.hostile else "")
         print(f"requests served: {tally.served} ({tally.served / elapsed_s:.0f}/s), errors: {tally.errors}"
-              f"{', reconnecting requests: %d' % tally.connections if args.hostile else ''}"
-              f"{', garbage connections: %d' % tally.garbage_frames if args.hostile else ''}")
+              f"{hostile}")
         for line in tally.first_errors:
             print("  error:", line)
         print(f"server at start: RSS {start['rss_kb']} kB, {start['threads']} threads, {start['fds']} fds")

@@ -8,7 +8,7 @@ how many seconds before the kill the meter last showed that total.
 A --speed above 1 makes the loss big enough to see in 0.01 kWh steps; it does not
 change the save interval, which is real time.
 
-    python3 scripts/kill9_loss.py --speed 60
+    python3 scripts/bench/kill9_loss.py --speed 60
 
 Usage:
   kill9_loss.py [--speed FACTOR] [--kill-after SECONDS]
@@ -33,7 +33,7 @@ import time
 from docopt import docopt
 from pyModbusTCP.client import ModbusClient
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def free_port() -> int:

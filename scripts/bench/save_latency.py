@@ -6,7 +6,7 @@ once without a state file. Each time one pyModbusTCP client reads registers 0-1
 back to back for --seconds, and the script prints p50, p99 and max latency, how
 many saves happened, and how long one save of that file takes when timed alone.
 
-    python3 scripts/save_latency.py --seconds 20 --count 500
+    python3 scripts/bench/save_latency.py --seconds 20 --count 500
 
 Usage:
   save_latency.py [--seconds S] [--count N]
@@ -32,7 +32,7 @@ import time
 from docopt import docopt
 from pyModbusTCP.client import ModbusClient
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 from meter_simulator import fleet, state  # noqa: E402
 from meter_simulator.saver import Saver  # noqa: E402

@@ -36,8 +36,8 @@ from pathlib import Path
 
 from docopt import docopt
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = Path(__file__).resolve().parent / "bench"
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent.parent
 SERVER_CPU, LOAD_CPU = 0, 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVERS = ("ours", "pyModbusTCP", "pymodbus")
