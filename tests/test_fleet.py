@@ -201,7 +201,7 @@ def test_one_updater_and_one_accepting_thread_for_the_whole_fleet(servers):
     assert len(server.updater.units) == 100
     assert server.updater.wait_ticks(3, timeout=10)
     # a timer arms its successor before it ends, so two may overlap for an instant: never 100
-    for _ in range(20):
+    for _ in range(6):
         assert updater_threads() <= 2
         assert server.updater.wait_ticks(1, timeout=10)
     assert sum(1 for thread in threading.enumerate() if thread.name == "modbus-server") == 1
@@ -212,8 +212,9 @@ def test_a_port_in_use_stops_the_whole_fleet_in_process():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         taken_port = taken.getsockname()[1]
-        with pytest.raises(BindError, match=f"127.0.0.1:{taken_port}"):
+        with pytest.raises(BindError) as refused:
             fleet_server(count=3, ports=[0, taken_port, 0])
+    assert str(refused.value) == f"cannot serve on 127.0.0.1:{taken_port}: Address already in use"
     # the thread-leak guard checks that no server or updater thread is left
 
 
@@ -230,8 +231,8 @@ def test_a_port_in_use_in_the_middle_of_a_range_exits_1_naming_it():
         if f"127.0.0.1:{first + 2}:" in result.stderr:
             break
     assert result.returncode == 1
-    assert f"cannot serve on 127.0.0.1:{first + 2}: " in result.stderr
-    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr == (f"meter-simulator: cannot serve on 127.0.0.1:{first + 2}: Address already "
+                             "in use\n")
     for port in range(first, first + 5):  # nothing of the fleet still listens
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))
