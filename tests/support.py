@@ -134,7 +134,7 @@ class MeterProcess:
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             if not wait:
                 return self
-            wait_for(lambda: self.proc.poll() is not None or accepts(self.host, self.port), 20)
+            wait_for(lambda: self.proc.poll() is not None or self.serving(), 20)
             if self.proc.poll() is None:
                 return self
             out, err = self.proc.communicate()
@@ -142,6 +142,12 @@ class MeterProcess:
                 raise AssertionError(f"program exited {self.proc.returncode}: {err}")
             self.port = free_ports(meter_count(self.options), self.host)
         raise AssertionError(f"program exited {self.proc.returncode}: {err}")
+
+    def serving(self) -> bool:
+        """True when every port of the program accepts: a fleet that loses its k-th port to
+        another process has bound and serves the ones before it until it exits."""
+        return all(accepts(self.host, port)
+                   for port in range(self.port, self.port + meter_count(self.options)))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> tuple[int, str, str]:
         """Send sig and return (exit status, stdout, stderr)."""
