@@ -87,6 +87,7 @@ def no_thread_leak():
     before = our_threads()
     yield
     try:
-        wait_for(lambda: our_threads() <= before, timeout=5)
+        # polled often: most tests end with a connection thread a moment from its end
+        wait_for(lambda: our_threads() <= before, timeout=5, interval=0.002)
     except AssertionError:
         raise AssertionError(f"threads left running: {threading.enumerate()}") from None
