@@ -138,10 +138,10 @@ def check_open_file_limit(config: Config, limit: int) -> None:
     """Warn when a full fleet would need more open files than the limit allows."""
     needed = descriptors_needed(config)
     if resource is not None and limit != resource.RLIM_INFINITY and needed > limit:
-        log.warning("%d ports with --max-clients %d may need %d open files, but the limit is %d: "
+        log.warning("%d port%s with --max-clients %d may need %d open files, but the limit is %d: "
                     "connections past it are closed at once; raise the hard limit (ulimit -Hn, "
                     "LimitNOFILE= in the unit) or lower --max-clients", config.count,
-                    config.max_clients, needed, limit)
+                    "" if config.count == 1 else "s", config.max_clients, needed, limit)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

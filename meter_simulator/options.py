@@ -122,8 +122,12 @@ def unit_id_list(text: str) -> tuple[int, ...]:
     """'1-32' or '1,5,7' (or a mix) as sorted unique unit ids, each 1 to 247."""
     ids: set[int] = set()
     unit_id = integer("--unit-ids", 1, 247)
+    if not text.strip():
+        raise UsageError(f"--unit-ids must list unit ids like 1-32 or 1,5,7, not {text!r}")
     for part in text.split(","):
         first, sep, last = part.strip().partition("-")
+        if (not first.strip() or (sep and not last.strip())):
+            raise UsageError(f"--unit-ids has an empty part in {text!r}: give ids like 1-32 or 1,5,7")
         low = unit_id(first.strip())
         high = unit_id(last.strip()) if sep else low
         if high < low:
@@ -136,6 +140,8 @@ def network_list(text: str) -> tuple:
     """'127.0.0.0/8,::1' as IP networks (a bare address is a network of one)."""
     networks = []
     for part in text.split(","):
+        if text.strip() and not part.strip():
+            raise UsageError(f"--allow has an empty part in {text!r}: give networks like 192.168.1.0/24")
         try:
             networks.append(ipaddress.ip_network(part.strip(), strict=False))
         except ValueError:
@@ -158,8 +164,10 @@ def refusal_reason(argv: Sequence[str], exc: DocoptExit) -> str:
     """One line that names what docopt refused: an unknown, ambiguous, repeated or misplaced
     option, or a stray argument. docopt's own complaint carries the usage and object reprs."""
     first = str(exc).splitlines()[0] if str(exc) else "bad arguments"
+    if first.endswith(" requires argument"):  # docopt's words for a missing value
+        return first.replace(" requires argument", " requires a value")
     if "unmatched" not in first:
-        return first  # "--port requires argument" and the like say it already
+        return first
     known = parse_options(USAGE)
     names = {option.name for option in known}
     seen: dict[str, list[Option]] = {}
@@ -184,15 +192,16 @@ def refusal_reason(argv: Sequence[str], exc: DocoptExit) -> str:
     return first
 
 
-def meter_type_given(argv: Sequence[str]) -> str | None:
-    """The meter type --type and --meter-type name; UsageError when they name two."""
+def meter_type_given(argv: Sequence[str]) -> tuple[str, str] | None:
+    """(the meter type, the option that named it) of --type and --meter-type; UsageError when
+    they name two."""
     named = [(option.longer, option.value) for option in given_options(argv)
              if isinstance(option, Option) and option.longer in ("--type", "--meter-type")]
     if len({value.lower() for _, value in named}) > 1:
         (first, first_value), (second, second_value) = named[0], named[-1]
         raise UsageError(f"{first} {first_value} and {second} {second_value} name different "
                          "meter types")
-    return named[0][1] if named else None
+    return (named[0][1], named[0][0]) if named else None
 
 
 def short_usage() -> str:
@@ -216,8 +225,13 @@ def check_fleet_size(count: int, unit_ids: tuple[int, ...] | None, memory_bytes:
         return
     what = f"--count {count}" + (f" x {len(unit_ids)} --unit-ids" if unit_ids is not None else "")
     raise UsageError(f"{what} makes {meters:,} meters, which need about "
-                     f"{meters * BYTES_PER_METER / 2**30:.1f} GiB ({BYTES_PER_METER // 1024} kB a "
-                     f"meter); this machine gives at most {memory_bytes / 2**30:.1f} GiB")
+                     f"{size(meters * BYTES_PER_METER)} ({BYTES_PER_METER // 1024} kB a "
+                     f"meter); this machine gives at most {size(memory_bytes)}")
+
+
+def size(nbytes: int) -> str:
+    """An amount of memory as people write it: 37.7 GiB, 128.0 MiB."""
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
 
 
 def parse_args(argv: Sequence[str], memory_bytes: int | None = None) -> Config:
@@ -227,7 +241,7 @@ def parse_args(argv: Sequence[str], memory_bytes: int | None = None) -> Config:
     """
     try:
         args = docopt(USAGE, list(argv), default_help=False)
-        meter_type = meter_type_given(argv) or args["--type"]
+        meter_type, type_option = meter_type_given(argv) or (args["--type"], "--type")
     except DocoptExit as exc:
         raise UsageError(refusal_reason(argv, exc)) from None
     if args["--help"] or args["--version"]:
@@ -240,7 +254,7 @@ def parse_args(argv: Sequence[str], memory_bytes: int | None = None) -> Config:
     unit_ids = None if args["--unit-ids"] == "all" else unit_id_list(args["--unit-ids"])
     check_fleet_size(count, unit_ids, memory_bytes)
     return Config(
-        meter_type=choice("--type", METER_TYPES)(meter_type),
+        meter_type=choice(type_option, METER_TYPES)(meter_type),
         host=args["--address"],
         port=port,
         interval_s=number("--interval", 0.05, 3600)(args["--interval"]),

@@ -82,7 +82,7 @@ def decode(data: bytes, meter_type: str) -> dict[str, float]:
     except UnicodeDecodeError:
         raise ValueError("not a state file (not UTF-8 text)") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON, truncated or corrupt ({exc.msg} at line {exc.lineno} "
+        raise ValueError(f"not valid JSON, truncated or corrupt ({exc.msg}: line {exc.lineno} "
                          f"column {exc.colno})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ValueError(f"not a state file (no \"format\": \"{FORMAT}\")")

@@ -26,7 +26,7 @@ READ = MBAP.pack(1, 0, 6, 1) + bytes([0x03, 0, 0, 0, 2])
 ANSWER_SIZE = MBAP.size + 1 + 1 + 4
 CLK_TCK = __import__("os").sysconf("SC_CLK_TCK")
 LOG_LINE = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING "  # the time stamp, then the message
-START_WARNING = ("{count} ports with --max-clients {max_clients} may need {needed} open files, but the "
+START_WARNING = ("{count} {ports} with --max-clients {max_clients} may need {needed} open files, but the "
                  "limit is {limit}: connections past it are closed at once; raise the hard limit "
                  "(ulimit -Hn, LimitNOFILE= in the unit) or lower --max-clients")
 
@@ -121,8 +121,8 @@ def test_past_the_open_file_limit_new_connections_are_closed_and_nothing_spins(t
     log = log_path.read_text()
     assert proc.returncode == 0, log
     lines = log.splitlines()
-    assert re.fullmatch(LOG_LINE + re.escape(START_WARNING.format(count=1, max_clients=500, needed=533,
-                                                                  limit=48)), lines[0]), log
+    assert re.fullmatch(LOG_LINE + re.escape(START_WARNING.format(count=1, ports="port", max_clients=500,
+                                                                  needed=533, limit=48)), lines[0]), log
     warnings = [line for line in lines if "cannot accept connections" in line]
     assert warnings, log
     assert re.fullmatch(LOG_LINE + re.escape(f"cannot accept connections on port {port}: Too many open "
@@ -216,5 +216,6 @@ def test_a_start_warning_when_a_full_fleet_cannot_fit_the_limit(caplog, count, m
     with caplog.at_level(logging.WARNING, logger="meter_simulator"):
         cli.check_open_file_limit(config, limit)
     needed = count * (1 + max_clients) + cli.OTHER_DESCRIPTORS
-    expected = [START_WARNING.format(count=count, max_clients=max_clients, needed=needed, limit=limit)]
+    expected = [START_WARNING.format(count=count, ports="port" if count == 1 else "ports",
+                                 max_clients=max_clients, needed=needed, limit=limit)]
     assert [r.getMessage() for r in caplog.records] == (expected if warns else [])

@@ -99,7 +99,7 @@ REFUSALS = [
     # a meter type that does not exist, by either spelling
     (["--type", "heat"], "--type must be one of electric, water, gas, not 'heat'"),
     (["-t", ""], "--type must be one of electric, water, gas, not ''"),
-    (["--meter-type", "electricity"], "--type must be one of electric, water, gas, not 'electricity'"),
+    (["--meter-type", "electricity"], "--meter-type must be one of electric, water, gas, not 'electricity'"),
     # ports
     (["--port", "0"], "--port must be from 1 to 65535, not 0"),
     (["--port", "65536"], "--port must be from 1 to 65535, not 65536"),
@@ -150,12 +150,13 @@ REFUSALS = [
     (["--unit-ids", "5-1"], "--unit-ids range 5-1 runs backwards"),
     (["--unit-ids", "a"], "--unit-ids must be a whole number, not 'a'"),
     (["--unit-ids", "1.5"], "--unit-ids must be a whole number, not '1.5'"),
-    (["--unit-ids", ""], "--unit-ids must be a whole number, not ''"),
-    (["--unit-ids", "1,,2"], "--unit-ids must be a whole number, not ''"),
-    (["--unit-ids", "1-"], "--unit-ids must be a whole number, not ''"),
+    (["--unit-ids", ""], "--unit-ids must list unit ids like 1-32 or 1,5,7, not ''"),
+    (["--unit-ids", "1,,2"], "--unit-ids has an empty part in '1,,2': give ids like 1-32 or 1,5,7"),
+    (["--unit-ids", "1-"], "--unit-ids has an empty part in '1-': give ids like 1-32 or 1,5,7"),
     (["--allow", "x"], "--allow takes networks like 192.168.1.0/24, not 'x'"),
     (["--allow", "300.0.0.1/8"], "--allow takes networks like 192.168.1.0/24, not '300.0.0.1/8'"),
-    (["--allow", "127.0.0.1,"], "--allow takes networks like 192.168.1.0/24, not ''"),
+    (["--allow", "127.0.0.1,"],
+     "--allow has an empty part in '127.0.0.1,': give networks like 192.168.1.0/24"),
     (["--allow", ""], "--allow takes networks like 192.168.1.0/24, not ''"),
     # what docopt refuses: unknown, ambiguous, repeated, misplaced options, missing values,
     # stray arguments
@@ -165,11 +166,11 @@ REFUSALS = [
     (["-x"], "unknown option: -x"),
     (["--s", "1"], "--s is ambiguous: it could be --speed, --seed, --state-file, --save-interval"),
     (["--i", "1"], "--i is ambiguous: it could be --interval, --idle-timeout"),
-    (["--port"], "--port requires argument"),
-    (["--type"], "--type requires argument"),
-    (["-t"], "-t requires argument"),
-    (["--interval"], "--interval requires argument"),
-    (["--seed"], "--seed requires argument"),
+    (["--port"], "--port requires a value"),
+    (["--type"], "--type requires a value"),
+    (["-t"], "-t requires a value"),
+    (["--interval"], "--interval requires a value"),
+    (["--seed"], "--seed requires a value"),
     (["--read-only=yes"], "--read-only must not have an argument"),
     (["stray"], "unexpected argument: 'stray'"),
     (["--port", "5020", "stray"], "unexpected argument: 'stray'"),
@@ -209,8 +210,8 @@ def test_more_meters_than_the_memory_holds_are_refused():
                                  "about 37.7 GiB (16 kB a meter); this machine gives at most 24.0 GiB")
     with pytest.raises(UsageError) as caught:
         parse_args(["--count", "10000"], memory_bytes=128 * 2 ** 20)
-    assert str(caught.value) == ("--count 10000 makes 10,000 meters, which need about 0.2 GiB (16 kB a "
-                                 "meter); this machine gives at most 0.1 GiB")
+    assert str(caught.value) == ("--count 10000 makes 10,000 meters, which need about 156.2 MiB (16 kB "
+                                 "a meter); this machine gives at most 128.0 MiB")
     assert parse_args(["--count", "10000", "--unit-ids", "1-247"]).count == 10000  # memory unknown
 
 
@@ -243,7 +244,7 @@ def test_the_program_refuses_a_fleet_this_machine_cannot_hold(capsys):
 @pytest.mark.parametrize("argv, reason", [
     (["--port", "x"], "--port must be a whole number, not 'x'"),
     (["--bogus"], "unknown option: --bogus"),
-    (["--port"], "--port requires argument"),
+    (["--port"], "--port requires a value"),
 ])
 def test_main_with_a_bad_option_exits_2_with_reason_and_usage(capsys, argv, reason):
     assert main(argv) == 2

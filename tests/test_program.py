@@ -145,7 +145,7 @@ USAGE_SECTION = ("Usage:\n"
 @pytest.mark.parametrize("args, reason", [
     (["--port", "http"], "--port must be a whole number, not 'http'"),
     (["--bogus"], "unknown option: --bogus"),
-    (["--type"], "--type requires argument"),
+    (["--type"], "--type requires a value"),
     (["stray"], "unexpected argument: 'stray'"),
 ], ids=["bad value", "unknown option", "missing value", "stray argument"])
 def test_bad_option_prints_reason_and_usage_and_exits_2(args, reason):

@@ -109,9 +109,10 @@ START_OVER = "; move the file away to start from 0"
 BAD_FILES = {  # the bytes, and the problem the message names (a regex: the JSON parser's words vary)
     "empty": (b"", re.escape("the file is empty")),
     "blank": (b"  \n", re.escape("the file is empty")),
-    "truncated": (valid_bytes()[:40], r"not valid JSON, truncated or corrupt \(.+ at line 3 column 2\)"),
+    "truncated": (valid_bytes()[:40], re.escape("not valid JSON, truncated or corrupt "
+                                                "(Unterminated string starting at: line 3 column 2)")),
     "garbage": (b"total=12.5\n",
-                re.escape("not valid JSON, truncated or corrupt (Expecting value at line 1 column 1)")),
+                re.escape("not valid JSON, truncated or corrupt (Expecting value: line 1 column 1)")),
     "binary": (bytes(range(128, 256)), re.escape("not a state file (not UTF-8 text)")),
     "a list": (b"[1, 2]", re.escape('not a state file (no "format": "meter-simulator state")')),
     "another format": (json.dumps({"format": "something else"}).encode(),
