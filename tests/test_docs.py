@@ -23,7 +23,7 @@ import pytest
 from docopt import docopt
 
 from meter_simulator import options, registers, state
-from support import ROOT, MeterProcess, mbpoll_values, run_mbpoll
+from support import ROOT, MeterProcess, mbpoll_values, meter_count, run_mbpoll
 
 README = ROOT / "README.md"
 PAGES = sorted((ROOT / "docs").glob("*.md"))
@@ -360,10 +360,6 @@ def test_the_docs_have_examples_to_run():
     names = {block.path.name for block in blocks_to_run()}
     assert {"registers.md", "fleets.md", "hardening.md"} <= names, names
     assert {block.language for block in blocks_to_run()} == {"bash", "python"}
-
-
-def meter_count(found: list[str]) -> int:
-    return int(found[found.index("--count") + 1]) if "--count" in found else 1
 
 
 def live(code: str, port: int, count: int = 1) -> str:
