@@ -1,0 +1,58 @@
+"""The quantities a register map can show: their names (fixed units), which are counters (they wrap
+in an integer register) and which a client may write; and one tick's values by name."""
+from __future__ import annotations
+
+PHASES = ("l1", "l2", "l3")
+
+
+def phased(*stems: str) -> tuple[str, ...]:
+    """Each stem for the three phases: voltage -> voltage_l1, voltage_l2, voltage_l3."""
+    return tuple(f"{stem}_{phase}" for stem in stems for phase in PHASES)
+
+
+# counters the electric meter integrates (kWh, kvarh, kVAh, Ah), total and per phase
+ELECTRIC_COUNTERS = (
+    "energy_import", "energy_export", *phased("energy_import", "energy_export"),
+    "reactive_energy_import", "reactive_energy_export",
+    *phased("reactive_energy_import", "reactive_energy_export"),
+    "apparent_energy", *phased("apparent_energy"),
+    "apparent_energy_import", "apparent_energy_export",
+    *phased("apparent_energy_import", "apparent_energy_export"),
+    "reactive_energy_q1", "reactive_energy_q2", "reactive_energy_q3", "reactive_energy_q4",
+    *phased("reactive_energy_q1", "reactive_energy_q2", "reactive_energy_q3", "reactive_energy_q4"),
+    "ampere_hours",
+)
+FLOW_COUNTERS = ("volume_total",)  # m3
+# sums of counters, shown like counters
+DERIVED_COUNTERS = ("energy_total", *phased("energy_total"), "reactive_energy_total",
+                    *phased("reactive_energy_total"))
+DEMANDS = ("demand_power_total", "demand_power_import", "demand_power_export", "demand_apparent",
+           *phased("demand_current"), "demand_current_neutral")
+MAX_DEMANDS = tuple(f"max_{name}" for name in DEMANDS)
+COUNTERS = frozenset(ELECTRIC_COUNTERS + FLOW_COUNTERS + DERIVED_COUNTERS)
+
+INSTANTANEOUS = (
+    *phased("voltage"), "voltage_avg", "voltage_l1_l2", "voltage_l2_l3", "voltage_l3_l1",
+    "voltage_ll_avg",
+    *phased("current"), "current_sum", "current_avg", "current_neutral",
+    *phased("power"), "power_total",
+    *phased("apparent_power"), "apparent_power_total",
+    *phased("reactive_power"), "reactive_power_total",
+    *phased("power_factor"), "power_factor_total",
+    *phased("phase_angle"), "phase_angle_total",
+    "frequency",
+    *phased("thd_voltage"), "thd_voltage_avg", "thd_voltage_l1_l2", "thd_voltage_l2_l3",
+    "thd_voltage_l3_l1", "thd_voltage_ll_avg", *phased("thd_current"), "thd_current_avg",
+    "pv_power",
+    "flow", "temperature", "pressure",
+)
+# settings of the device: a map may make them writable
+SETTINGS = ("unit_id", "demand_period")
+IDENTITY = ("online", "meter_type", "serial_number", "serial_number_high", "serial_number_low",
+            "demand_time")
+STRINGS = ("version", "profile")  # text quantities, for string points only (serial_number too)
+
+NAMES = tuple(dict.fromkeys(INSTANTANEOUS + ELECTRIC_COUNTERS + DERIVED_COUNTERS + FLOW_COUNTERS
+                            + DEMANDS + MAX_DEMANDS + SETTINGS + IDENTITY + STRINGS))
+NAME_SET = frozenset(NAMES)
+INDEX = {name: index for index, name in enumerate(NAMES)}
