@@ -107,6 +107,11 @@ def unknown(what: str, value: Any, choices: tuple[str, ...], listed: bool = True
     return f"unknown {what} {show(value)}"
 
 
+def a(kind: str) -> str:
+    """The type with its article: 'a uint16', 'an int16'."""
+    return f"an {kind}" if kind[0] in "aei" else f"a {kind}"
+
+
 def is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -229,7 +234,7 @@ class _Parser:
             if not is_integer(length) or length < 1:
                 raise self.fail(f"length {show(length)} is not a whole number of registers, at least 1")
         elif "length" in entry:
-            raise self.fail(f"length applies to strings only: a {kind} takes {points.TYPE_REGISTERS[kind]}")
+            raise self.fail(f"length applies to strings only: {a(kind)} takes {points.TYPE_REGISTERS[kind]}")
         else:
             length = points.TYPE_REGISTERS[kind]
         if address + length - 1 > ADDRESS_MAX:
@@ -293,20 +298,20 @@ class _Parser:
                                 f"{length} registers hold {2 * length}")
             return value
         if isinstance(value, str):
-            raise self.fail(f"value {show(value)} is text: a {kind} holds a number")
+            raise self.fail(f"value {show(value)} is text: {a(kind)} holds a number")
         self.number("value", value)
         self.fits("value", value, kind)
         return int(value) if kind in INTEGER_RANGES else value
 
     def fits(self, key: str, stored: float, kind: str) -> None:
         if not math.isfinite(stored):
-            raise self.fail(f"{key} {show(stored)} does not fit a {kind}")
+            raise self.fail(f"{key} {show(stored)} does not fit {a(kind)}")
         if kind in INTEGER_RANGES:
             low, high = INTEGER_RANGES[kind]
             if stored != int(stored):
-                raise self.fail(f"{key} {show(stored)} is not a whole number, as a {kind} stores")
+                raise self.fail(f"{key} {show(stored)} is not a whole number, as {a(kind)} stores")
             if not low <= stored <= high:
-                raise self.fail(f"{key} {show(stored)} does not fit a {kind} ({low} to {high})")
+                raise self.fail(f"{key} {show(stored)} does not fit {a(kind)} ({low} to {high})")
         elif kind == "float32" and abs(stored) > FLOAT32_MAX:
             raise self.fail(f"{key} {show(stored)} does not fit a float32")
 
@@ -316,6 +321,8 @@ class _Parser:
         writable = entry.get("writable", False)
         if not isinstance(writable, bool):
             raise self.fail(f"writable {show(writable)} is not true or false")
+        if writable and entry.get("space") == "input":
+            raise self.fail("writable applies to holding registers: clients write no others")
         if writable and quantity is not None and quantity not in WRITABLE_QUANTITIES:
             raise self.fail(f"quantity {show(quantity)} cannot be writable: only constants and "
                             f"{' and '.join(WRITABLE_QUANTITIES)} are")
@@ -342,8 +349,10 @@ class _Parser:
         if quantity is None and writable:  # the value it starts with must be one a write may store
             if allowed is not None and value not in allowed:
                 raise self.fail(f"value {show(value)} is not among allowed {show(list(allowed))}")
-            if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-                raise self.fail(f"value {show(value)} is outside min {show(minimum)} to max {show(maximum)}")
+            if minimum is not None and value < minimum:
+                raise self.fail(f"value {show(value)} is below min {show(minimum)}")
+            if maximum is not None and value > maximum:
+                raise self.fail(f"value {show(value)} is above max {show(maximum)}")
         return writable, allowed, minimum, maximum
 
     def meter_types(self, value: Any, file_type: str | None) -> tuple[str, ...] | None:
