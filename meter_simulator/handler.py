@@ -105,7 +105,10 @@ class MeterDataHandler(DataHandler):
             unit = self.unit_for_id(unit_id)
             if unit is None:
                 return exception_pdu(function_code, EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
-            answer_pdu = unit.bank.image.read_answer(function_code, address, quantity)
+            published = unit.bank.image
+            if function_code < image.READ_HOLDING_REGISTERS and published.bits is None:
+                return exception_pdu(function_code, EXP_ILLEGAL_FUNCTION)  # a device has no coils
+            answer_pdu = published.read_answer(function_code, address, quantity)
         except Exception:  # the protocol boundary: log, answer "server device failure"
             log.exception("error in answer_read")
             return exception_pdu(function_code, EXP_SLAVE_DEVICE_FAILURE)
@@ -125,14 +128,14 @@ class MeterDataHandler(DataHandler):
 
     @guarded
     def read_i_regs(self, address, count, srv_info):
-        return self._read("get_holding_registers", address, count, srv_info)  # one image for both
+        return self._read("get_input_registers", address, count, srv_info)
 
     @guarded
     def write_coils(self, address, bits_l, srv_info):
         unit = self.unit_for(srv_info)
         if unit is None:
             return answer(EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
-        if self.read_only:
+        if self.read_only or not unit.profile.coils:
             return answer(EXP_ILLEGAL_FUNCTION)
         pdu = srv_info.recv_frame.pdu.raw
         if pdu[0] == WRITE_SINGLE_COIL:
@@ -155,6 +158,8 @@ class MeterDataHandler(DataHandler):
             return answer(EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
         if self.read_only:
             return answer(EXP_ILLEGAL_FUNCTION)
+        if not unit.profile.coils:
+            return self._write_device(unit, address, words_l, srv_info.recv_frame.pdu.raw[0])
         writes = dict(zip(span(address, len(words_l)), words_l))
         if writes.get(registers.ONLINE, 0) not in (0, 1):
             return answer(EXP_DATA_VALUE)
@@ -168,3 +173,10 @@ class MeterDataHandler(DataHandler):
                 return answer(EXP_DATA_ADDRESS)
         self.updater.set_online(unit, writes[registers.ONLINE] == 1)
         return answer(EXP_NONE)
+
+    def _write_device(self, unit: MeterUnit, address: int, words_l, function_code: int):
+        """A write to a device profile's map: only by the function codes the device takes (an
+        SDM630 writes with FC 0x10 alone; FC 0x17 nowhere), whole writable points only."""
+        if function_code not in unit.profile.write_functions:
+            return answer(EXP_ILLEGAL_FUNCTION)
+        return answer(self.updater.write_registers(unit, address, list(words_l)))

@@ -16,11 +16,6 @@ from typing import Any
 
 from . import points, quantities
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # the same parser, as a backport
-    import tomli as tomllib
-
 TOP_KEYS = ("name", "type", "word_order", "write_functions", "block", "register")
 ENTRY_KEYS = ("address", "space", "type", "quantity", "value", "scale", "offset", "word_order", "length",
               "writable", "allowed", "min", "max", "absolute", "meter_types")
@@ -35,6 +30,16 @@ INTEGER_RANGES = {"uint16": (0, 2**16 - 1), "int16": (-(2**15), 2**15 - 1),
                   "uint64": (0, 2**64 - 1), "int64": (-(2**63), 2**63 - 1), "acc64": (0, 2**64 - 1)}
 FLOAT32_MAX = 3.4028234663852886e38
 SPACE_WORDS = {"holding": "the holding registers", "input": "the input registers"}
+
+
+def toml_parser():
+    """The standard TOML parser (tomllib), or on Python 3.9 and 3.10 its backport tomli. Imported
+    when a file is read: it loads datetime (TOML has dates), which importing the core must not."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # the same parser, as a backport
+        import tomli as tomllib
+    return tomllib
 
 
 class MapError(ValueError):
@@ -63,6 +68,7 @@ def load(path: str | os.PathLike, meter_type: str | None = None) -> points.Profi
         except _DuplicateKey as exc:
             raise MapError(f"profile {path}: invalid JSON: key {show(str(exc))} given twice") from None
     else:
+        tomllib = toml_parser()
         try:
             document = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:

@@ -35,7 +35,7 @@ INSTANTANEOUS = (
     *phased("voltage"), "voltage_avg", "voltage_l1_l2", "voltage_l2_l3", "voltage_l3_l1",
     "voltage_ll_avg",
     *phased("current"), "current_sum", "current_avg", "current_neutral",
-    *phased("power"), "power_total",
+    *phased("power"), "power_total", "power_import",
     *phased("apparent_power"), "apparent_power_total",
     *phased("reactive_power"), "reactive_power_total",
     *phased("power_factor"), "power_factor_total",

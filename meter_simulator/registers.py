@@ -57,11 +57,18 @@ class Reading:
     voltages_v: tuple[float, float, float] = (0.0, 0.0, 0.0)
     currents_a: tuple[float, float, float] = (0.0, 0.0, 0.0)
     frequency_hz: float = 0.0
-    power_factor: float = 0.0
+    power_factor: float = 0.0  # electric: the total P / S, signed
     flow_l_min: float = 0.0
     temperature_c: float = -TEMPERATURE_OFFSET_C  # encodes as 0 for meters without one
     pressure: float = 0.0  # bar (water) or mbar (gas)
     in_band: bool = True  # every reading inside its normal band: coil 1
+    # electric, per phase L1..L3, derived from the shown V, I and PF so P = V*I*PF and S = V*I hold
+    power_factors: tuple[float, float, float] = (0.0, 0.0, 0.0)  # signed: negative while exporting
+    powers_w: tuple[float, float, float] = (0.0, 0.0, 0.0)  # active power, import positive
+    reactive_var: tuple[float, float, float] = (0.0, 0.0, 0.0)  # positive: inductive
+    apparent_va: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    pv_w: float = 0.0  # the solar panels' generation (electric meters with panels)
+    current_neutral_a: float = 0.0  # neutral current of the shown phase currents
 
 
 def scaled(physical: float, scale: float) -> int:
@@ -90,24 +97,23 @@ def u16(physical: float, scale: float, offset: float = 0.0) -> int:
     return clamp(scaled(physical + offset, scale), U16_MAX)
 
 
+class _Shown:
+    """What the seed map shows of a device besides its readings (codec's m)."""
+
+    unit_id, serial_number, stored, demand_period, demand_time = 1, 0, {}, 0, 0
+
+    def __init__(self, online: bool) -> None:
+        self.online = int(online)
+
+
 def image(reading: Reading, meter_type: str, online: bool) -> list[int]:
-    """The whole register space (addresses 0..101) for one tick."""
-    words = [0] * REGISTER_COUNT
-    words[TOTAL:TOTAL + 2] = u32_words(scaled(reading.total, TOTAL_SCALE))
-    words[RATE:RATE + 2] = u32_words(clamp(scaled(reading.rate, RATE_SCALE), U32_MAX))
-    if meter_type == "electric":
-        for phase in range(3):
-            words[VOLTAGE_L1 + phase] = u16(reading.voltages_v[phase], VOLTAGE_SCALE)
-            words[CURRENT_L1 + phase] = u16(reading.currents_a[phase], CURRENT_SCALE)
-        words[FREQUENCY] = u16(reading.frequency_hz, FREQUENCY_SCALE)
-        words[POWER_FACTOR] = u16(reading.power_factor, POWER_FACTOR_SCALE)
-    else:
-        words[FLOW] = u16(reading.flow_l_min, FLOW_SCALE)
-        words[TEMPERATURE] = u16(reading.temperature_c, TEMPERATURE_SCALE, TEMPERATURE_OFFSET_C)
-        words[PRESSURE] = u16(reading.pressure, PRESSURE_SCALE)
-    words[ONLINE] = int(online)
-    words[METER_TYPE] = METER_TYPE_CODES[meter_type]
-    return words
+    """The whole register space (addresses 0..101) for one tick, through the seed map file."""
+    from . import profiles  # the map files need this module's Reading: import them late
+
+    counters = {"energy_import": reading.total, "volume_total": reading.total}
+    encoded = profiles.compiled(profiles.seed(), meter_type).encode(reading, counters, {}, _Shown(online))
+    data = encoded.registers
+    return [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
 
 
 def with_online(published: list[int], online: bool) -> list[int]:

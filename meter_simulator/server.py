@@ -18,8 +18,9 @@ from . import __version__, registers
 from .acceptor import Acceptor
 from .fleet import Endpoint
 from .handler import MeterDataHandler
-from .image import READ_FUNCTIONS, Image
+from .image import READ_FUNCTIONS, READ_INPUT_REGISTERS, Image
 from .meters import Meter
+from .points import Profile
 from .transport import SUPPORTED_FUNCTIONS, BindError, ConnectionHandler, MeterTCPServer, pdu_size_ok
 from .updater import MeterUnit, Updater
 
@@ -58,7 +59,10 @@ class MeterBank(DataBank):
         return self.image.words(address, number)
 
     def get_input_registers(self, address, number=1, srv_info=None):
-        return self.image.words(address, number)
+        image = self.image
+        if image.input is image.holding:  # the seed map: both spaces read the same registers
+            return self.get_holding_registers(address, number, srv_info)
+        return image.words(address, number, READ_INPUT_REGISTERS)
 
 
 def new_bank() -> MeterBank:
@@ -66,9 +70,10 @@ def new_bank() -> MeterBank:
     return MeterBank(Image.of([0] * registers.REGISTER_COUNT, [False] * registers.COIL_COUNT))
 
 
-def new_unit(meter: Meter) -> MeterUnit:
-    """A meter with a bank of its own."""
-    return MeterUnit(meter, new_bank())
+def new_unit(meter: Meter, profile: Profile | None = None, **identity) -> MeterUnit:
+    """A meter with a bank of its own, served through a profile (default: the seed map);
+    identity: unit_id, serial and key (see MeterUnit)."""
+    return MeterUnit(meter, new_bank(), profile, **identity)
 
 
 class MeterIdentification(DeviceIdentification):
@@ -79,11 +84,13 @@ class MeterIdentification(DeviceIdentification):
         return [(object_id, value) for object_id, value in super().items(start, end) if value]
 
 
-def device_identification(meter_type: str) -> DeviceIdentification:
-    """FC 0x2B / MEI 0x0E objects: vendor, product code naming the meter type, version."""
+def device_identification(meter_type: str, profile: str = "seed") -> DeviceIdentification:
+    """FC 0x2B / MEI 0x0E objects: vendor, product code naming the meter type (or the device
+    profile), version."""
+    code = f"{meter_type.upper()}-METER" if profile == "seed" else profile.upper()
     return MeterIdentification(
         vendor_name=VENDOR,
-        product_code=f"{meter_type.upper()}-METER".encode(),
+        product_code=code.encode(),
         major_minor_revision=__version__.encode(),
         product_name=f"meter-simulator {meter_type} meter".encode(),
         model_name=f"simulated {meter_type} meter".encode(),
@@ -180,7 +187,8 @@ class MeterServer:
                            data_hdl=MeterDataHandler(self.updater, unit=endpoint.unit,
                                                      units_by_id=endpoint.units_by_id,
                                                      read_only=read_only),
-                           device_id=device_identification(units[0].meter_type),
+                           device_id=device_identification(units[0].meter_type,
+                                                           units[0].profile.name),
                            transport_options=self.transport_options)
             for endpoint in endpoints]
 

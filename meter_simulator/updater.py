@@ -19,49 +19,12 @@ from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import Callable
 
-from . import registers
-from .image import Image
-from .meters import Meter
+from .device import MeterUnit
 from .ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
-class MeterUnit:
-    """One meter as a Modbus device: its model, the bank it is published to, its online state."""
-
-    def __init__(self, meter: Meter, bank) -> None:
-        self.meter = meter
-        self.bank = bank  # anything with publish(image): a MeterBank serves the image
-        self.online = True
-        self.comm_ok = True
-        self.integrated_s = 0.0  # simulated seconds since the last tick already in the total
-        self._words = registers.image(meter.reading, meter.meter_type, online=True)
-        self._no_alarm = meter.reading.in_band
-
-    @property
-    def meter_type(self) -> str:
-        return self.meter.meter_type
-
-    def publish(self) -> None:
-        """Refresh the published image: readings only while online, status always."""
-        if self.online:
-            self._words = registers.image(self.meter.reading, self.meter_type, online=True)
-            self._no_alarm = self.meter.reading.in_band
-        else:
-            self._words = registers.with_online(self._words, online=False)
-        self._write()
-
-    def publish_total(self) -> None:
-        """Publish a changed total at once, even while offline (a reset must show)."""
-        words = list(self._words)
-        total_counts = registers.scaled(self.meter.total, registers.TOTAL_SCALE)
-        words[registers.TOTAL:registers.TOTAL + 2] = registers.u32_words(total_counts)
-        self._words = words
-        self._write()
-
-    def _write(self) -> None:
-        # one image for both register spaces, one for coils and discrete inputs
-        self.bank.publish(Image.of(self._words, registers.bits(self.online, self._no_alarm, self.comm_ok)))
+__all__ = ["MeterUnit", "Updater"]
 
 
 class Updater:
@@ -163,6 +126,22 @@ class Updater:
         with self.lock:
             unit.meter.set_total(total)
             unit.publish_total()
+
+    def set_values(self, unit: MeterUnit, values) -> None:
+        """Resume the unit from saved counters and maximum demands, published before this returns."""
+        with self.lock:
+            unit.meter.restore_values(values)
+            unit.publish_total()
+
+    def write_registers(self, unit: MeterUnit, address: int, words) -> int:
+        """A client's write into the unit's writable registers: checked whole, then stored and
+        published; the exception code (0: done)."""
+        with self.lock:
+            code, values = unit.check_write(address, words)
+            if code == 0:
+                unit.store(values)
+                unit.publish()
+        return code
 
     def set_online(self, unit: MeterUnit, online: bool) -> None:
         """Take the unit online or offline; offline, its readings stay as last published."""

@@ -18,7 +18,8 @@ import meter_simulator
 from support import ROOT
 
 PACKAGE = Path(meter_simulator.__file__).resolve().parent
-CORE = {"registers", "processes", "meters", "image"}
+CORE = {"registers", "processes", "meters", "image", "solar", "demand", "points", "quantities",
+        "codec", "mapfile", "profiles"}
 OUTER = {"options", "cli", "service", "__main__"}  # argv, exit codes, the process's life
 # what the core must not need: the Modbus server, the command line, the network, threads, a clock
 NOT_IN_CORE = {"pyModbusTCP", "docopt", "socket", "socketserver", "selectors", "ssl", "threading",
@@ -28,7 +29,7 @@ PROBE = """
 import json, sys
 before = set(sys.modules)
 import meter_simulator.registers, meter_simulator.processes, meter_simulator.meters
-import meter_simulator.image
+import meter_simulator.image, meter_simulator.profiles, meter_simulator.codec
 print(json.dumps({"loaded": sorted(sys.modules), "new": sorted(set(sys.modules) - before)}))
 """
 

@@ -148,7 +148,9 @@ def test_rate_is_clamped_to_32_bits(rate, counts):
     ("voltages_v", (7000.0, 230.0, -3.0), 10, [65535, 2300, 0]),
     ("currents_a", (700.0, -1.0, 63.0), 13, [65535, 0, 6300]),
     ("frequency_hz", 1000.0, 16, [65535]),
-    ("power_factor", -0.5, 17, [0]),
+    # a negative total PF (exporting, with solar panels) shows its magnitude (profiles contract 2)
+    ("power_factor", -0.5, 17, [500]),
+    ("power_factor", 70.0, 17, [65535]),
 ])
 def test_electric_instantaneous_values_clamp(field, value, address, stored):
     reading = Reading(total=0.0, rate=0.0, **{field: value})
