@@ -88,7 +88,8 @@ def build_server(config: Config, on_failure,
     """The meters and their Modbus server for a configuration (not started)."""
     rng = random.Random(config.seed)
     endpoints = fleet.plan(config.meter_type, config.port, config.count, config.unit_ids, rng,
-                           start_time_of_day_s(rng, config.seed is not None), new_unit)
+                           start_time_of_day_s(rng, config.seed is not None), new_unit,
+                           profile=config.profile, pv_kwp=config.pv_kwp)
     return MeterServer(config.host, endpoints, interval_s=config.interval_s, speed=config.speed,
                        read_only=config.read_only, max_clients=config.max_clients,
                        idle_timeout_s=config.idle_timeout_s, allow=config.allow,
@@ -194,7 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"meter-simulator: {exc}", file=sys.stderr)
             return EXIT_FAILURE
         serving = fleet.describe(config.meter_type, host_port(config.host, server.port),
-                                 config.count, config.unit_ids)
+                                 config.count, config.unit_ids,
+                                 config.profile.name if config.profile is not None else "seed")
         log.info("%s", serving)
         if not (config.read_only or config.allow) and not is_loopback(config.host):
             log.warning("serving %s with neither --read-only nor --allow: anyone on the network "

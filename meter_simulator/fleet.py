@@ -5,7 +5,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .device import serial_number
 from .meters import make_meter
+from .points import Profile
 from .updater import MeterUnit
 
 
@@ -22,23 +24,36 @@ class Endpoint:
         return [self.unit] if self.unit is not None else list(self.units_by_id.values())
 
 
+def meter_key(port: int, unit_id: int | None = None) -> str:
+    """A meter's id in the state file and the control API: "5021", or "5021-7" for unit id 7 of
+    a gateway."""
+    return str(port) if unit_id is None else f"{port}-{unit_id}"
+
+
 def plan(meter_type: str, port: int, count: int, unit_ids: Sequence[int] | None,
-         rng: random.Random, time_of_day_s: float, new_unit) -> list[Endpoint]:
+         rng: random.Random, time_of_day_s: float, new_unit, *, profile: Profile | None = None,
+         pv_kwp: float = 0.0) -> list[Endpoint]:
     """count ports from port, each one meter or (with unit_ids) one meter per unit id.
 
     Every meter draws its own random generator from rng, so the meters differ from
     one another and the whole fleet is reproducible from one seed. new_unit makes a
-    MeterUnit (with its bank) from a meter.
+    MeterUnit (with its bank) from a meter, a profile (None: the seed map) and the meter's
+    identity: the meter id it shows (its unit id in gateway mode, else 1), its serial number
+    and its key.
     """
     endpoints = []
     for offset in range(count):
-        def meter():
-            return new_unit(make_meter(meter_type, random.Random(rng.getrandbits(64)), time_of_day_s))
+        def meter(unit_id: int | None = None, meter_port: int = port + offset):
+            model = make_meter(meter_type, random.Random(rng.getrandbits(64)), time_of_day_s,
+                               pv_kwp=pv_kwp)
+            meter_id = 1 if unit_id is None else unit_id
+            return new_unit(model, profile, unit_id=meter_id, key=meter_key(meter_port, unit_id),
+                            serial=serial_number(meter_port, meter_id))
 
         if unit_ids is None:
             endpoints.append(Endpoint(port + offset, unit=meter()))
         else:
-            endpoints.append(Endpoint(port + offset, units_by_id={uid: meter() for uid in unit_ids}))
+            endpoints.append(Endpoint(port + offset, units_by_id={uid: meter(uid) for uid in unit_ids}))
     return endpoints
 
 
@@ -56,16 +71,19 @@ def id_ranges(ids: Sequence[int]) -> str:
     return ",".join(parts)
 
 
-def describe(meter_type: str, host_port: str, count: int, unit_ids: Sequence[int] | None) -> str:
-    """The start line: which meters serve on which port(s) and unit ids.
+def describe(meter_type: str, host_port: str, count: int, unit_ids: Sequence[int] | None,
+             profile: str = "seed") -> str:
+    """The start line: which meters serve on which port(s) and unit ids, through which profile
+    (named after the meter word, unless it is the seed map).
 
     host_port names the first port; a fleet of ports adds -last (127.0.0.1:5020-5029).
     """
     meters = count * (len(unit_ids) if unit_ids is not None else 1)
     where = host_port if count == 1 else f"{host_port}-{int(host_port.rsplit(':', 1)[1]) + count - 1}"
+    through = "" if profile == "seed" else f" ({profile})"
     if meters == 1 and unit_ids is None:
-        return f"{meter_type} meter serving Modbus/TCP on {where}"
-    text = f"{meters} {meter_type} meters serving Modbus/TCP on {where}"
+        return f"{meter_type} meter{through} serving Modbus/TCP on {where}"
+    text = f"{meters} {meter_type} meters{through} serving Modbus/TCP on {where}"
     if unit_ids is not None:
         text += f", unit ids {id_ranges(unit_ids)}" + (" on each port" if count > 1 else "")
     return text

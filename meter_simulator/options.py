@@ -10,6 +10,8 @@ from typing import Callable
 from docopt import Argument, DocoptExit, Option, Tokens, docopt, parse_argv, parse_options
 
 from .meters import METER_TYPES
+from .points import Profile
+from .profiles import ProfileError, resolve
 
 USAGE = """\
 meter-simulator: a utility meter (electric, water or gas) served over Modbus/TCP.
@@ -27,6 +29,10 @@ Options:
   --interval SECONDS       Update period of the readings, 0.05 to 3600 [default: 1].
   --speed FACTOR           Simulated seconds per real second, 0.1 to 100000 [default: 1].
   --seed N                 Integer seed that makes the readings reproducible [default: random].
+  --profile NAME|FILE      Register map: seed, sdm630, sunspec, sunspec-float (electric) or a
+                           map file (.toml) [default: seed].
+  --pv-kwp KWP             Solar panels of this peak power (kWp, 0 to 40) behind an electric
+                           meter [default: 0].
   --log-level LEVEL        debug, info, warning or error [default: info].
   --state-file PATH        Keep the totals in this file across restarts [default: none].
   --save-interval SECONDS  How often the totals are saved, 1 to 86400 [default: 60].
@@ -71,6 +77,8 @@ class Config:
     idle_timeout_s: float = 120.0  # 0: never
     read_only: bool = False
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = None  # None: any
+    profile: Profile | None = None  # None: the seed map
+    pv_kwp: float = 0.0
     show_help: bool = False
     show_version: bool = False
 
@@ -253,8 +261,23 @@ def parse_args(argv: Sequence[str], memory_bytes: int | None = None) -> Config:
         raise UsageError(f"--count {count} from --port {port} runs past port 65535")
     unit_ids = None if args["--unit-ids"] == "all" else unit_id_list(args["--unit-ids"])
     check_fleet_size(count, unit_ids, memory_bytes)
+    given_type = meter_type_given(argv)
+    meter_type = choice(type_option, METER_TYPES)(meter_type)
+    profile = None
+    if args["--profile"].lower() != "seed":
+        try:
+            profile = resolve(args["--profile"], meter_type if given_type else None)
+        except ProfileError as exc:
+            raise UsageError(str(exc)) from None
+        if not given_type and profile.meter_type is not None:
+            meter_type = profile.meter_type  # a map file (or an electric profile) names its meter
+    pv_kwp = number("--pv-kwp", 0, 40)(args["--pv-kwp"])
+    if pv_kwp and meter_type != "electric":
+        raise UsageError(f"--pv-kwp puts solar panels behind an electric meter, not a {meter_type} meter")
     return Config(
-        meter_type=choice(type_option, METER_TYPES)(meter_type),
+        meter_type=meter_type,
+        profile=profile,
+        pv_kwp=pv_kwp,
         host=args["--address"],
         port=port,
         interval_s=number("--interval", 0.05, 3600)(args["--interval"]),
