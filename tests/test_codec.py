@@ -1,0 +1,190 @@
+"""Codec: every type's encoding, in both word orders, clamped or wrapped, and whole maps compiled
+for every meter type (pure: no sockets)."""
+from __future__ import annotations
+
+import math
+import random
+import struct
+
+import pytest
+
+from meter_simulator import codec, mapfile, profiles, quantities
+from meter_simulator.device import MeterUnit
+from meter_simulator.meters import METER_TYPES, make_meter
+from meter_simulator.registers import Reading
+
+
+class Shown:
+    """The device side a map reads (codec's m)."""
+
+    online, unit_id, serial_number, demand_period, demand_time = 1, 7, 5021007, 60, 3.0
+
+    def __init__(self, stored=None) -> None:
+        self.stored = stored or {}
+
+
+def encoded(entries: list[dict], reading: Reading | None = None, counters=None, meter_type="electric",
+            word_order="big", blocks=()):
+    """The holding registers an electric reading encodes to through a map of these entries."""
+    document = {"name": "t", "word_order": word_order, "register": entries, "block": list(blocks)}
+    profile = mapfile.parse(document, "t.toml")
+    compiled = codec.compile_map(profile, meter_type)
+    reading = reading or Reading(total=0.0, rate=0.0)
+    image = compiled.encode(reading, counters or {}, {}, Shown())
+    return image
+
+
+def words(image, address: int, quantity: int, space: int = 3) -> list[int]:
+    return image.words(address, quantity, space)
+
+
+def one(type_: str, value, word_order="big", **keys) -> list[int]:
+    entry = {"address": 0, "type": type_, "value": value, **keys}
+    if word_order != "big" and type_ not in ("uint16", "int16"):
+        entry["word_order"] = word_order
+    image = encoded([entry])
+    return words(image, 0, image.holding[0][1])
+
+
+@pytest.mark.parametrize("type_, value, big, little", [
+    ("uint16", 0x1234, [0x1234], [0x1234]),
+    ("int16", -2, [0xFFFE], [0xFFFE]),
+    ("uint32", 0x12345678, [0x1234, 0x5678], [0x5678, 0x1234]),
+    ("int32", -2, [0xFFFF, 0xFFFE], [0xFFFE, 0xFFFF]),
+    ("acc32", 70000, [0x0001, 0x1170], [0x1170, 0x0001]),
+    ("uint64", 0x0102030405060708, [0x0102, 0x0304, 0x0506, 0x0708], [0x0708, 0x0506, 0x0304, 0x0102]),
+    ("int64", -1, [0xFFFF] * 4, [0xFFFF] * 4),
+    ("float32", 230.0, [0x4366, 0x0000], [0x0000, 0x4366]),
+    ("float64", 1.5, [0x3FF8, 0, 0, 0], [0, 0, 0, 0x3FF8]),
+])
+def test_each_type_in_both_word_orders(type_, value, big, little):
+    assert one(type_, value) == big
+    assert one(type_, value, "little") == little
+
+
+def test_a_string_is_nul_padded_first_character_high():
+    assert one("string", "AB", length=3) == [0x4142, 0, 0]
+    assert one("string", "ABC", length=2) == [0x4142, 0x4300]
+
+
+def quantity_words(type_: str, quantity: str, reading: Reading, counters=None, **keys) -> list[int]:
+    image = encoded([{"address": 0, "type": type_, "quantity": quantity, **keys}], reading, counters)
+    return words(image, 0, image.holding[0][1])
+
+
+@pytest.mark.parametrize("type_, physical, stored", [
+    ("uint16", 7000.0, [65535]), ("uint16", -3.0, [0]), ("int16", 4000.0, [32767]),
+    ("int16", -4000.0, [0x8001]), ("uint32", -1.0, [0, 0]), ("int32", -1e12, [0x8000, 1]),
+])
+def test_an_instantaneous_value_that_does_not_fit_is_clamped(type_, physical, stored):
+    # signed types stop at -32767 (-2**31 + 1): -32768 is SunSpec's "not implemented"
+    reading = Reading(total=0.0, rate=0.0, voltages_v=(physical, 0.0, 0.0))
+    assert quantity_words(type_, "voltage_l1", reading, scale=10) == stored
+
+
+@pytest.mark.parametrize("type_, kwh, stored", [
+    ("uint16", 65.537, [1]), ("uint32", 4294967.297, [0, 1]), ("int32", 2147483.649, [0x8000, 1]),
+])
+def test_a_counter_wraps_like_a_meter_register(type_, kwh, stored):
+    assert quantity_words(type_, "energy_import", Reading(total=0.0, rate=0.0),
+                          {"energy_import": kwh}, scale=1000) == stored
+
+
+def test_scale_offset_and_absolute():
+    reading = Reading(total=0.0, rate=0.0, power_factor=-0.953)
+    assert quantity_words("int16", "power_factor_total", reading, scale=10000) == [(-9530) & 0xFFFF]
+    assert quantity_words("uint16", "power_factor_total", reading, scale=1000, absolute=True) == [953]
+    water = Reading(total=0.0, rate=0.0, temperature_c=-12.5)
+    image = encoded([{"address": 0, "type": "uint16", "quantity": "temperature", "offset": 50,
+                      "scale": 10}], water, meter_type="water")
+    assert words(image, 0, 1) == [375]
+
+
+def test_gaps_read_zero_and_reads_outside_the_segments_have_no_answer():
+    image = encoded([{"address": 2, "type": "uint16", "value": 5, "space": "input"},
+                     {"address": 10, "type": "uint16", "value": 6, "space": "input"}],
+                    blocks=[{"space": "input", "start": 0, "end": 5}])
+    assert image.input[0][:2] == (0, 6) and image.input[1][:2] == (10, 11)
+    assert words(image, 0, 6, 4) == [0, 0, 5, 0, 0, 0]
+    assert words(image, 10, 1, 4) == [6]
+    assert image.read_answer(4, 5, 2) is None  # runs from one segment into the gap
+    assert image.read_answer(4, 9, 2) is None
+    assert image.read_answer(3, 2, 1) is None  # nothing in the holding registers
+    assert image.holding == ()
+
+
+@pytest.mark.parametrize("type_", ["uint16", "int16", "uint32", "int32", "uint64", "float32", "float64"])
+@pytest.mark.parametrize("word_order", ["big", "little"])
+def test_decode_is_the_inverse_of_the_encoding(type_, word_order):
+    entry = {"address": 0, "type": type_, "value": 1234, "writable": True}
+    if type_ not in ("uint16", "int16"):
+        entry["word_order"] = word_order
+    profile = mapfile.parse({"register": [entry]}, "t.toml")
+    compiled = codec.compile_map(profile, "electric")
+    image = compiled.encode(Reading(total=0.0, rate=0.0), {}, {}, Shown({0: 1234}))
+    point = compiled.writable[0]
+    assert codec.decode(point, words(image, 0, point.length)) == 1234
+
+
+def every_quantity_map(meter_type: str) -> dict:
+    """A map that shows every numeric quantity as a float32, one after another."""
+    entries = [{"address": 2 * i, "type": "float32", "quantity": name}
+               for i, name in enumerate(n for n in quantities.NAMES if n not in quantities.STRINGS)]
+    return {"name": "all", "type": meter_type, "register": entries}
+
+
+@pytest.mark.parametrize("meter_type", METER_TYPES)
+def test_every_quantity_encodes_for_every_meter_type_and_never_as_nan(meter_type):
+    profile = mapfile.parse(every_quantity_map(meter_type), "all.toml")
+    meter = make_meter(meter_type, random.Random(3), 12 * 3600.0,
+                       **({"pv_kwp": 10.0} if meter_type == "electric" else {}))
+    unit = MeterUnit(meter, _Bank(), profile, unit_id=7, serial=5021007)
+    for _ in range(50):
+        meter.step(600.0)
+        unit.publish()
+        data = unit.bank.image.holding[0][2]
+        values = struct.unpack(f">{len(data) // 4}f", data)
+        assert all(math.isfinite(value) for value in values)
+    named = dict(zip((n for n in quantities.NAMES if n not in quantities.STRINGS), values))
+    assert named["unit_id"] == 7 and named["serial_number"] == pytest.approx(5021007, rel=1e-6)
+    assert named["meter_type"] == {"electric": 0, "water": 1, "gas": 2}[meter_type]
+    if meter_type == "electric":
+        assert named["voltage_l1"] > 200 and named["energy_import"] > 0
+        assert named["flow"] == named["volume_total"] == 0
+    else:
+        assert named["voltage_l1"] == named["energy_import"] == 0 and named["volume_total"] > 0
+
+
+class _Bank:
+    image = None
+
+    def publish(self, image) -> None:
+        self.image = image
+
+
+@pytest.mark.parametrize("name", profiles.BUILT_IN)
+def test_the_built_in_maps_compile_and_their_spaces_are_as_documented(name):
+    profile = profiles.built_in(name)
+    compiled = profiles.compiled(profile, "electric")
+    assert profiles.compiled(profile, "electric") is compiled  # once per process
+    meter = make_meter("electric", random.Random(1))
+    unit = MeterUnit(meter, _Bank(), profile)
+    unit.publish()
+    image = unit.bank.image
+    ranges = {"seed": ([(0, 102)], [(0, 102)]),
+              "sdm630": ([(0, 0x2E), (0xF910, 0xF912), (0xFC00, 0xFC04)], [(0, 0x17E)]),
+              "sunspec": ([(40000, 40179)], []),
+              "sunspec-float": ([(40000, 40198)], [])}[name]
+    assert [segment[:2] for segment in image.holding] == ranges[0]
+    assert [segment[:2] for segment in image.input] == ranges[1]
+    assert (image.bits is not None) is (name == "seed")
+
+
+def test_sdm630_float32_values_are_high_word_first():
+    meter = make_meter("electric", random.Random(1))
+    unit = MeterUnit(meter, _Bank(), profiles.built_in("sdm630"), unit_id=3)
+    unit.publish()
+    volts = struct.unpack(">f", unit.bank.image.input[0][2][:4])[0]
+    assert volts == pytest.approx(meter.reading.voltages_v[0], abs=1e-4)
+    meter_id = struct.unpack(">f", struct.pack(">2H", *unit.bank.image.words(0x14, 2)))[0]
+    assert meter_id == 3.0

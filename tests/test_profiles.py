@@ -1,0 +1,164 @@
+"""--profile and --pv-kwp from the command line to the wire: refusals, the start line, a user's map
+file served to a real client, gateway mode, read-only, and what a device profile refuses."""
+from __future__ import annotations
+
+import struct
+
+import pytest
+from pymodbus.client import ModbusTcpClient
+
+from meter_simulator import profiles
+from meter_simulator.options import UsageError, parse_args
+from support import ROOT, MeterProcess, free_port, run_program, unit_kw
+
+WATER_MAP = ROOT / "docs" / "examples" / "water-meter.toml"
+ELECTRIC_MAP = ROOT / "docs" / "examples" / "electric-meter.toml"
+USAGE_FIRST = "Usage:\n  meter-simulator [options]\n"
+
+
+# --- refusals: exit 2, one line, the usage, nothing started ---
+
+@pytest.mark.parametrize("args, reason", [
+    (["--profile", "sdm120"], "--profile must be seed, sdm630, sunspec, sunspec-float or a map file "
+                              "(.toml), not 'sdm120'"),
+    (["--profile", "sdm630", "--type", "water"],
+     "--profile sdm630 is an electric meter's map: it cannot serve --type water"),
+    (["--profile", "sunspec-float", "-t", "gas"],
+     "--profile sunspec-float is an electric meter's map: it cannot serve --type gas"),
+    (["--pv-kwp", "41"], "--pv-kwp must be from 0 to 40, not 41"),
+    (["--pv-kwp", "-1"], "--pv-kwp must be from 0 to 40, not -1"),
+    (["--pv-kwp", "sunny"], "--pv-kwp must be a number, not 'sunny'"),
+    (["--pv-kwp", "5", "--type", "water"],
+     "--pv-kwp puts solar panels behind an electric meter, not a water meter"),
+])
+def test_refusals(args, reason):
+    with pytest.raises(UsageError) as refused:
+        parse_args(args)
+    assert str(refused.value) == reason
+
+
+def test_a_missing_map_file_is_named():
+    with pytest.raises(UsageError) as refused:
+        parse_args(["--profile", "no/such/map.toml"])
+    assert str(refused.value) == "profile no/such/map.toml: cannot read it: No such file or directory"
+
+
+def test_a_map_file_of_another_meter_type_is_refused():
+    with pytest.raises(UsageError) as refused:
+        parse_args(["--profile", str(WATER_MAP), "--type", "electric"])
+    assert str(refused.value).endswith('type "water" does not match --type electric')
+
+
+def test_an_invalid_map_file_exits_2_with_one_line_naming_file_entry_and_problem(tmp_path):
+    bad = tmp_path / "mine.toml"
+    bad.write_text('[[register]]\naddress = 20\ntype = "float32"\nquantity = "frequencyy"\n')
+    port = free_port()
+    done = run_program("--port", str(port), "--profile", str(bad))
+    assert done.returncode == 2
+    first, rest = done.stderr.split("\n", 1)
+    assert first == (f'meter-simulator: profile {bad}: register 1 (address 20): unknown quantity '
+                     '"frequencyy" (did you mean "frequency"?)')
+    assert rest.startswith(USAGE_FIRST)
+    assert "Traceback" not in done.stderr
+
+
+def test_the_profile_and_its_meter_type_come_from_the_command_line_or_the_file():
+    assert parse_args([]).profile is None
+    assert parse_args(["--profile", "seed", "--type", "gas"]).profile is None
+    config = parse_args(["--profile", "SDM630"])
+    assert config.profile is profiles.built_in("sdm630") and config.meter_type == "electric"
+    assert parse_args(["--profile", str(WATER_MAP)]).meter_type == "water"  # the file names its type
+    assert parse_args(["--pv-kwp", "10"]).pv_kwp == 10.0
+    assert parse_args(["--pv-kwp", "0", "--type", "gas"]).pv_kwp == 0.0
+
+
+# --- served ---
+
+def client_of(meter: MeterProcess) -> ModbusTcpClient:
+    client = ModbusTcpClient("127.0.0.1", port=meter.port, timeout=5)
+    assert client.connect()
+    return client
+
+
+def exception_code(result) -> int | None:
+    return getattr(result, "exception_code", None) if result.isError() else None
+
+
+def floats(registers) -> list[float]:
+    return list(struct.unpack(f">{len(registers) // 2}f", struct.pack(f">{len(registers)}H", *registers)))
+
+
+def test_the_start_line_names_the_profile():
+    with MeterProcess("--profile", "sdm630") as meter:
+        _, _, err = meter.stop()
+    assert f"electric meter (sdm630) serving Modbus/TCP on 127.0.0.1:{meter.port}" in err
+    assert f"electric meter (sdm630) on 127.0.0.1:{meter.port} stopped" in err
+    with MeterProcess("--profile", "sunspec", "--unit-ids", "1-3") as meter:
+        _, _, err = meter.stop()
+    assert f"3 electric meters (sunspec) serving Modbus/TCP on 127.0.0.1:{meter.port}, unit ids 1-3" in err
+
+
+def test_a_users_water_map_is_served_as_written():
+    with MeterProcess("--profile", str(WATER_MAP), "--seed", "4") as meter:
+        client = client_of(meter)
+        kw = unit_kw(client.read_input_registers)
+        inputs = client.read_input_registers(0, count=16, **kw)
+        assert not inputs.isError(), inputs
+        litres = (inputs.registers[0] << 16) | inputs.registers[1]
+        m3 = floats(inputs.registers[6:8])[0]
+        assert litres == round(m3 * 1000) or abs(litres - m3 * 1000) < 1.0
+        assert 1.0 <= inputs.registers[4] / 100 <= 8.0  # pressure, bar
+        assert exception_code(client.read_input_registers(15, count=2, **kw)) == 0x02
+        assert exception_code(client.read_holding_registers(0, count=1, **kw)) == 0x02
+        holding = client.read_holding_registers(100, count=20, **kw)
+        assert not holding.isError(), holding
+        serial = struct.pack(">6H", *holding.registers[:6]).rstrip(b"\0").decode()
+        assert serial == str(meter.port * 1000 + 1)
+        assert holding.registers[19] == 1  # the constant status word
+        assert exception_code(client.read_coils(0, count=1, **kw)) == 0x01
+        # writes: a writable constant keeps what is written, the meter id takes 1-247 only
+        assert not client.write_register(111, 4711, **kw).isError()
+        assert client.read_holding_registers(111, count=1, **kw).registers == [4711]
+        assert exception_code(client.write_register(111, 10000, **kw)) == 0x03
+        assert exception_code(client.write_register(110, 0, **kw)) == 0x03
+        assert not client.write_registers(110, [9, 12], **kw).isError()
+        assert client.read_holding_registers(110, count=2, **kw).registers == [9, 12]
+        assert exception_code(client.write_register(100, 1, **kw)) == 0x02  # the serial number
+        assert exception_code(client.write_register(112, 1, **kw)) == 0x02  # a constant, not writable
+        assert exception_code(client.write_coil(0, True, **kw)) == 0x01
+        client.close()
+        assert meter.stop()[0] == 0
+
+
+def test_the_electric_example_map_is_served():
+    with MeterProcess("--profile", str(ELECTRIC_MAP), "--seed", "2") as meter:
+        client = client_of(meter)
+        result = client.read_input_registers(0, count=6, **unit_kw(client.read_input_registers))
+        assert not result.isError(), result
+        assert all(207.0 <= volts <= 253.0 for volts in floats(result.registers))
+        client.close()
+        assert meter.stop()[0] == 0
+
+
+def test_gateway_mode_gives_each_meter_its_unit_id_and_serial():
+    with MeterProcess("--profile", "sdm630", "--unit-ids", "1-3") as meter:
+        client = client_of(meter)
+        for unit_id in (1, 2, 3):
+            kw = unit_kw(client.read_holding_registers, unit_id)
+            assert floats(client.read_holding_registers(0x14, count=2, **kw).registers) == [unit_id]
+            serial = client.read_holding_registers(0xFC00, count=2, **kw).registers
+            assert (serial[0] << 16) | serial[1] == meter.port * 1000 + unit_id
+        kw4 = unit_kw(client.read_holding_registers, 4)
+        assert exception_code(client.read_holding_registers(0x14, count=2, **kw4)) == 0x0B
+        client.close()
+        assert meter.stop()[0] == 0
+
+
+def test_read_only_refuses_a_device_write_with_0x01():
+    with MeterProcess("--profile", "sdm630", "--read-only") as meter:
+        client = client_of(meter)
+        kw = unit_kw(client.write_registers)
+        assert exception_code(client.write_registers(0x0002, [0x4170, 0], **kw)) == 0x01
+        assert floats(client.read_holding_registers(0x0002, count=2, **kw).registers) == [60.0]
+        client.close()
+        assert meter.stop()[0] == 0
