@@ -8,7 +8,8 @@ Usage:
 
 Options:
   --quick              A few seconds per scenario, to try it out.
-  --only NAMES         Comma-separated scenario groups: closed, storm, fleet, tick [default: all].
+  --only NAMES         Comma-separated scenario groups: closed, profiles, storm, fleet, tick
+                       [default: all].
   --seconds S          Seconds of load per throughput scenario and round [default: 5].
   --rounds N           Rounds per throughput scenario, servers taking turns; the median
                        round is shown [default: 3].
@@ -21,6 +22,8 @@ Options:
 Every server runs in its own process pinned to CPU 0; the load generator, a small C
 program compiled here with the machine's cc (a Python one tops out below the servers),
 runs pinned to CPU 1. Server CPU time comes from /proc/PID/stat, peak RSS from VmHWM.
+The profiles group reads 80 input registers (FC 0x04) from ours serving the SDM630 map and
+the seed map; the tick group times 1,000 meters' ticks with each built-in map.
 """
 from __future__ import annotations
 
@@ -44,6 +47,9 @@ SERVERS = ("ours", "pyModbusTCP", "pymodbus")
 FLEET_METERS = 1000
 GATEWAY_PORTS, GATEWAY_UNITS = 5, 200  # 1,000 meters as 5 gateways of 200 unit ids (max 247)
 STORM_CLIENTS = 500
+TICK_PROFILES = ("seed", "sdm630", "sunspec", "sunspec-float")
+PROFILE_READ = (4, 80)  # FC 0x04, 80 registers from address 0: an SDM630 block read
+PROFILE_MAPS = ("seed", "sdm630")
 
 
 def pinned(cpu: int):
@@ -75,7 +81,7 @@ class Server:
     """One server under test in its own pinned process."""
 
     def __init__(self, kind: str, port: int, count: int = 1, units: int = 0,
-                 loadgen: str = "") -> None:
+                 loadgen: str = "", profile: str = "seed") -> None:
         self.kind, self.port, self.count = kind, port, count
         if kind == "ours":
             argv = [sys.executable, str(ROOT / "scripts" / "run_meter.py"), "--port", str(port),
@@ -83,6 +89,8 @@ class Server:
                     "--log-level", "warning"]
             if units:
                 argv += ["--unit-ids", f"1-{units}"]
+            if profile != "seed":
+                argv += ["--profile", profile]
         elif kind == "ceiling":
             argv = [loadgen, "serve", str(port)]
         else:
@@ -160,34 +168,63 @@ def closed_loop(loadgen: str, port: int, seconds: float, rounds: int) -> list[di
                   f"rounds", flush=True)
             print(f"{'server':<12} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10} "
                   f"{'RSS MB':>7} {'ours/this':>9} {'req/s rounds':>13}")
-            rounds_by_kind = {kind: [] for kind in (*SERVERS, "ceiling")}
-            for _ in range(rounds):  # servers take turns, so a noisy minute hits all of them
-                for kind in rounds_by_kind:
-                    server = Server(kind, port, loadgen=loadgen)
-                    try:
-                        r = measured(server, loadgen, "closed", "127.0.0.1", port, 1, conns, qty,
-                                     seconds)
-                    finally:
-                        server.stop()
-                    # the CPU time covers the warm-up too: divide by every request answered
-                    r["cpu_us_per_req"] = r["cpu_s"] / max(r["requests"] + r["warm_up_requests"],
-                                                           1) * 1e6
-                    rounds_by_kind[kind].append(r)
-            results = {}
-            for kind, runs in rounds_by_kind.items():
-                r = sorted(runs, key=lambda run: run["rps"])[len(runs) // 2]  # the median round
-                r["rps_range"] = (min(run["rps"] for run in runs), max(run["rps"] for run in runs))
-                results[kind] = r
+            servers = {kind: {"kind": kind} for kind in (*SERVERS, "ceiling")}
+            results = closed_rounds(loadgen, port, servers, rounds, conns, qty, seconds)
+            for kind, r in results.items():
                 shown = "(load generator's ceiling)" if kind == "ceiling" else \
                     ratio(results["ours"]["rps"], r["rps"])
-                spread = f"{r['rps_range'][0]:.0f}-{r['rps_range'][1]:.0f}" if rounds > 1 else ""
-                print(f"{kind:<12} {r['rps']:>9.0f} {ms(r['p50_us']):>7} {ms(r['p99_us']):>7} "
-                      f"{r['cpu_us_per_req']:>10.0f} {r['rss_mb']:>7.1f} {shown:>9} {spread:>13}",
-                      flush=True)
-                if r["errors"] or r["closed_early"]:
-                    print(f"  !! {kind}: {r['errors']} exception answers, closed early: "
-                          f"{r['closed_early']}")
+                print_closed_row(kind, r, shown, rounds)
             rows.append({"conns": conns, "qty": qty, "results": results})
+    return rows
+
+
+def closed_rounds(loadgen: str, port: int, servers: dict[str, dict], rounds: int, conns: int,
+                  qty: int, seconds: float, func: int = 3) -> dict[str, dict]:
+    """Each server (label: Server keyword arguments) loaded `rounds` times, the servers taking
+    turns, so a noisy minute hits all of them; the median round of each, by requests/s."""
+    rounds_by_label: dict[str, list[dict]] = {label: [] for label in servers}
+    for _ in range(rounds):
+        for label, kwargs in servers.items():
+            server = Server(port=port, loadgen=loadgen, **kwargs)
+            try:
+                r = measured(server, loadgen, "closed", "127.0.0.1", port, 1, conns, qty, seconds,
+                             func)
+            finally:
+                server.stop()
+            # the CPU time covers the warm-up too: divide by every request answered
+            r["cpu_us_per_req"] = r["cpu_s"] / max(r["requests"] + r["warm_up_requests"], 1) * 1e6
+            rounds_by_label[label].append(r)
+    results = {}
+    for label, runs in rounds_by_label.items():
+        r = sorted(runs, key=lambda run: run["rps"])[len(runs) // 2]  # the median round
+        r["rps_range"] = (min(run["rps"] for run in runs), max(run["rps"] for run in runs))
+        results[label] = r
+    return results
+
+
+def print_closed_row(label: str, r: dict, shown: str, rounds: int) -> None:
+    spread = f"{r['rps_range'][0]:.0f}-{r['rps_range'][1]:.0f}" if rounds > 1 else ""
+    print(f"{label:<12} {r['rps']:>9.0f} {ms(r['p50_us']):>7} {ms(r['p99_us']):>7} "
+          f"{r['cpu_us_per_req']:>10.0f} {r['rss_mb']:>7.1f} {shown:>9} {spread:>13}", flush=True)
+    if r["errors"] or r["closed_early"]:
+        print(f"  !! {label}: {r['errors']} exception answers, closed early: {r['closed_early']}")
+
+
+def profile_reads(loadgen: str, port: int, seconds: float, rounds: int) -> list[dict]:
+    """10 and 100 connections reading 80 input registers (FC 0x04) from address 0: ours with
+    the SDM630 map (its block of measured values) against ours with the seed map."""
+    func, qty = PROFILE_READ
+    rows = []
+    for conns in (10, 100):
+        print(f"\n## {conns} connections, FC 0x{func:02X} read of {qty} registers from address 0, "
+              f"ours with each map, {seconds:g} s x {rounds} rounds", flush=True)
+        print(f"{'map':<12} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10} "
+              f"{'RSS MB':>7} {'this/seed':>9} {'req/s rounds':>13}")
+        servers = {name: {"kind": "ours", "profile": name} for name in PROFILE_MAPS}
+        results = closed_rounds(loadgen, port, servers, rounds, conns, qty, seconds, func)
+        for name, r in results.items():
+            print_closed_row(name, r, ratio(r["rps"], results["seed"]["rps"]), rounds)
+        rows.append({"conns": conns, "qty": qty, "results": results})
     return rows
 
 
@@ -251,6 +288,13 @@ def tick(seconds: float) -> dict:
     r = json.loads(out)
     print(f"tick (step + publish 1,000 meters): median {r['tick_median_ms']:.1f} ms, "
           f"max {r['tick_max_ms']:.1f} ms over {r['timed_ticks']} ticks")
+    print(f"by map, {r['timed_ticks']} ticks of each in turn (publish: encoding and swapping the "
+          f"1,000 images alone):")
+    print(f"{'map':<14} {'tick ms':>8} {'max ms':>7} {'publish ms':>10} {'this/seed':>9}")
+    seed = r["by_profile"]["seed"]
+    for name, t in r["by_profile"].items():
+        print(f"{name:<14} {t['tick_median_ms']:>8.1f} {t['tick_max_ms']:>7.1f} "
+              f"{t['publish_median_ms']:>10.1f} {ratio(t['tick_median_ms'], seed['tick_median_ms']):>9}")
     print(f"schedule: {r['ticks']} ticks, start lateness {r['first_late_ms']:.2f} ms, "
           f"max lateness {r['max_late_ms']:.2f} ms, drift (last - first) {r['drift_ms']:.2f} ms")
     return r
@@ -263,18 +307,36 @@ def tick_phase(seconds: float) -> None:
 
     sys.path.insert(0, str(ROOT))
     from meter_simulator import fleet as fleet_plan
+    from meter_simulator import profiles
     from meter_simulator.server import new_unit
     from meter_simulator.updater import Updater
 
-    endpoints = fleet_plan.plan("electric", 1, FLEET_METERS, None, random.Random(1), 36000.0,
-                                new_unit)
-    units = [unit for endpoint in endpoints for unit in endpoint.units]
-    durations = []
-    timed = Updater(units, interval_s=1.0)
-    for _ in range(30):
-        t0 = time.perf_counter()
-        timed.tick()
-        durations.append(time.perf_counter() - t0)
+    def fleet_of(name: str) -> list:  # the same 1,000 meters (one seed) behind each map
+        endpoints = fleet_plan.plan("electric", 1, FLEET_METERS, None, random.Random(1), 36000.0,
+                                    new_unit, profile=profiles.resolve(name, "electric"))
+        return [unit for endpoint in endpoints for unit in endpoint.units]
+
+    fleets = {name: fleet_of(name) for name in TICK_PROFILES}
+    timed = {name: Updater(units, interval_s=1.0) for name, units in fleets.items()}
+    ticks: dict[str, list[float]] = {name: [] for name in fleets}
+    publishes: dict[str, list[float]] = {name: [] for name in fleets}
+    for _ in range(30):  # the maps take turns, so a noisy moment hits all of them
+        for name, updater in timed.items():
+            t0 = time.perf_counter()
+            updater.tick()
+            t1 = time.perf_counter()
+            with updater.lock:
+                for unit in fleets[name]:
+                    unit.publish()
+            ticks[name].append(t1 - t0)
+            publishes[name].append(time.perf_counter() - t1)
+    by_profile = {name: {"tick_median_ms": statistics.median(ticks[name]) * 1000,
+                         "tick_max_ms": max(ticks[name]) * 1000,
+                         "publish_median_ms": statistics.median(publishes[name]) * 1000}
+                  for name in fleets}
+    durations = ticks["seed"]
+    units = fleets["seed"]
+    del timed, fleets
     starts = []
     updater = Updater(units, interval_s=1.0, on_tick=lambda: starts.append(updater._last))
     updater.start()  # _last: the clock read at the start of the tick just run
@@ -284,6 +346,7 @@ def tick_phase(seconds: float) -> None:
     late_ms = [(start - (origin + (k + 1) * 1.0)) * 1000 for k, start in enumerate(starts)]
     print(json.dumps({"tick_median_ms": statistics.median(durations) * 1000,
                       "tick_max_ms": max(durations) * 1000, "timed_ticks": len(durations),
+                      "by_profile": by_profile,
                       "ticks": len(starts), "first_late_ms": late_ms[0],
                       "max_late_ms": max(late_ms), "drift_ms": late_ms[-1] - late_ms[0]}))
 
@@ -306,7 +369,7 @@ def print_worst(closed_rows, metric: str, worst, label: str) -> None:
           f"({row['conns']} conn., {row['qty']} registers)")
 
 
-def summary(closed_rows, storm_results, fleet_rows, tick_result) -> None:
+def summary(closed_rows, profile_rows, storm_results, fleet_rows, tick_result) -> None:
     print("\n## targets")
     if closed_rows:
         print_worst(closed_rows, "rps", min, "throughput vs bare pyModbusTCP (>= 0.90x in every scenario)")
@@ -323,6 +386,13 @@ def summary(closed_rows, storm_results, fleet_rows, tick_result) -> None:
                           max(row["results"][k]["rps"] for k in SERVERS) for row in parallel)
             print(f"load generator ceiling: at least {ceiling:.1f}x the fastest Python server "
                   f"in every scenario with 10 or 100 connections")
+    if profile_rows:
+        for row in profile_rows:
+            results = row["results"]
+            print(f"SDM630 block read (FC 0x04, {row['qty']} registers) within 10 % of a seed read "
+                  f"of the same size, {row['conns']} conn.: "
+                  f"{ratio(results['sdm630']['rps'], results['seed']['rps'])} the requests/s, "
+                  f"p99 {ms(results['sdm630']['p99_us'])} against {ms(results['seed']['p99_us'])} ms")
     if storm_results:
         r = storm_results["ours"]
         print(f"{STORM_CLIENTS} simultaneous connects (all answered within 1 s, 501st within "
@@ -337,6 +407,11 @@ def summary(closed_rows, storm_results, fleet_rows, tick_result) -> None:
         print(f"tick of 1,000 meters (<= 50 ms): median {tick_result['tick_median_ms']:.1f} ms, "
               f"max {tick_result['tick_max_ms']:.1f} ms; drift over "
               f"{tick_result['ticks']} s (< 10 ms): {tick_result['drift_ms']:.2f} ms")
+        by_profile = tick_result["by_profile"]
+        seed = by_profile["seed"]["tick_median_ms"]
+        print("tick of 1,000 meters with a device map (<= 1.5x the seed map's): " + ", ".join(
+            f"{name} {ratio(t['tick_median_ms'], seed)}" for name, t in by_profile.items()
+            if name != "seed"))
 
 
 def main() -> int:
@@ -351,18 +426,22 @@ def main() -> int:
     drift_s = 10.0 if quick else float(args["--drift-seconds"])
     storm_timeout_s = 10.0 if quick else 70.0
     port = int(args["--port"])
-    only = {"closed", "storm", "fleet", "tick"} if args["--only"] == "all" else \
-        set(args["--only"].split(","))
+    groups = {"closed", "profiles", "storm", "fleet", "tick"}
+    only = groups if args["--only"] == "all" else set(args["--only"].split(","))
+    if not only <= groups:
+        sys.exit(f"benchmark: --only takes {', '.join(sorted(groups))}, not "
+                 f"{','.join(sorted(only - groups))}")
     print(f"# meter-simulator benchmark{' (quick)' if quick else ''}")
     print(f"machine: {machine()}")
     print(f"servers pinned to CPU {SERVER_CPU}, load generator to CPU {LOAD_CPU}; all on 127.0.0.1")
     with tempfile.TemporaryDirectory() as workdir:
         loadgen = build_loadgen(workdir)
         closed_rows = closed_loop(loadgen, port, seconds, rounds) if "closed" in only else []
+        profile_rows = profile_reads(loadgen, port, seconds, rounds) if "profiles" in only else []
         storm_results = storm(loadgen, port, storm_timeout_s) if "storm" in only else {}
         fleet_rows = fleet(loadgen, port, fleet_s) if "fleet" in only else []
     tick_result = tick(drift_s) if "tick" in only else {}
-    summary(closed_rows, storm_results, fleet_rows, tick_result)
+    summary(closed_rows, profile_rows, storm_results, fleet_rows, tick_result)
     print(f"\nload average at the end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     return 0
 

@@ -4,9 +4,10 @@
  * per second than any of the Python servers can answer, which the benchmark
  * shows by running it against "serve" (a server that answers at once).
  *
- *   loadgen closed HOST PORT NPORTS CONNS QTY SECONDS
+ *   loadgen closed HOST PORT NPORTS CONNS QTY SECONDS [FUNC]
  *       CONNS connections (spread over NPORTS ports from PORT), each sends a read
- *       of QTY holding registers, waits for the answer, sends the next.
+ *       of QTY registers from address 0, waits for the answer, sends the next;
+ *       FUNC 3 (holding registers, the default) or 4 (input registers).
  *   loadgen fleet HOST PORT NPORTS UNITS QTY SECONDS
  *       NPORTS x max(UNITS, 1) meters, each read once a second, spread evenly over
  *       the second; one connection per port, requests on it one after another
@@ -92,8 +93,10 @@ static int connect_to(const char *host, int port, int nonblock) {
     return fd;
 }
 
+static uint8_t read_func = 3; /* the read's function code: 3 holding, 4 input registers */
+
 static int build_read(uint8_t *out, uint16_t tid, uint8_t unit, uint16_t qty) {
-    uint8_t f[12] = {tid >> 8, tid & 0xff, 0, 0, 0, 6, unit, 3, 0, 0, qty >> 8, qty & 0xff};
+    uint8_t f[12] = {tid >> 8, tid & 0xff, 0, 0, 0, 6, unit, read_func, 0, 0, qty >> 8, qty & 0xff};
     memcpy(out, f, 12);
     return 12;
 }
@@ -334,7 +337,7 @@ static int run_storm(const char *host, int port, int nconns, int qty, double tim
                 if (n <= 0) break;
                 c.have += n;
             }
-            if (func == 3) extra = now_s() - e0;
+            if (func == read_func) extra = now_s() - e0;
         }
         close(fd);
     }
@@ -396,8 +399,11 @@ static int run_serve(int port) {
 int main(int argc, char **argv) {
     raise_fd_limit();
     hist = calloc(HIST_US, sizeof *hist);
-    if (argc >= 8 && strcmp(argv[1], "closed") == 0)
+    if (argc >= 8 && strcmp(argv[1], "closed") == 0) {
+        if (argc >= 9) read_func = (uint8_t)atoi(argv[8]);
+        if (read_func != 3 && read_func != 4) { fprintf(stderr, "loadgen: FUNC must be 3 or 4\n"); return 2; }
         return run_closed(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), atoi(argv[6]), atof(argv[7]));
+    }
     if (argc >= 8 && strcmp(argv[1], "fleet") == 0)
         return run_fleet(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), atoi(argv[6]), atof(argv[7]));
     if (argc >= 7 && strcmp(argv[1], "storm") == 0)
