@@ -1,13 +1,15 @@
 """Saver: keeps the state file up to date without ever making a Modbus request wait on disk.
 
-A save copies every total under the updater's lock (in memory, microseconds a
-meter) and writes the file outside it, in the saver's own thread: a request or
-a tick waits at most for that copy, never for a write or an fsync. Saves come
-every save interval, at once after a reset (the saver thread is woken), and a
-last time at a clean stop, after the updater has stopped, so a restart resumes
-from the very last tick. Every save writes the file, also when no total moved
+A save copies every meter's counters and maximum demands (meter.state_values())
+under the updater's lock (in memory, microseconds a meter) and encodes and
+writes the file outside it, in the saver's own thread: a request or a tick
+waits at most for that copy, never for a write or an fsync. Saves come every
+save interval, at once after a reset (the saver thread is woken), and a last
+time at a clean stop, after the updater has stopped, so a restart resumes from
+the very last tick. Every save writes the file, also when no counter moved
 since the last one: a file removed or replaced meanwhile holds the current
-totals again by the next interval (a small file once a minute costs nothing).
+values again by the next interval. A restore hands each meter its saved values
+through the updater (Updater.set_values: under its lock, then published).
 
 The saver holds the state file's lock (state.StateLock) from restore() to
 stop(): a second process on the same file is refused at its start, and no
@@ -22,6 +24,7 @@ from __future__ import annotations
 import errno
 import logging
 import threading
+from collections.abc import Mapping
 from typing import Callable
 
 from . import state
@@ -36,7 +39,7 @@ FOLDER_ERRNOS = frozenset((errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPER
 
 
 def keyed_units(plan: list[Endpoint]) -> dict[str, MeterUnit]:
-    """Every meter of a run by its state-file key (port, or port/unit id in gateway mode)."""
+    """Every meter of a run by its state-file key (port, or port-unit id in gateway mode)."""
     units = {}
     for endpoint in plan:
         if endpoint.unit is not None:
@@ -48,7 +51,7 @@ def keyed_units(plan: list[Endpoint]) -> dict[str, MeterUnit]:
 
 
 class Saver:
-    """Saves the totals of a run's meters to one state file, periodically and on demand."""
+    """Saves the counters of a run's meters to one state file, periodically and on demand."""
 
     def __init__(self, path: str, meter_type: str, plan: list[Endpoint], updater: Updater, *,
                  interval_s: float = 60.0,
@@ -58,7 +61,8 @@ class Saver:
         self.interval_s = interval_s
         self.units = keyed_units(plan)
         self.updater = updater
-        self.kept: dict[str, float] = {}  # totals of meters not in this run, written back untouched
+        # the values of meters not in this run, written back untouched
+        self.kept: dict[str, dict[str, float]] = {}
         self.failure: str | None = None  # the reason the last save failed, None after a good one
         self.saves = 0
         self._on_result = on_result  # called with the failure reason (None: saved) when it changes
@@ -86,27 +90,27 @@ class Saver:
             self.lock.release()
             raise
         if saved is None:
-            log.info("state file %s does not exist yet: totals start from 0", self.path)
+            log.info("state file %s does not exist yet: counters start from 0", self.path)
             return len(self.units)
         for key, unit in self.units.items():
             if key in saved:
-                self.updater.set_total(unit, saved[key])
-        self.kept = {key: total for key, total in saved.items() if key not in self.units}
+                self.updater.set_values(unit, saved[key])
+        self.kept = {key: values for key, values in saved.items() if key not in self.units}
         missing = len(self.units) - (len(saved) - len(self.kept))
         log.info("state file %s: %d meters resumed, %d start from 0", self.path,
                  len(self.units) - missing, missing)
         return missing
 
-    def snapshot(self) -> dict[str, float]:
-        """Every total by key (kWh or m3), copied under the updater's lock: one consistent moment."""
+    def snapshot(self) -> dict[str, Mapping[str, float]]:
+        """Every meter's values by key, copied under the updater's lock: one consistent moment."""
         with self.updater.lock:
-            totals = {key: unit.meter.total for key, unit in self.units.items()}
-        return {**self.kept, **totals}
+            values = {key: unit.meter.state_values() for key, unit in self.units.items()}
+        return {**self.kept, **values}
 
     def save(self) -> bool:
-        """Write the totals now (in the caller's thread); False, logged, when it fails."""
+        """Write the values now (in the caller's thread); False, logged, when it fails."""
         with self._write_lock:
-            totals = self.snapshot()
+            meters = self.snapshot()
             try:
                 self.lock.acquire()
             except state.StateInUse as exc:
@@ -117,9 +121,12 @@ class Saver:
                              else f"{exc.strerror or exc} (its lock {self.lock.path})")
                 return False
             try:
-                state.save(self.path, self.meter_type, totals)
+                state.save(self.path, self.meter_type, meters)
             except OSError as exc:
                 self._failed(exc.strerror or str(exc))
+                return False
+            except ValueError as exc:  # a value the file could not be read back with: nothing written
+                self._failed(str(exc))
                 return False
             self.saves += 1
             if self.failure is not None:

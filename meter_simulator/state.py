@@ -1,20 +1,32 @@
-"""The state file: every meter's total, kept across restarts, saved atomically.
+"""The state file: every meter's counters, kept across restarts, saved atomically.
 
-The file is JSON, small enough to read by eye:
+The file is JSON, one line per meter, small enough to read by eye (version 2):
 
-    {"format": "meter-simulator state", "version": 1, "meter_type": "water",
-     "unit": "m3", "saved_at": "2024-05-01T12:00:00Z",
-     "totals": {"5021": 12.3456789, "5022/7": 0.25}}
+    {"format": "meter-simulator state", "version": 2, "meter_type": "water",
+     "units": "m3", "saved_at": "2024-05-01T12:00:00Z",
+     "meters": {"5021": {"volume_total": 12.3456789}, "5022-7": {"volume_total": 0.25}}}
 
-A total is keyed by the port it is served on, and in gateway mode (--unit-ids)
-by port and unit id ("5022/7"), so a restart with the same options resumes
-each meter. Totals are floats in kWh (electric) or m3 (water, gas), written with
-Python's shortest round-trip repr, so a saved total comes back bit for bit.
+A meter is keyed by the control API's id: the port it is served on, and in
+gateway mode (--unit-ids) port and unit id ("5022-7"), so a restart with the
+same options resumes each meter. Each meter holds every counter of its type
+(counter_names(): an electric meter's energies in kWh, kvarh, kVAh and Ah,
+total and per phase, and its maximum demands in W, VA and A; a water or gas
+meter's volume_total in m3), whatever the profile, as floats written with
+Python's shortest round-trip repr, so a saved value comes back bit for bit.
+A counter missing from a meter loads as 0; a name that is not a counter of the
+meter type is refused (a typo must not start a counter from 0 unnoticed).
+
+A version-1 file (one total per meter: "totals": {"5021": 12.5, "5022/7": 0.25})
+still loads: each total becomes energy_import, split equally over
+energy_import_l1..3 (electric), or volume_total, every other counter 0, and
+its "5022/7" keys become "5022-7". Saves always write version 2.
 
 A file that cannot be trusted is never taken for zero: load() raises StateError
-with one line naming the file and the problem. save() writes a temporary file
-in the same folder, fsyncs it, renames it over the old one and fsyncs the
-folder, so a crash or a power cut leaves either the old file or the new one.
+with one line naming the file and the problem. encode() refuses (ValueError)
+values that load() would refuse, so no save writes a file it cannot read back.
+save() writes a temporary file in the same folder, fsyncs it, renames it over
+the old one and fsyncs the folder, so a crash or a power cut leaves either the
+old file or the new one.
 The temporary file has a name of its own each time, created exclusively: a
 link planted in its place is never followed.
 
@@ -30,6 +42,9 @@ import math
 import os
 import time
 from collections.abc import Mapping
+from typing import Union
+
+from .quantities import ELECTRIC_COUNTERS, FLOW_COUNTERS, MAX_DEMANDS, PHASES
 
 try:
     import fcntl
@@ -37,9 +52,20 @@ except ImportError:  # no advisory locks on this platform: nothing to refuse a s
     fcntl = None
 
 FORMAT = "meter-simulator state"
-VERSION = 1
-TOTAL_UNITS = {"electric": "kWh", "water": "m3", "gas": "m3"}
+VERSION = 2  # the version saves write
+READ_VERSIONS = (1, 2)  # the versions load() reads
+# a note for readers of the file; load() ignores it
+UNITS = {"electric": "energy_* kWh, reactive_energy_* kvarh, apparent_energy_* kVAh, ampere_hours Ah, "
+                     "max_demand_power_* W, max_demand_apparent VA, max_demand_current_* A",
+         "water": "m3", "gas": "m3"}
+# the counter a version-1 total is, and what the seed map's registers 0-1 show
+TOTAL_COUNTERS = {"electric": "energy_import", "water": "volume_total", "gas": "volume_total"}
 START_OVER = "move the file away to start from 0"
+ENCODER = json.JSONEncoder(allow_nan=False)  # one line, shortest repr; json.dumps builds one a call
+FLOAT_TYPE = frozenset((float,))
+
+# a meter's saved values by counter name, or (as a version-1 file holds it) its total alone
+MeterValues = Union[Mapping[str, float], float]
 
 
 class StateError(Exception):
@@ -56,25 +82,97 @@ class StateInUse(StateError):
 
 
 def meter_key(port: int, unit_id: int | None = None) -> str:
-    """The key of a meter's total: "5021", or "5021/7" for unit id 7 in gateway mode."""
-    return str(port) if unit_id is None else f"{port}/{unit_id}"
+    """A meter's key, the control API's id: "5021", or "5021-7" for unit id 7 in gateway mode."""
+    return str(port) if unit_id is None else f"{port}-{unit_id}"
 
 
-def encode(meter_type: str, totals: Mapping[str, float], saved_at_s: float) -> bytes:
-    """The file's bytes for these totals (kWh or m3), saved at a Unix time in seconds."""
-    document = {
+def counter_names(meter_type: str) -> tuple[str, ...]:
+    """The values a state file holds for a meter of this type, in the order it writes them."""
+    return ELECTRIC_COUNTERS + MAX_DEMANDS if meter_type == "electric" else FLOW_COUNTERS
+
+
+def from_total(meter_type: str, total: float) -> dict[str, float]:
+    """A meter's values from its total alone (a version-1 file): energy_import split equally
+    over the phases (electric) or volume_total, every other counter 0."""
+    values = dict.fromkeys(counter_names(meter_type), 0.0)
+    values[TOTAL_COUNTERS[meter_type]] = total
+    if meter_type == "electric":
+        for phase in PHASES:
+            values[f"energy_import_{phase}"] = total / 3
+    return values
+
+
+def totals(meter_type: str, meters: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Each meter's total (kWh or m3: what the seed map's registers 0-1 show) by key."""
+    name = TOTAL_COUNTERS[meter_type]
+    return {key: values.get(name, 0.0) for key, values in meters.items()}
+
+
+def checked(key: str, name: str, value) -> float:
+    """The value as a float; ValueError naming the meter and the counter unless a number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < 0:
+        raise ValueError(f"the {name} of meter {key!r} is {value!r}, not a number >= 0")
+    return float(value)
+
+
+def meter_values(meter_type: str, key: str, values) -> dict[str, float]:
+    """A meter's values, every counter of its type in order (missing ones 0); ValueError for a
+    value that is not a number >= 0, a name that is not a counter, or not an object at all."""
+    names = counter_names(meter_type)
+    if complete(names, values):
+        return dict(values)
+    if not isinstance(values, Mapping):
+        raise ValueError(f"meter {key!r} is {values!r}, not an object of counters")
+    for name in values:
+        if name not in names:
+            raise ValueError(f"meter {key!r} has {name!r}, not a counter of {meter_type} meters")
+    return {name: checked(key, name, values.get(name, 0.0)) for name in names}
+
+
+def complete(names: tuple[str, ...], values) -> bool:
+    """True for a dict of exactly these names, in this order, each a finite float >= 0 (what a
+    save writes and a meter's state_values() gives): checked in loops that run in C, since a
+    fleet has thousands of meters of 53 values. A NaN or an infinity makes the sum NaN or
+    infinite; so may two huge values, and then meter_values() looks at each value."""
+    if not isinstance(values, dict) or tuple(values) != names:
+        return False
+    numbers = values.values()
+    return (set(map(type, numbers)) <= FLOAT_TYPE and math.isfinite(sum(numbers))
+            and min(numbers, default=0.0) >= 0.0)
+
+
+def encode(meter_type: str, meters: Mapping[str, MeterValues], saved_at_s: float) -> bytes:
+    """The file's bytes (version 2) for these meters, saved at a Unix time in seconds.
+
+    A meter given as a number is its total (from_total()). ValueError for what decode()
+    would refuse: a value that is not a number >= 0, a name that is not a counter. Each
+    meter is one line, written by json's C encoder (indent would take the pure-Python one),
+    and found with grep.
+    """
+    names = counter_names(meter_type)
+    lines = []
+    for key, values in meters.items():
+        if not isinstance(values, Mapping):
+            values = from_total(meter_type, checked(key, "total", values))
+        elif not complete(names, values):
+            values = meter_values(meter_type, key, values)
+        lines.append(f"  {ENCODER.encode(str(key))}: {ENCODER.encode(values)}")
+    head = {
         "format": FORMAT,
         "version": VERSION,
         "meter_type": meter_type,
-        "unit": TOTAL_UNITS.get(meter_type, ""),
+        "units": UNITS.get(meter_type, ""),
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(saved_at_s)),
-        "totals": dict(totals),
     }
-    return (json.dumps(document, indent=1) + "\n").encode("utf-8")
+    text = "".join(f" {json.dumps(name)}: {json.dumps(value)},\n" for name, value in head.items())
+    body = ' "meters": {\n' + ",\n".join(lines) + "\n }" if lines else ' "meters": {}'
+    return ("{\n" + text + body + "\n}\n").encode("utf-8")
 
 
-def decode(data: bytes, meter_type: str) -> dict[str, float]:
-    """The totals in a file's bytes; ValueError with the problem (no file name) otherwise."""
+def decode(data: bytes, meter_type: str) -> dict[str, dict[str, float]]:
+    """Every meter's values (each with every counter of its type) by key, from a version-1 or
+    version-2 file's bytes; ValueError with the problem (no file name) otherwise."""
     if not data.strip():
         raise ValueError("the file is empty")
     try:
@@ -86,22 +184,25 @@ def decode(data: bytes, meter_type: str) -> dict[str, float]:
                          f"column {exc.colno})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ValueError(f"not a state file (no \"format\": \"{FORMAT}\")")
-    if document.get("version") != VERSION:
-        raise ValueError(f"version {document.get('version')!r} is not supported (expected {VERSION})")
+    version = document.get("version")
+    if type(version) is not int or version not in READ_VERSIONS:
+        raise ValueError(f"version {version!r} is not supported (expected 1 or 2)")
     if document.get("meter_type") != meter_type:
         raise ValueError(f"it is for {document.get('meter_type')} meters, not {meter_type} meters")
-    totals = document.get("totals")
-    if not isinstance(totals, dict):
-        raise ValueError("\"totals\" is missing or not an object")
-    for key, total in totals.items():
-        if isinstance(total, bool) or not isinstance(total, (int, float)) \
-                or not math.isfinite(total) or total < 0:
-            raise ValueError(f"the total of meter {key!r} is {total!r}, not a number >= 0")
-    return {key: float(total) for key, total in totals.items()}
+    if version == 1:
+        saved = document.get("totals")
+        if not isinstance(saved, dict):
+            raise ValueError("\"totals\" is missing or not an object")
+        return {key.replace("/", "-"): from_total(meter_type, checked(key, "total", total))
+                for key, total in saved.items()}
+    meters = document.get("meters")
+    if not isinstance(meters, dict):
+        raise ValueError("\"meters\" is missing or not an object")
+    return {key: meter_values(meter_type, key, values) for key, values in meters.items()}
 
 
-def load(path: str, meter_type: str) -> dict[str, float] | None:
-    """The saved totals by meter key, or None when there is no file yet.
+def load(path: str, meter_type: str) -> dict[str, dict[str, float]] | None:
+    """Every saved meter's values by key (see decode()), or None when there is no file yet.
 
     StateError for a file that exists but cannot be read or used.
     """
@@ -118,12 +219,14 @@ def load(path: str, meter_type: str) -> dict[str, float] | None:
         raise StateError(f"state file {path}: {exc}; {START_OVER}") from None
 
 
-def save(path: str, meter_type: str, totals: Mapping[str, float], saved_at_s: float | None = None) -> None:
-    """Replace the file atomically with these totals; OSError when it cannot be done.
+def save(path: str, meter_type: str, meters: Mapping[str, MeterValues],
+         saved_at_s: float | None = None) -> None:
+    """Replace the file atomically with these meters (see encode()); OSError when it cannot
+    be done, ValueError (nothing written) for values encode() refuses.
 
     On failure the old file is untouched and no temporary file is left behind.
     """
-    data = encode(meter_type, totals, time.time() if saved_at_s is None else saved_at_s)
+    data = encode(meter_type, meters, time.time() if saved_at_s is None else saved_at_s)
     folder = os.path.dirname(os.path.abspath(path))
     fd, temp_path = create_temporary(folder, os.path.basename(path))
     try:
