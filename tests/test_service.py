@@ -109,7 +109,9 @@ def read_total(port: int, unit_id: int = 1) -> int:
 
 
 def saved(path: Path, meter_type: str = "electric") -> dict[str, float]:
-    return state.load(str(path), meter_type) or {}
+    """Each meter's total (registers 0-1) in the state file, by key (the file keeps every
+    counter since version 2)."""
+    return state.totals(meter_type, state.load(str(path), meter_type) or {})
 
 
 @pytest.fixture
