@@ -1,17 +1,21 @@
 """ElectricMeter, WaterMeter and GasMeter: a household's consumption, step by step.
 
-A meter is stepped by simulated seconds. Each step first integrates the rate it
-showed since the previous step (so the total is exactly the integral of what was
-shown), then draws the new instantaneous readings. Models take a random.Random
-and the simulated time of day; they never read a clock.
+A meter is stepped by simulated seconds. Each step first integrates the readings it
+showed since the previous step into its counters (so every counter is exactly the
+integral of what was shown), then draws the new instantaneous readings. Models take a
+random.Random and the simulated time of day; they never read a clock.
 """
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping
 
+from .demand import Demand, neutral_current
 from .processes import DAY_S, Drift, OnOff, clamp, household_activity
+from .quantities import ELECTRIC_COUNTERS, FLOW_COUNTERS, MAX_DEMANDS, PHASES
 from .registers import Reading
+from .solar import MAX_KWP, SolarPanels
 
 # Normal bands (contract section 6): coil 1 is ON while every reading is inside.
 BANDS = {
@@ -33,34 +37,67 @@ def inside(value: float, band: tuple[float, float]) -> bool:
     return band[0] <= value <= band[1]
 
 
-def in_band(meter_type: str, reading: Reading) -> bool:
-    """Every reading of this meter type inside its normal band."""
+def in_band(meter_type: str, reading: Reading, panels: bool = False) -> bool:
+    """Every reading of this meter type inside its normal band.
+
+    Electric: every phase's voltage, current and |PF| (the PF only without solar panels,
+    whose export takes |PF| anywhere in 0..1), and the frequency.
+    """
     bands = BANDS[meter_type]
     if meter_type == "electric":
         return (all(inside(v, bands["voltage_v"]) for v in reading.voltages_v)
                 and all(inside(i, bands["current_a"]) for i in reading.currents_a)
                 and inside(reading.frequency_hz, bands["frequency_hz"])
-                and inside(reading.power_factor, bands["power_factor"]))
+                and (panels or all(inside(abs(pf), bands["power_factor"])
+                                   for pf in reading.power_factors)))
     return (inside(reading.flow_l_min, bands["flow_l_min"])
             and inside(reading.temperature_c, bands["temperature_c"])
             and inside(reading.pressure, bands["pressure"]))
 
 
+def finite_non_negative(value) -> bool:
+    """A value a counter may hold: a finite real number >= 0."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0.0)
+
+
+def fast_reading(**fields) -> Reading:
+    """Reading(**fields) without the frozen dataclass's __init__, whose object.__setattr__ per
+    field is most of a tick's cost of building it; fields left out read their class defaults."""
+    reading = object.__new__(Reading)
+    reading.__dict__.update(fields)
+    return reading
+
+
 class Meter:
-    """What every meter shares: the total, the time of day and the step rule."""
+    """What every meter shares: the counters, the time of day and the step rule."""
 
     meter_type = ""
+    counter_names: tuple[str, ...] = ()
+    total_counter = ""  # the counter the seed map's total shows
+    total_parts: tuple[str, ...] = ()  # counters that set_total splits the total over
+    demand: Demand | None = None
 
     def __init__(self, rng: random.Random, time_of_day_s: float = 12 * S_PER_H) -> None:
         self._rng = rng
         self.time_of_day_s = time_of_day_s % DAY_S
-        self.total = 0.0  # kWh or m3, never rounded: registers round, the meter does not
+        # kWh, kvarh, kVAh, Ah or m3, never rounded: registers round, the meter does not
+        self.counters: dict[str, float] = dict.fromkeys(self.counter_names, 0.0)
         self.reading = self._sample(0.0)
 
-    def step(self, dt_s: float, integrated_s: float = 0.0) -> Reading:
-        """Advance dt_s simulated seconds: integrate the shown rate, then draw new readings.
+    @property
+    def total(self) -> float:
+        """The seed map's total: import energy (kWh) or volume (m3)."""
+        return self.counters[self.total_counter]
 
-        integrated_s: the part of dt_s that integrate() already added to the total.
+    @total.setter
+    def total(self, total: float) -> None:
+        self.counters[self.total_counter] = total
+
+    def step(self, dt_s: float, integrated_s: float = 0.0) -> Reading:
+        """Advance dt_s simulated seconds: integrate the shown readings, then draw new ones.
+
+        integrated_s: the part of dt_s that integrate() already added to the counters.
         """
         dt_s = max(dt_s, 0.0)
         self.integrate(dt_s - integrated_s)
@@ -69,18 +106,67 @@ class Meter:
         return self.reading
 
     def integrate(self, dt_s: float) -> None:
-        """Add dt_s simulated seconds of the shown rate to the total, drawing nothing new."""
-        self.total += self._consumed(self.reading.rate, max(dt_s, 0.0))
+        """Add dt_s simulated seconds of the shown readings to the counters, drawing nothing new."""
+        if dt_s > 0.0:
+            self._accumulate(dt_s)
 
     def reset_total(self) -> Reading:
-        """The total restarts from 0; the instantaneous readings stay."""
-        self.total = 0.0
+        """The total restarts from 0 (electric: also the phases' import energy); readings stay."""
+        for name in (self.total_counter, *self.total_parts):
+            self.counters[name] = 0.0
         self.reading = self._with_total(self.reading)
         return self.reading
 
-    def set_total(self, total: float) -> Reading:
-        """Resume from a saved total (kWh or m3)."""
-        self.total = max(float(total), 0.0)
+    def set_total(self, total: float, proportional: bool = False) -> Reading:
+        """Resume from a saved total (kWh or m3); below 0 counts as 0.
+
+        Electric: the phases' import energy becomes total / 3 each, or with proportional
+        the total split in the phases' present proportions (equally while they are all 0).
+        """
+        total = float(total)
+        if not math.isfinite(total):
+            raise ValueError(f"a total must be a finite number, not {total!r}")
+        total = max(total, 0.0)
+        counters = self.counters
+        parts = self.total_parts
+        if parts:
+            present = [counters[name] for name in parts]
+            whole = sum(present)
+            shares = ([value / whole for value in present] if proportional and whole > 0.0
+                      else [1.0 / len(parts)] * len(parts))
+            for name, share in zip(parts, shares):
+                counters[name] = total * share
+        counters[self.total_counter] = total
+        self.reading = self._with_total(self.reading)
+        return self.reading
+
+    def reset_counters(self) -> Reading:
+        """Every counter restarts from 0 and the maximum demands from the present demands."""
+        for name in self.counters:
+            self.counters[name] = 0.0
+        if self.demand is not None:
+            self.demand.clear_maxima()
+        self.reading = self._with_total(self.reading)
+        return self.reading
+
+    def state_values(self) -> dict[str, float]:
+        """Every counter and every maximum demand by name, for the state file."""
+        values = dict(self.counters)
+        if self.demand is not None:
+            demands = self.demand.values
+            values.update((name, demands[name]) for name in MAX_DEMANDS)
+        return values
+
+    def restore_values(self, values: Mapping[str, float]) -> Reading:
+        """The inverse of state_values(): unknown names, values below 0 and non-finite ones are
+        ignored; names not given keep their values."""
+        counters = self.counters
+        valid = {name: float(value) for name, value in values.items() if finite_non_negative(value)}
+        for name, value in valid.items():
+            if name in counters:
+                counters[name] = value
+        if self.demand is not None:
+            self.demand.restore_maxima(valid)
         self.reading = self._with_total(self.reading)
         return self.reading
 
@@ -88,8 +174,7 @@ class Meter:
         fields = dict(reading.__dict__, total=self.total)
         return Reading(**fields)
 
-    @staticmethod
-    def _consumed(rate: float, dt_s: float) -> float:
+    def _accumulate(self, dt_s: float) -> None:
         raise NotImplementedError
 
     def _sample(self, dt_s: float) -> Reading:
@@ -115,21 +200,84 @@ VAR_PER_W = tuple(math.tan(math.acos(pf)) for _, _, pf, _, _, _ in APPLIANCES)
 STANDBY_VAR_PER_W = math.tan(math.acos(STANDBY_PF))
 
 
+NOMINAL_V = 230.0
+LINE_OHM = 0.05  # the supply's resistance: a phase's voltage sags by 0.05 V per A drawn
+# the shown voltage stays inside the 207-253 V band, also with measurement noise
+VOLTAGE_LOW_V, VOLTAGE_HIGH_V = 210.0, 250.0
+PF_LOW = 0.8  # the loads' power factor, shown in 0.8..1.0 without solar panels
+MAX_CURRENT_A = 63.0
+KWH_PER_WS = 1.0 / S_PER_H / WH_PER_KWH
+AH_PER_AS = 1.0 / S_PER_H
+
+
+def energy_names(suffix: str) -> tuple[str, ...]:
+    """The counters one phase (suffix '_l1') or the total (suffix '') integrates, in the order
+    ElectricMeter._accumulate takes them."""
+    return tuple(f"{stem}{suffix}" for stem in (
+        "energy_import", "energy_export", "reactive_energy_import", "reactive_energy_export",
+        "apparent_energy", "apparent_energy_import", "apparent_energy_export",
+        "reactive_energy_q1", "reactive_energy_q2", "reactive_energy_q3", "reactive_energy_q4"))
+
+
+# L1, L2, L3, then the total (which integrates the net P, Q, S, not the phase counters' sum)
+ENERGY_NAMES = (*(energy_names(f"_{phase}") for phase in PHASES), energy_names(""))
+assert {name for names in ENERGY_NAMES for name in names} | {"ampere_hours"} == set(ELECTRIC_COUNTERS)
+
+
 class ElectricMeter(Meter):
-    """Three-phase household meter: P = sum(V*I*PF) and energy grows by exactly P*dt."""
+    """Three-phase household meter, optionally with solar panels of pv_kwp kWp.
+
+    Per phase P = V*I*PF, S = V*I and Q = sqrt(S^2 - P^2) from the shown (rounded) V, I
+    and PF; the totals are the phases' sums and the counters grow by exactly P*dt, Q*dt, S*dt.
+    """
 
     meter_type = "electric"
+    counter_names = ELECTRIC_COUNTERS
+    total_counter = "energy_import"
+    total_parts = ("energy_import_l1", "energy_import_l2", "energy_import_l3")
 
-    def __init__(self, rng: random.Random, time_of_day_s: float = 12 * S_PER_H) -> None:
+    def __init__(self, rng: random.Random, time_of_day_s: float = 12 * S_PER_H,
+                 pv_kwp: float = 0.0) -> None:
+        pv_kwp = float(pv_kwp)
+        if not (math.isfinite(pv_kwp) and 0.0 <= pv_kwp <= MAX_KWP):
+            raise ValueError(f"solar panels of {pv_kwp!r} kWp: 0 to {MAX_KWP:g} kWp")
         self._voltages = [Drift(230.0, 2.5, 300.0, rng, 218.0, 242.0) for _ in range(3)]
         self._frequency = Drift(50.0, 0.02, 60.0, rng, 49.8, 50.2)
         self._standby = [Drift(60.0, 10.0, 600.0, rng, 30.0, 90.0) for _ in range(3)]
         self._appliances = [OnOff(on_s, off_s, rng) for _, _, _, on_s, off_s, _ in APPLIANCES]
+        self.pv_kwp = pv_kwp
+        # the clouds draw from their own generator, seeded here only when there are panels,
+        # so a meter without panels draws exactly what it always drew
+        self.panels = SolarPanels(pv_kwp, random.Random(rng.getrandbits(64))) if pv_kwp > 0.0 else None
+        self.demand = Demand()
+        self._shown = ()  # what _accumulate integrates: P, Q, S per phase and total, sum of I
         super().__init__(rng, time_of_day_s)
 
-    @staticmethod
-    def _consumed(rate: float, dt_s: float) -> float:
-        return rate * dt_s / S_PER_H / WH_PER_KWH
+    def _accumulate(self, dt_s: float) -> None:
+        counters = self.counters
+        k = dt_s * KWH_PER_WS
+        powers, reactive, apparent, amps_sum, currents, neutral_a = self._shown
+        for names, power_w, var, va in zip(ENERGY_NAMES, powers, reactive, apparent):
+            energy, reactive_energy, apparent_energy = power_w * k, var * k, va * k
+            (import_name, export_name, var_import_name, var_export_name, va_name, va_import_name,
+             va_export_name, q1_name, q2_name, q3_name, q4_name) = names
+            counters[va_name] += apparent_energy
+            if energy >= 0.0:
+                counters[import_name] += energy
+                counters[va_import_name] += apparent_energy
+                quadrant_name = q1_name if reactive_energy >= 0.0 else q4_name
+            else:
+                counters[export_name] -= energy
+                counters[va_export_name] += apparent_energy
+                quadrant_name = q2_name if reactive_energy >= 0.0 else q3_name
+            if reactive_energy >= 0.0:
+                counters[var_import_name] += reactive_energy
+                counters[quadrant_name] += reactive_energy
+            else:
+                counters[var_export_name] -= reactive_energy
+                counters[quadrant_name] -= reactive_energy
+        counters["ampere_hours"] += amps_sum * dt_s * AH_PER_AS
+        self.demand.add(dt_s, powers[3], apparent[3], *currents, neutral_a)
 
     def _sample(self, dt_s: float) -> Reading:
         rng = self._rng
@@ -144,38 +292,72 @@ class ElectricMeter(Meter):
                 for ph in (range(3) if phase is None else (phase,)):
                     real_w[ph] += load_w
                     reactive_var[ph] += load_w * var_per_w
-        apparent_va = math.hypot(sum(real_w), sum(reactive_var))
-        power_factor = round(clamp(sum(real_w) / apparent_va, 0.8, 1.0), 3)
-        voltages = []
-        currents = []
-        for ph in range(3):
-            jitter_v = rng.gauss(0.0, 0.15)  # measurement noise: the display moves every tick
-            nominal_a = real_w[ph] / (230.0 * power_factor)
-            volts = round(clamp(self._voltages[ph].step(dt_s) + jitter_v - 0.05 * nominal_a, 210.0, 250.0), 1)
-            amps = round(clamp(real_w[ph] / (volts * power_factor), 0.0, 63.0), 2)
+        panels = self.panels
+        pv_w = 0.0 if panels is None else panels.step(dt_s, self.time_of_day_s)
+        pv_phase_w = pv_w / 3.0  # a three-phase inverter at unity power factor
+        gauss = rng.gauss
+        hypot, sqrt = math.hypot, math.sqrt
+        voltages, currents, factors, powers, reactive, apparent = [], [], [], [], [], []
+        for net_w, var, voltage in zip(real_w, reactive_var, self._voltages):
+            net_w -= pv_phase_w
+            load_va = hypot(net_w, var)
+            if panels is None:
+                pf = net_w / load_va
+                pf = round(PF_LOW if pf < PF_LOW else 1.0 if pf > 1.0 else pf, 3)
+                line_a = net_w / (NOMINAL_V * pf)
+            else:  # exporting: PF < 0 and |PF| anywhere in 0..1; the voltage rises with export
+                pf = round(net_w / load_va, 3) + 0.0 if load_va > 0.0 else 1.0
+                line_a = (load_va if net_w >= 0.0 else -load_va) / NOMINAL_V
+            jitter_v = gauss(0.0, 0.15)  # measurement noise: the display moves every tick
+            volts = voltage.step(dt_s) + jitter_v - LINE_OHM * line_a
+            volts = round(VOLTAGE_LOW_V if volts < VOLTAGE_LOW_V
+                          else VOLTAGE_HIGH_V if volts > VOLTAGE_HIGH_V else volts, 1)
+            amps = net_w / (volts * pf) if panels is None else load_va / volts
+            amps = round(0.0 if amps < 0.0 else MAX_CURRENT_A if amps > MAX_CURRENT_A else amps, 2)
+            va = volts * amps
+            power_w = va * pf
+            square = va * va - power_w * power_w
             voltages.append(volts)
             currents.append(amps)
-        power_w = sum(v * i * power_factor for v, i in zip(voltages, currents))
-        reading = Reading(
-            total=self.total, rate=power_w, voltages_v=tuple(voltages), currents_a=tuple(currents),
-            frequency_hz=round(self._frequency.step(dt_s) + rng.gauss(0.0, 0.003), 2),
-            power_factor=power_factor,
+            factors.append(pf)
+            powers.append(power_w)
+            apparent.append(va)
+            reactive.append(sqrt(square) if square > 0.0 else 0.0)
+        power_total_w = powers[0] + powers[1] + powers[2]
+        apparent_total_va = apparent[0] + apparent[1] + apparent[2]
+        frequency_hz = round(self._frequency.step(dt_s) + gauss(0.0, 0.003), 2)
+        i1_a, i2_a, i3_a = currents_a = tuple(currents)
+        neutral_a = neutral_current(i1_a, i2_a, i3_a)
+        in_band = (207.0 <= min(voltages) and max(voltages) <= 253.0 and 0.0 <= min(currents)
+                   and max(currents) <= MAX_CURRENT_A and 49.5 <= frequency_hz <= 50.5
+                   and (panels is not None or (PF_LOW <= min(factors) and max(factors) <= 1.0)))
+        self._shown = (
+            (*powers, power_total_w), (*reactive, reactive[0] + reactive[1] + reactive[2]),
+            (*apparent, apparent_total_va), i1_a + i2_a + i3_a, currents_a, neutral_a)
+        self.demand.update(power_total_w, apparent_total_va, i1_a, i2_a, i3_a, neutral_a)
+        return fast_reading(
+            total=self.counters["energy_import"], rate=power_total_w if power_total_w > 0.0 else 0.0,
+            voltages_v=tuple(voltages), currents_a=currents_a, frequency_hz=frequency_hz,
+            power_factor=power_total_w / apparent_total_va if apparent_total_va > 0.0 else 1.0,
+            in_band=in_band, power_factors=tuple(factors), powers_w=tuple(powers),
+            reactive_var=tuple(reactive), apparent_va=tuple(apparent), pv_w=pv_w,
+            current_neutral_a=neutral_a,
         )
-        return Reading(**dict(reading.__dict__, in_band=in_band(self.meter_type, reading)))
 
 
 class FlowMeter(Meter):
     """A water or gas meter: flow in L/min from fixtures in use, volume in m3."""
 
     max_flow_l_min = 0.0
+    counter_names = FLOW_COUNTERS
+    total_counter = "volume_total"
 
     def __init__(self, rng: random.Random, time_of_day_s: float = 12 * S_PER_H) -> None:
         self._fixture_flow = {}  # index -> L/min drawn when it switched on
         super().__init__(rng, time_of_day_s)
 
-    @staticmethod
-    def _consumed(rate: float, dt_s: float) -> float:
-        return rate * dt_s / S_PER_MIN / L_PER_M3
+    def _accumulate(self, dt_s: float) -> None:
+        self.counters["volume_total"] += self.reading.flow_l_min * dt_s / S_PER_MIN / L_PER_M3
 
     def _fixtures_flow(self, fixtures, specs) -> float:
         """Sum of the flows of the fixtures that are on; each draws its flow when it opens."""
@@ -192,9 +374,14 @@ class FlowMeter(Meter):
 
     def _flow_reading(self, flow_l_min: float, temperature_c: float, pressure: float) -> Reading:
         flow_l_min = round(flow_l_min, 1)
-        reading = Reading(total=self.total, rate=flow_l_min, flow_l_min=flow_l_min,
-                          temperature_c=round(temperature_c, 1), pressure=round(pressure, 2))
-        return Reading(**dict(reading.__dict__, in_band=in_band(self.meter_type, reading)))
+        temperature_c = round(temperature_c, 1)
+        pressure = round(pressure, 2)
+        bands = BANDS[self.meter_type]
+        return fast_reading(total=self.counters["volume_total"], rate=flow_l_min, flow_l_min=flow_l_min,
+                            temperature_c=temperature_c, pressure=pressure,
+                            in_band=(inside(flow_l_min, bands["flow_l_min"])
+                                     and inside(temperature_c, bands["temperature_c"])
+                                     and inside(pressure, bands["pressure"])))
 
 
 # (nominal L/min, mean on s, mean off s)
@@ -276,6 +463,12 @@ class GasMeter(FlowMeter):
 METER_CLASSES = {"electric": ElectricMeter, "water": WaterMeter, "gas": GasMeter}
 
 
-def make_meter(meter_type: str, rng: random.Random, time_of_day_s: float = 12 * S_PER_H) -> Meter:
-    """A new meter of the given type ('electric', 'water' or 'gas') with a total of 0."""
+def make_meter(meter_type: str, rng: random.Random, time_of_day_s: float = 12 * S_PER_H,
+               pv_kwp: float = 0.0) -> Meter:
+    """A new meter of the given type ('electric', 'water' or 'gas') with every counter at 0;
+    pv_kwp: the electric meter's solar panels (kWp, 0 for none)."""
+    if meter_type == "electric":
+        return ElectricMeter(rng, time_of_day_s, pv_kwp)
+    if pv_kwp:
+        raise ValueError(f"only an electric meter has solar panels, not a {meter_type} meter")
     return METER_CLASSES[meter_type](rng, time_of_day_s)
