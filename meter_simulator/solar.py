@@ -41,8 +41,8 @@ class SolarPanels:
             raise ValueError(f"solar panels need a positive peak power in kWp, not {kwp!r}")
         self.kwp = kwp
         # the weather: clear, hazy or overcast for hours; passing clouds on top for tens of minutes
-        self._weather = Drift(0.7, 0.3, 3 * 3600.0, rng, CLOUD_MIN, CLOUD_MAX)
-        self._clouds = Drift(0.0, 0.2, 30 * 60.0, rng, -0.6, 0.4)
+        self._weather = Drift(0.7, 0.3, 4 * 3600.0, rng, CLOUD_MIN, CLOUD_MAX)
+        self._clouds = Drift(0.0, 0.15, 45 * 60.0, rng, -0.6, 0.4)
         self.cloud_factor = self._factor()
 
     def _factor(self) -> float:
