@@ -198,6 +198,9 @@ STANDBY_PF = 0.95
 # var per W at each appliance's power factor, computed once: tan(acos(pf))
 VAR_PER_W = tuple(math.tan(math.acos(pf)) for _, _, pf, _, _, _ in APPLIANCES)
 STANDBY_VAR_PER_W = math.tan(math.acos(STANDBY_PF))
+# (the phases it draws on, W, var per W, follows the day) of each appliance
+LOADS = tuple(((0, 1, 2) if phase is None else (phase,), power_w, var_per_w, follows_day)
+              for (phase, power_w, _, _, _, follows_day), var_per_w in zip(APPLIANCES, VAR_PER_W))
 
 
 NOMINAL_V = 230.0
@@ -284,14 +287,15 @@ class ElectricMeter(Meter):
         activity = household_activity(self.time_of_day_s)
         real_w = [drift.step(dt_s) for drift in self._standby]
         reactive_var = [w * STANDBY_VAR_PER_W for w in real_w]
-        for spec, var_per_w, appliance in zip(APPLIANCES, VAR_PER_W, self._appliances):
-            phase, power_w, _, _, _, follows_day = spec
+        uniform = rng.uniform
+        for (phases, power_w, var_per_w, follows_day), appliance in zip(LOADS, self._appliances):
             appliance.step(dt_s, activity if follows_day else 1.0)
             if appliance.on:
-                load_w = power_w * rng.uniform(0.97, 1.03)  # a motor or heater never draws flat
-                for ph in (range(3) if phase is None else (phase,)):
+                load_w = power_w * uniform(0.97, 1.03)  # a motor or heater never draws flat
+                load_var = load_w * var_per_w
+                for ph in phases:
                     real_w[ph] += load_w
-                    reactive_var[ph] += load_w * var_per_w
+                    reactive_var[ph] += load_var
         panels = self.panels
         pv_w = 0.0 if panels is None else panels.step(dt_s, self.time_of_day_s)
         pv_phase_w = pv_w / 3.0  # a three-phase inverter at unity power factor
