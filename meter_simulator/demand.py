@@ -19,10 +19,9 @@ PERIODS_MIN = (0, 5, 8, 10, 15, 20, 30, 60)  # the SDM630's choices
 DEFAULT_PERIOD_MIN = 60
 BUCKETS = 10  # sub-intervals per period
 S_PER_MIN = 60.0
-# what is averaged, in this order: W imported, W exported, VA, A on L1, L2, L3 and neutral
+# what is averaged, in this order: W imported, W exported, VA, A on L1, L2, L3 and neutral;
+# quantities.DEMANDS lists the net power (import - export) first, then one demand per input
 INPUTS = 7
-# quantities.DEMANDS: the net power (import - export), then one demand per input
-assert len(DEMANDS) == INPUTS + 1 and DEMANDS[0] == "demand_power_total"
 
 
 def neutral_current(i1_a: float, i2_a: float, i3_a: float) -> float:

@@ -25,6 +25,13 @@ def feed(demand: Demand, minutes: float, values: tuple[float, ...], dt_s: float 
     demand.update(*values)
 
 
+def test_the_demands_follow_the_averaged_inputs():
+    assert DEMANDS == ("demand_power_total", "demand_power_import", "demand_power_export", "demand_apparent",
+                       "demand_current_l1", "demand_current_l2", "demand_current_l3",
+                       "demand_current_neutral")
+    assert MAX_DEMANDS == tuple("max_" + name for name in DEMANDS)
+
+
 def test_starts_at_zero_with_the_default_period():
     demand = Demand()
     assert demand.period_min == DEFAULT_PERIOD_MIN == 60

@@ -89,6 +89,11 @@ def test_identities_and_bands_at_every_step_length(dt_s, pv_kwp):
             check_bands(reading, panels=pv_kwp > 0.0)
 
 
+def test_the_counter_names_cover_every_electric_counter_once():
+    names = [name for side in meters.ENERGY_NAMES for name in side] + ["ampere_hours"]
+    assert sorted(names) == sorted(ELECTRIC_COUNTERS) and len(set(names)) == len(names)
+
+
 def expected_increments(reading: Reading, dt_s: float) -> dict[str, float]:
     """What each counter must grow by when this reading is shown for dt_s (written out plainly)."""
     grow = dict.fromkeys(ELECTRIC_COUNTERS, 0.0)
