@@ -52,6 +52,9 @@ Options:
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # memory a meter takes, measured with margin (electric, the largest: about 10 kB; see the README)
 BYTES_PER_METER = 16 * 1024
+# a device profile's larger image, or solar panels (measured: 2,470 SDM630 meters with panels add
+# 45 MB, 18 kB a meter; seed meters 14 kB; see docs/fleets.md)
+BYTES_PER_DEVICE_METER = 24 * 1024
 
 
 class UsageError(Exception):
@@ -226,14 +229,15 @@ def state_file(text: str) -> str | None:
     return text
 
 
-def check_fleet_size(count: int, unit_ids: tuple[int, ...] | None, memory_bytes: int | None) -> None:
+def check_fleet_size(count: int, unit_ids: tuple[int, ...] | None, memory_bytes: int | None,
+                     bytes_per_meter: int = BYTES_PER_METER) -> None:
     """UsageError when the meters asked for would need more memory than memory_bytes."""
     meters = count * (len(unit_ids) if unit_ids is not None else 1)
-    if memory_bytes is None or meters * BYTES_PER_METER <= memory_bytes:
+    if memory_bytes is None or meters * bytes_per_meter <= memory_bytes:
         return
     what = f"--count {count}" + (f" x {len(unit_ids)} --unit-ids" if unit_ids is not None else "")
     raise UsageError(f"{what} makes {meters:,} meters, which need about "
-                     f"{size(meters * BYTES_PER_METER)} ({BYTES_PER_METER // 1024} kB a "
+                     f"{size(meters * bytes_per_meter)} ({bytes_per_meter // 1024} kB a "
                      f"meter); this machine gives at most {size(memory_bytes)}")
 
 
@@ -260,7 +264,6 @@ def parse_args(argv: Sequence[str], memory_bytes: int | None = None) -> Config:
     if port + count - 1 > 65535:
         raise UsageError(f"--count {count} from --port {port} runs past port 65535")
     unit_ids = None if args["--unit-ids"] == "all" else unit_id_list(args["--unit-ids"])
-    check_fleet_size(count, unit_ids, memory_bytes)
     given_type = meter_type_given(argv)
     meter_type = choice(type_option, METER_TYPES)(meter_type)
     profile = None
@@ -274,6 +277,8 @@ def parse_args(argv: Sequence[str], memory_bytes: int | None = None) -> Config:
     pv_kwp = number("--pv-kwp", 0, 40)(args["--pv-kwp"])
     if pv_kwp and meter_type != "electric":
         raise UsageError(f"--pv-kwp puts solar panels behind an electric meter, not a {meter_type} meter")
+    check_fleet_size(count, unit_ids, memory_bytes,
+                     BYTES_PER_METER if profile is None and not pv_kwp else BYTES_PER_DEVICE_METER)
     return Config(
         meter_type=meter_type,
         profile=profile,

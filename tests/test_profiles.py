@@ -162,3 +162,11 @@ def test_read_only_refuses_a_device_write_with_0x01():
         assert floats(client.read_holding_registers(0x0002, count=2, **kw).registers) == [60.0]
         client.close()
         assert meter.stop()[0] == 0
+
+
+def test_a_fleet_of_device_meters_is_counted_at_24_kb_a_meter():
+    with pytest.raises(UsageError) as caught:
+        parse_args(["--count", "10000", "--profile", "sdm630"], memory_bytes=128 * 2 ** 20)
+    assert str(caught.value) == ("--count 10000 makes 10,000 meters, which need about 234.4 MiB (24 kB "
+                                 "a meter); this machine gives at most 128.0 MiB")
+    assert parse_args(["--count", "10000", "--pv-kwp", "5"], memory_bytes=235 * 2 ** 20).count == 10000
