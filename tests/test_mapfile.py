@@ -6,6 +6,7 @@ tmp_path, so the file is named as a user gives it ('mine.toml') and the messages
 from __future__ import annotations
 
 import json
+import re
 import os
 
 import pytest
@@ -275,7 +276,8 @@ def test_a_toml_syntax_error_names_the_line():
 def test_a_json_syntax_error_names_the_line():
     message = error_of('{"register": [\n  {"address": 0,}\n]}', name="mine.json")
     assert message.startswith("profile mine.json: invalid JSON: ")
-    assert message.endswith("(at line 2, column 17)")
+    # the line is the point; Python 3.13 names the trailing comma's column (16), earlier ones the brace's
+    assert re.search(r"\(at line 2, column 1[67]\)$", message), message
 
 
 def test_a_json_key_given_twice_is_an_error():
