@@ -6,8 +6,8 @@ tmp_path, so the file is named as a user gives it ('mine.toml') and the messages
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 
 import pytest
 
