@@ -91,7 +91,9 @@ class SpareDescriptor:
 class Acceptor:
     """One thread accepting connections for many socketserver servers (MeterTCPServer)."""
 
-    def __init__(self, services: list, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, services: list, clock: Callable[[], float] = time.monotonic,
+                 name: str = "modbus-server") -> None:
+        self._name = name
         self._services = services
         self._clock = clock
         self._selector = selectors.DefaultSelector()
@@ -107,7 +109,7 @@ class Acceptor:
             service.socket.setblocking(False)  # a connect reset before accept() must not block us
             self._selector.register(service.socket, selectors.EVENT_READ, service)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._thread = threading.Thread(target=self._serve, name="modbus-server", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name=self._name, daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:

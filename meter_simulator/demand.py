@@ -80,6 +80,10 @@ class Demand:
         """The maxima restart from the present demands."""
         self._maxima = list(self._demands)
 
+    def zero_maxima(self) -> None:
+        """The maxima restart from 0 (an operator's reset); the next update raises them again."""
+        self._maxima = [0.0] * len(DEMANDS)
+
     def restore_maxima(self, maxima: Mapping[str, float]) -> None:
         """Maximum demands by name (MAX_DEMANDS), as saved; never below the present demands,
         names not given keep theirs, unknown names are ignored."""

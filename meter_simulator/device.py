@@ -3,9 +3,11 @@ bank it publishes one immutable encoded image to per tick.
 
 The device owns what a real meter keeps besides its readings: the meter id it
 shows (SDM630 holding 0x0014, SunSpec DA), its serial number, the values
-clients wrote into its writable registers, and, on the seed map, whether it is
-online. Offline (seed map only), the readings a client sees stay those of the
-moment it went offline; the status register and coils still change.
+clients wrote into its writable registers, and whether it is online. Offline
+(coil 0, the control API or an offline fault) or frozen (a freeze fault), the
+readings a client sees stay those of the moment it stopped showing live values;
+the status register and coils still change. A device profile has no coils:
+offline, it does not answer at all (the handler sends 0x0B, as a gateway does).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pyModbusTCP.constants import EXP_DATA_ADDRESS, EXP_DATA_VALUE, EXP_NONE
 from . import codec, profiles, registers
 from .meters import Meter
 from .points import Point, Profile
+from .quantities import MAX_DEMANDS
 
 # the counters a reset restarts (the seed map's total): electric import, or volume
 RESET_COUNTERS = ("energy_import", "energy_import_l1", "energy_import_l2", "energy_import_l3",
@@ -43,11 +46,15 @@ class MeterUnit:
         # values clients wrote into writable constants, by address (the map's value until then)
         self.stored = {address: point.value for address, point in self.map.writable.items()
                        if point.quantity is None}
-        self._online = True
+        self._online = True  # as coil 0 or the control API set it
+        self.offline_faults = 0  # active offline faults on this meter
+        self.freeze_faults = 0  # active freeze faults on this meter
+        self.unreachable = False  # a device profile's meter that is offline: no answers at all
         self.comm_ok = True
         self.integrated_s = 0.0  # simulated seconds since the last tick already in the total
-        self._frozen: tuple | None = None  # (reading, counters, demands) shown while offline
+        self._frozen: tuple | None = None  # (reading, counters, demands) shown while not live
         self._no_alarm = meter.reading.in_band
+        self.shown: tuple = (meter.reading, meter.counters, {})  # what the last publish showed
 
     @property
     def meter_type(self) -> str:
@@ -56,16 +63,40 @@ class MeterUnit:
     # --- what the encoder reads (codec: the m of its expressions) ---
     @property
     def online(self) -> bool:
-        return self._online
+        """What the status register and coil 0 show: online, and no offline fault active."""
+        return self._online and not self.offline_faults
 
     @online.setter
     def online(self, online: bool) -> None:
-        online = bool(online)
-        if self._online and not online:  # what clients see from now on, until back online
+        self._change(online=bool(online))
+
+    @property
+    def live(self) -> bool:
+        """True while clients see the readings of each tick (online, not frozen)."""
+        return self._online and not self.offline_faults and not self.freeze_faults
+
+    def add_fault(self, kind: str, step: int) -> None:
+        """A freeze or offline fault starts (step 1) or ends (step -1) on this meter; the caller
+        publishes."""
+        if kind == "freeze":
+            self._change(freeze=self.freeze_faults + step)
+        else:
+            self._change(offline=self.offline_faults + step)
+
+    def _change(self, *, online: bool | None = None, freeze: int | None = None,
+                offline: int | None = None) -> None:
+        was_live = self.live
+        if online is not None:
+            self._online = online
+        if freeze is not None:
+            self.freeze_faults = max(freeze, 0)
+        if offline is not None:
+            self.offline_faults = max(offline, 0)
+        if was_live and not self.live:  # what clients see from now on, until live again
             demand = self.meter.demand
             self._frozen = (self.meter.reading, dict(self.meter.counters),
                             dict(demand.values) if demand is not None else {})
-        self._online = online
+        self.unreachable = not self.profile.coils and not self.online
 
     @property
     def demand_period(self) -> float:
@@ -77,24 +108,29 @@ class MeterUnit:
 
     # --- publishing ---
     def publish(self) -> None:
-        """Publish the current readings (the frozen ones while offline) and status."""
-        if self._online:
+        """Publish the current readings (the frozen ones while offline or frozen) and status."""
+        if self.live:
             reading, counters = self.meter.reading, self.meter.counters
             demand = self.meter.demand
             demands = demand.values if demand is not None else {}
             self._no_alarm = reading.in_band
         else:
             reading, counters, demands = self._frozen
-        bits = registers.bits(self._online, self._no_alarm, self.comm_ok) if self.profile.coils else None
+        self.shown = (reading, counters, demands)
+        bits = registers.bits(self.online, self._no_alarm, self.comm_ok) if self.profile.coils else None
         self.bank.publish(self.map.encode(reading, counters, demands, self, bits))
 
-    def publish_total(self) -> None:
-        """Publish a changed total at once, even while offline (a reset must show)."""
-        if not self._online:
+    def publish_total(self, names: Sequence[str] = RESET_COUNTERS, maxima: bool = False) -> None:
+        """Publish changed counters (names) at once, even while not live (a reset must show);
+        maxima: the maximum demands changed too."""
+        if not self.live:
             counters = self._frozen[1]
-            for name in RESET_COUNTERS:
+            for name in names:
                 if name in self.meter.counters:
                     counters[name] = self.meter.counters[name]
+            if maxima and self.meter.demand is not None:
+                demands = self.meter.demand.values
+                self._frozen[2].update((name, demands[name]) for name in MAX_DEMANDS)
         self.publish()
 
     # --- writes into the map's writable registers (device profiles) ---

@@ -103,7 +103,7 @@ class MeterDataHandler(DataHandler):
             if not image.quantity_ok(function_code, quantity):
                 return exception_pdu(function_code, EXP_DATA_VALUE)
             unit = self.unit_for_id(unit_id)
-            if unit is None:
+            if unit is None or unit.unreachable:  # no such meter, or an offline device
                 return exception_pdu(function_code, EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
             published = unit.bank.image
             if function_code < image.READ_HOLDING_REGISTERS and published.bits is None:

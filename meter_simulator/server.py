@@ -9,6 +9,7 @@ from pyModbusTCP.constants import (
     ENCAPSULATED_INTERFACE_TRANSPORT,
     EXP_DATA_ADDRESS,
     EXP_DATA_VALUE,
+    EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND,
     EXP_ILLEGAL_FUNCTION,
     MEI_TYPE_READ_DEVICE_ID,
 )
@@ -16,7 +17,8 @@ from pyModbusTCP.server import DataBank, DeviceIdentification, ModbusServer
 
 from . import __version__, registers
 from .acceptor import Acceptor
-from .fleet import Endpoint
+from .device import serial_number
+from .fleet import Endpoint, meter_key
 from .handler import MeterDataHandler
 from .image import READ_FUNCTIONS, READ_INPUT_REGISTERS, Image
 from .meters import Meter
@@ -30,6 +32,7 @@ VENDOR = b"meter-simulator"
 # read device id codes: the streams' object id ranges (basic, regular, extended), individual access
 DEVICE_ID_STREAMS = {1: (0x00, 0x02), 2: (0x03, 0x7F), 3: (0x80, 0xFF)}
 DEVICE_ID_INDIVIDUAL = 4
+READ_PDU_SIZE = 5  # function code, starting address, quantity
 
 
 class MeterBank(DataBank):
@@ -128,6 +131,17 @@ class ModbusEndpoint(ModbusServer):
         too short or too long for its function code gets 0x03."""
         pdu = session_data.request.pdu.raw
         func_code = pdu[0]
+        if func_code in READ_FUNCTIONS and len(pdu) == READ_PDU_SIZE:
+            # reads are cut from the meter's published image, without the engine's decoding,
+            # handler dispatch and encoding (see image.py)
+            session_data.response.pdu.raw = self.data_hdl.answer_read(
+                session_data.request.mbap.unit_id, pdu)
+            return
+        unit = self.data_hdl.unit_for_id(session_data.request.mbap.unit_id)
+        if unit is not None and unit.unreachable:  # an offline device answers nothing at all
+            session_data.response.pdu.build_except(func_code & 0x7F,
+                                                   EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
+            return
         # of 0x2B only MEI type 0x0E is served; the specification's state diagram answers 0x01
         other_mei = func_code == ENCAPSULATED_INTERFACE_TRANSPORT and pdu[1:2] not in (
             b"", bytes([MEI_TYPE_READ_DEVICE_ID]))
@@ -137,11 +151,6 @@ class ModbusEndpoint(ModbusServer):
             session_data.response.pdu.build_except(func_code, EXP_DATA_VALUE)
         elif func_code == ENCAPSULATED_INTERFACE_TRANSPORT:
             self._read_device_id(session_data)
-        elif func_code in READ_FUNCTIONS:
-            # reads are cut from the meter's published image, without the engine's decoding,
-            # handler dispatch and encoding (see image.py)
-            session_data.response.pdu.raw = self.data_hdl.answer_read(
-                session_data.request.mbap.unit_id, pdu)
         else:
             try:
                 super()._internal_engine(session_data)
@@ -200,28 +209,70 @@ class MeterServer:
     def port(self) -> int:
         return self.ports[0]
 
+    @property
+    def services(self) -> list[MeterTCPServer]:
+        """The bound listeners, one a port."""
+        return [endpoint._service for endpoint in self.endpoints if endpoint._service is not None]
+
     def start(self) -> None:
-        """Bind every endpoint, then start ticking; on a bind failure nothing is left running."""
+        """Bind every endpoint, then serve and tick; on a bind failure nothing is left running."""
+        self.bind()
+        self.serve()
+
+    def bind(self) -> None:
+        """Bind and listen on every port (port 0: a free one; see rekey); BindError with one line,
+        and nothing left bound, when one cannot be served."""
         try:
             for endpoint in self.endpoints:
                 try:
                     endpoint.start()
                 except BindError as exc:
                     raise BindError(f"cannot serve on {self.host}:{endpoint.port}: {exc}") from None
-            self.acceptor = Acceptor([endpoint._service for endpoint in self.endpoints])
+        except BaseException:
+            self.stop()
+            raise
+
+    def rekey(self) -> None:
+        """After bind(): endpoints asked for on port 0 take the ports they were given, and their
+        meters the ids and serial numbers that go with them."""
+        for endpoint, modbus in zip(self.plan, self.endpoints):
+            if endpoint.port == modbus.bound_port:
+                continue
+            endpoint.port = modbus.port = modbus.bound_port
+            for unit_id, unit in (endpoint.units_by_id or {None: endpoint.unit}).items():
+                unit.key = meter_key(endpoint.port, unit_id)
+                unit.serial_number = serial_number(endpoint.port, unit.unit_id)
+                with self.updater.lock:
+                    unit.publish()
+
+    def serve(self) -> None:
+        """Accept connections on the bound ports and start ticking."""
+        try:
+            self.acceptor = Acceptor(self.services)
             self.acceptor.start()
         except BaseException:
             self.stop()
             raise
         self.updater.start()
 
+    def set_request_faults(self, by_port: dict, match) -> None:
+        """Give each port's connections the request faults that may act there (control.py)."""
+        for service in self.services:
+            faults = by_port.get(service.server_address[1], ())
+            if faults:
+                service.match_fault = match
+            service.request_faults = faults
+
     def stop(self) -> None:
-        """Stop ticking and close every endpoint; safe to call twice."""
+        """Stop ticking and close every endpoint and connection; safe to call twice."""
         self.updater.stop()
         if self.acceptor is not None:
             self.acceptor.stop()
+        services = self.services
         for endpoint in self.endpoints:
             endpoint.stop()
+        for service in services:
+            service.end_connections()
 
     def __enter__(self) -> MeterServer:
         self.start()

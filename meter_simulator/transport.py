@@ -16,6 +16,11 @@ What a hostile or broken client can do is bounded here:
 - a frame whose MBAP header is not Modbus/TCP (protocol id other than 0, a length
   field outside 2..254) closes that connection only: the stream cannot be
   re-synchronised after it.
+
+Faults a test injects (faults.py) act here, on one connection each: the loop looks
+at its server's request_faults, an empty tuple while none is active, so the hot path
+pays one attribute test. Each connection counts its requests by function code and
+result in a dict of its own (no lock on the request path); /metrics sums them.
 """
 from __future__ import annotations
 
@@ -62,6 +67,10 @@ FIXED_PDU_SIZE = {READ_COILS: 5, READ_DISCRETE_INPUTS: 5, READ_HOLDING_REGISTERS
 # Requests that end in a byte count and that many bytes: offset of the byte count.
 BYTE_COUNT_AT = {WRITE_MULTIPLE_COILS: 5, WRITE_MULTIPLE_REGISTERS: 5,
                  WRITE_READ_MULTIPLE_REGISTERS: 9}
+# what a request's answer was, in the per-connection counts (key: function code << 2 | result)
+RESULT_OK, RESULT_EXCEPTION, RESULT_FAULT = 0, 1, 2
+EXCEPTION_KEY = 1 << 10  # + exception code: exception answers sent, by code
+LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 READ_DEVICE_ID_PDU_SIZE = 4  # 0x2B, MEI type 0x0E, read device id code, object id
 SUPPORTED_FUNCTIONS = frozenset(FIXED_PDU_SIZE) | frozenset(BYTE_COUNT_AT) | {
     ENCAPSULATED_INTERFACE_TRANSPORT}
@@ -126,6 +135,22 @@ def pdu_size_ok(pdu: bytes) -> bool:
     return True  # unknown function codes are refused with 0x01 whatever their size
 
 
+def allowed(allow, address: str) -> bool:
+    """True when a client at this address may connect (allow: networks, or None for any)."""
+    if allow is None:
+        return True
+    try:
+        ip = client_ip(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in allow)
+
+
+def add_counts(total: dict, counts: dict) -> None:
+    for key, value in counts.items():
+        total[key] = total.get(key, 0) + value
+
+
 class MeterTCPServer(socketserver.ThreadingTCPServer):
     """ThreadingTCPServer with a deep backlog, per-instance address family, daemon threads,
     a connection limit, an allow list checked at accept time and an idle timeout."""
@@ -142,7 +167,14 @@ class MeterTCPServer(socketserver.ThreadingTCPServer):
         self.idle_timeout_s = idle_timeout_s  # 0: never
         self.allow = tuple(allow) if allow is not None else None  # None: any client
         self.clients = 0  # connections being served now
-        self._clients_lock = threading.Lock()
+        self._clients_lock = threading.Lock()  # also guards the connection and request counts
+        self.accepted = 0
+        self.refused = {"max_clients": 0, "allow": 0}
+        self.connections: dict = {}  # handler -> its thread, while it serves
+        self.ended_counts: dict[int, int] = {}  # the request counts of connections that ended
+        self.closed = threading.Event()  # set when the listener closes: connections end now
+        self.request_faults: tuple = ()  # the faults that may act on this port, oldest first
+        self.match_fault = None  # control.Control.match, when a fault is active
         self._log_full = RateLimitedLog(log)
         self._log_not_allowed = RateLimitedLog(log)
         self.address_family, sockaddr = resolve(host, port)
@@ -162,13 +194,7 @@ class MeterTCPServer(socketserver.ThreadingTCPServer):
 
     def allowed(self, address: str) -> bool:
         """True when a client at this address may connect."""
-        if self.allow is None:
-            return True
-        try:
-            ip = client_ip(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.allow)
+        return allowed(self.allow, address)
 
     def verify_request(self, request, client_address) -> bool:
         """Accept-time checks; a refused connection is closed by the caller at once."""
@@ -176,13 +202,16 @@ class MeterTCPServer(socketserver.ThreadingTCPServer):
         if not self.allowed(client_address[0]):
             self._log_not_allowed("refused connection from %s to port %d: not in --allow",
                                   client_address[0], port)
+            self.refused["allow"] += 1
             return False
         with self._clients_lock:
             if self.clients >= self.max_clients:
                 full = True
+                self.refused["max_clients"] += 1
             else:
                 full = False
                 self.clients += 1  # given back when the connection's thread ends
+                self.accepted += 1
         if full:
             self._log_full("refused connection from %s to port %d: %d clients already "
                            "(--max-clients)", client_address[0], port, self.max_clients)
@@ -193,6 +222,42 @@ class MeterTCPServer(socketserver.ThreadingTCPServer):
         """A served connection has ended: its slot is free."""
         with self._clients_lock:
             self.clients -= 1
+
+    def register(self, handler) -> None:
+        """A connection starts being served (its counts are summed while it lives)."""
+        with self._clients_lock:
+            self.connections[handler] = threading.current_thread()
+
+    def unregister(self, handler) -> None:
+        """A connection ends: its counts join those of the ended ones, in one step."""
+        with self._clients_lock:
+            self.connections.pop(handler, None)
+            add_counts(self.ended_counts, handler.counts)
+
+    def request_counts(self) -> dict[int, int]:
+        """Requests by function code and result, and exceptions by code, of every connection."""
+        with self._clients_lock:
+            total = dict(self.ended_counts)
+            for handler in self.connections:
+                add_counts(total, handler.counts.copy())
+        return total
+
+    def server_close(self) -> None:
+        self.closed.set()
+        super().server_close()
+
+    def end_connections(self, timeout_s: float = 2.0) -> None:
+        """Shut every connection down and wait for its thread (after server_close)."""
+        with self._clients_lock:
+            serving = list(self.connections.items())
+        for handler, _ in serving:
+            try:
+                handler.request.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for _, thread in serving:
+            if thread is not threading.current_thread():
+                thread.join(timeout_s)
 
     def process_request(self, request, client_address) -> None:
         """Serve the connection in a daemon thread named for it (leak checks find it by name)."""
@@ -218,6 +283,7 @@ class ConnectionHandler(ModbusServer.ModbusService):
     """pyModbusTCP's connection loop with strict MBAP framing, an idle timeout and IPv6 peers."""
 
     def setup(self) -> None:
+        self.counts: dict[int, int] = {}  # requests by function code << 2 | result, exceptions
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # Every blocking call returns within POLL_S, and the loop then looks at the server's
         # stop and the idle deadline: one settimeout per connection, none per request.
@@ -285,9 +351,23 @@ class ConnectionHandler(ModbusServer.ModbusService):
             raise FramingError(f"MBAP length {length}, not {MIN_MBAP_LENGTH} to {MAX_MBAP_LENGTH}")
         mbap.transaction_id, mbap.protocol_id, mbap.length, mbap.unit_id = tid, protocol_id, length, unit_id
 
+    def count(self, function_code: int, answer_pdu: bytes | None, result: int) -> None:
+        """Count one request (before its answer is sent) and the exception answer it gets."""
+        counts = self.counts
+        key = function_code << 2 | result
+        counts[key] = counts.get(key, 0) + 1
+        if answer_pdu is not None and len(answer_pdu) >= 2 and answer_pdu[0] & 0x80:
+            key = EXCEPTION_KEY + answer_pdu[1]
+            counts[key] = counts.get(key, 0) + 1
+
     def handle(self) -> None:
         session_data = ModbusServer.SessionData()
         peer = ("?", 0)
+        server = self.server
+        counts = self.counts
+        register = getattr(server, "register", None)
+        if register is not None:
+            register(self)
         try:
             peer = self.request.getpeername()
             session_data.client.address, session_data.client.port = peer[0], peer[1]
@@ -298,9 +378,75 @@ class ConnectionHandler(ModbusServer.ModbusService):
                 session_data.request.pdu.raw = self._recv_all(session_data.request.mbap.length - 1)
                 self.mark_active()
                 session_data.set_response_mbap()
-                self.server.engine(session_data)
+                if server.request_faults:
+                    fault = server.match_fault(server.request_faults,
+                                               session_data.request.mbap.unit_id,
+                                               session_data.request.pdu.raw[0])
+                    if fault is not None:
+                        self.inject(fault, session_data)
+                        continue
+                server.engine(session_data)
+                answer_pdu = session_data.response.pdu.raw
+                # self.count() inlined: this runs for every request
+                if answer_pdu[0] & 0x80:
+                    key = session_data.request.pdu.raw[0] << 2 | RESULT_EXCEPTION
+                    code_key = EXCEPTION_KEY + answer_pdu[1]
+                    counts[code_key] = counts.get(code_key, 0) + 1
+                else:
+                    key = session_data.request.pdu.raw[0] << 2
+                counts[key] = counts.get(key, 0) + 1
                 self._send_all(session_data.response.raw)
         except (ModbusServer.Error, OSError) as exc:
             log.debug("connection from %s port %s closed: %s", peer[0], peer[1], exc)
         finally:
             self.request.close()
+            if register is not None:
+                server.unregister(self)
+
+    def inject(self, fault, session_data) -> None:
+        """Act out a fault on this request instead of the normal exchange (faults.py); raises
+        NetworkError when the fault ends the connection."""
+        arrived_s = time.monotonic()
+        function_code = session_data.request.pdu.raw[0]
+        if fault.delay_s:
+            # only this connection waits; a stopping server ends the wait
+            if self.server.closed.wait(max(arrived_s + fault.delay_s - time.monotonic(), 0.0)):
+                raise ModbusServer.NetworkError("server stopped")
+        kind = fault.type
+        if kind in ("delay", "corrupt"):  # executed when the answer is built
+            self.server.engine(session_data)
+            self.count(function_code, session_data.response.pdu.raw, RESULT_FAULT)
+            answer = session_data.response.raw
+            if kind == "corrupt":
+                answer = corrupted(answer, fault.parameters["mode"])
+            self._send_all(answer)
+        elif kind == "exception":
+            session_data.response.pdu.raw = bytes(((function_code | 0x80) & 0xFF,
+                                                   fault.parameters["code"]))
+            self.count(function_code, session_data.response.pdu.raw, RESULT_FAULT)
+            self._send_all(session_data.response.raw)
+        elif kind == "no_answer":
+            self.count(function_code, None, RESULT_FAULT)
+        elif kind == "close":
+            self.count(function_code, None, RESULT_FAULT)
+            try:
+                self.request.shutdown(socket.SHUT_WR)  # FIN now, whatever is still unread
+            except OSError:
+                pass
+            raise ModbusServer.NetworkError("closed by a fault")
+        elif kind == "reset":
+            self.count(function_code, None, RESULT_FAULT)
+            self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+            raise ModbusServer.NetworkError("reset by a fault")
+
+
+def corrupted(answer: bytes, mode: str) -> bytes:
+    """An answer ADU garbled as a corrupt fault asks: the transaction id + 1, the MBAP length
+    + 1 (announcing a byte that never comes), or its first half."""
+    if mode == "transaction_id":
+        (tid,) = struct.unpack_from(">H", answer)
+        return struct.pack(">H", (tid + 1) & 0xFFFF) + answer[2:]
+    if mode == "length":
+        (length,) = struct.unpack_from(">H", answer, 4)
+        return answer[:4] + struct.pack(">H", (length + 1) & 0xFFFF) + answer[6:]
+    return answer[:max(len(answer) // 2, 1)]

@@ -27,6 +27,28 @@ log = logging.getLogger(__name__)
 __all__ = ["MeterUnit", "Updater"]
 
 
+# tick durations for /metrics: upper bounds in seconds (Prometheus histogram buckets)
+TICK_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class TickTimes:
+    """A histogram of tick durations: counts per bucket (not cumulative), their sum, written by
+    the ticking thread only."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(TICK_BUCKETS_S) + 1)  # the last one: above every bound
+        self.sum_s = 0.0
+
+    def add(self, took_s: float) -> None:
+        for index, bound in enumerate(TICK_BUCKETS_S):
+            if took_s <= bound:
+                break
+        else:
+            index = len(TICK_BUCKETS_S)
+        self.counts[index] += 1
+        self.sum_s += took_s
+
+
 class Updater:
     """Steps all meters every interval_s of the clock, times speed, and publishes them."""
 
@@ -53,6 +75,8 @@ class Updater:
         self.lock = threading.RLock()
         self._ticked = threading.Condition(threading.Lock())
         self.ticks = 0
+        self.tick_seconds = TickTimes()  # how long ticks took, for /metrics
+        self.lag_s = 0.0  # how late the last tick started after its deadline
         self.failed = False
         self._stopped = threading.Event()
         self._timer: threading.Timer | None = None
@@ -73,6 +97,7 @@ class Updater:
                 unit.integrated_s = 0.0
                 unit.publish()
             took_s = self._clock() - now
+        self.tick_seconds.add(took_s)
         self._check_duration(took_s)
         with self._ticked:
             self.ticks += 1
@@ -106,6 +131,13 @@ class Updater:
             return self._ticked.wait_for(lambda: self.ticks >= target, timeout)
 
     # --- client commands, serialised with the tick ---
+    def catch_up(self, unit: MeterUnit) -> None:
+        """Add what the unit showed since the last tick to its counters now (the caller holds
+        the lock and is about to change what it shows); the next tick adds only the rest."""
+        elapsed_s = max(self._clock() - self._last, 0.0) * self.speed
+        unit.meter.integrate(elapsed_s - unit.integrated_s)
+        unit.integrated_s = max(elapsed_s, unit.integrated_s)
+
     def reset_total(self, unit: MeterUnit) -> None:
         """The unit's total restarts from 0, published before this returns.
 
@@ -113,13 +145,48 @@ class Updater:
         next tick adds to the new total only what was consumed after the reset.
         """
         with self.lock:
-            elapsed_s = max(self._clock() - self._last, 0.0) * self.speed
-            unit.meter.integrate(elapsed_s - unit.integrated_s)
-            unit.integrated_s = max(elapsed_s, unit.integrated_s)
+            self.catch_up(unit)
             unit.meter.reset_total()
             unit.publish_total()
         if self.on_reset is not None:
             self.on_reset(unit)
+
+    def reset_counters(self, unit: MeterUnit) -> None:
+        """Every counter and maximum demand of the unit restarts from 0 (a device profile's
+        reset by its operator), published before this returns."""
+        with self.lock:
+            self.catch_up(unit)
+            unit.meter.reset_counters()
+            if unit.meter.demand is not None:
+                unit.meter.demand.zero_maxima()
+            unit.publish_total(tuple(unit.meter.counters), maxima=True)
+        if self.on_reset is not None:
+            self.on_reset(unit)
+
+    def jump_total(self, unit: MeterUnit, total: float) -> None:
+        """The unit's total jumps to total (kWh or m3), split over the phases in their present
+        proportions; integration goes on from there. Published before this returns."""
+        with self.lock:
+            self.catch_up(unit)
+            unit.meter.set_total(total, proportional=True)
+            unit.publish_total()
+        if self.on_reset is not None:
+            self.on_reset(unit)
+
+    def set_overrides(self, unit: MeterUnit, overrides) -> None:
+        """Pin the unit's readings (the whole set; empty releases all): what it showed until now
+        is integrated first, and the pinned readings are published before this returns."""
+        with self.lock:
+            self.catch_up(unit)
+            unit.meter.pin(overrides)
+            unit.publish()
+
+    def change_faults(self, unit: MeterUnit, kind: str, step: int) -> None:
+        """A freeze or offline fault starts (step 1) or ends (step -1) on the unit; its readings
+        and status are published at once."""
+        with self.lock:
+            unit.add_fault(kind, step)
+            unit.publish()
 
     def set_total(self, unit: MeterUnit, total: float) -> None:
         """Resume the unit from a saved total (kWh or m3), published before this returns."""
@@ -206,6 +273,7 @@ class Updater:
     def _run(self) -> None:
         if self._stopped.is_set():
             return
+        self.lag_s = max(self._clock() - self._deadline, 0.0)
         try:
             self.tick()
         except Exception:  # the thread's only broad catch: log it, then fail loudly
