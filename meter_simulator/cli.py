@@ -5,14 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
-from typing import Callable
 
 try:
     import resource
@@ -20,9 +16,8 @@ except ImportError:  # no open file limit to raise on this platform
     resource = None
 
 from . import __version__, fleet
+from .app import Simulator, host_port
 from .options import USAGE, Config, UsageError, parse_args, short_usage
-from .server import MeterServer, new_unit
-from .service import Service
 from .state import StateError
 from .transport import BindError, is_loopback
 
@@ -53,19 +48,6 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr)
 
 
-def host_port(host: str, port: int) -> str:
-    """host:port, with an IPv6 address in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def start_time_of_day_s(rng: random.Random, seeded: bool) -> float:
-    """Where the simulated day starts: the local time now, or a seeded time for reproducible runs."""
-    if seeded:
-        return rng.uniform(0.0, 86400.0)
-    now = time.localtime()
-    return now.tm_hour * 3600.0 + now.tm_min * 60.0 + now.tm_sec
-
-
 @contextlib.contextmanager
 def short_gil_slices(interval_s: float = FLEET_TICK_SWITCH_INTERVAL_S) -> Iterator[None]:
     """Run a CPU-bound block (a fleet's tick) with GIL slices of at most interval_s, then put
@@ -81,19 +63,6 @@ def short_gil_slices(interval_s: float = FLEET_TICK_SWITCH_INTERVAL_S) -> Iterat
         yield
     finally:
         sys.setswitchinterval((round(before * 1e6) + 0.5) / 1e6)
-
-
-def build_server(config: Config, on_failure,
-                 tick_context: Callable[[], AbstractContextManager] | None = None) -> MeterServer:
-    """The meters and their Modbus server for a configuration (not started)."""
-    rng = random.Random(config.seed)
-    endpoints = fleet.plan(config.meter_type, config.port, config.count, config.unit_ids, rng,
-                           start_time_of_day_s(rng, config.seed is not None), new_unit,
-                           profile=config.profile, pv_kwp=config.pv_kwp)
-    return MeterServer(config.host, endpoints, interval_s=config.interval_s, speed=config.speed,
-                       read_only=config.read_only, max_clients=config.max_clients,
-                       idle_timeout_s=config.idle_timeout_s, allow=config.allow,
-                       on_failure=on_failure, tick_context=tick_context)
 
 
 def machine_memory_bytes() -> int | None:
@@ -180,27 +149,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_open_file_limit(config, limits[1])
         meters = config.count * (len(config.unit_ids) if config.unit_ids is not None else 1)
         fleet_ticks = argv is None and meters >= FLEET_METERS
-        server = build_server(config, on_failure=stop.set,
+        simulator = Simulator(config, on_failure=stop.set,
                               tick_context=short_gil_slices if fleet_ticks else None)
-        service = Service(config, server)
         try:
-            service.restore()  # before binding: a bad state file starts nothing
-        except StateError as exc:
+            simulator.open()  # a bad state file or a port in use starts nothing
+        except (StateError, BindError) as exc:
             print(f"meter-simulator: {exc}", file=sys.stderr)
             return EXIT_FAILURE
-        try:
-            server.start()
-        except BindError as exc:
-            service.abandon()
-            print(f"meter-simulator: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
+        server, service = simulator.server, simulator.service
+        simulator.serve()
         serving = fleet.describe(config.meter_type, host_port(config.host, server.port),
                                  config.count, config.unit_ids,
                                  config.profile.name if config.profile is not None else "seed")
         log.info("%s", serving)
+        if simulator.http is not None:
+            log.info("control port on %s", simulator.http_url)
         if not (config.read_only or config.allow) and not is_loopback(config.host):
             log.warning("serving %s with neither --read-only nor --allow: anyone on the network "
                         "can reset the meter or take it offline", config.host)
+        if config.http is not None and config.http_token is None and not is_loopback(config.http[0]):
+            log.warning("control port on %s without --http-token-file: anyone who reaches it can "
+                        "change the meters and inject faults", config.http[0])
         service.started(serving)  # READY=1, with the start line as STATUS=
         try:
             # Wake now and then: a signal the kernel hands to another thread only flags it for
@@ -210,8 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pass
         finally:
             service.stopping()
-            server.stop()
-            service.stopped()  # after the updater: the last tick's totals are saved
+            simulator.stop()
+            simulator.stopped()  # after the updater: the last tick's totals are saved
         log.info("%s stopped", serving.replace(" serving Modbus/TCP", "", 1))
         return EXIT_FAILURE if server.updater.failed else EXIT_OK
     finally:

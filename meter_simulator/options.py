@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from docopt import Argument, DocoptExit, Option, Tokens, docopt, parse_argv, parse_options
@@ -45,6 +46,11 @@ Options:
   --read-only              Refuse every write with exception 0x01 (illegal function).
   --allow CIDRS            Accept connections only from these networks, comma-separated,
                            e.g. 127.0.0.0/8,::1/128 [default: any].
+  --http [HOST:]PORT       Serve the control port (JSON API, /metrics, /healthz, dashboard);
+                           a bare PORT binds 127.0.0.1, [::1]:8080 an IPv6 address,
+                           0 a free port [default: off].
+  --http-token-file PATH   Require "Authorization: Bearer <token>" on the control port, the
+                           token being the file's first line [default: none].
   -h, --help               Show this text and exit.
   --version                Show the version and exit.
 """
@@ -82,6 +88,8 @@ class Config:
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = None  # None: any
     profile: Profile | None = None  # None: the seed map
     pv_kwp: float = 0.0
+    http: tuple[str, int] | None = None  # the control port's host and port; None: off
+    http_token: str | None = field(default=None, repr=False)  # never printed
     show_help: bool = False
     show_version: bool = False
 
@@ -229,6 +237,50 @@ def state_file(text: str) -> str | None:
     return text
 
 
+HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?")
+
+
+def http_address(text: str) -> tuple[str, int]:
+    """--http: '8080' (127.0.0.1), 'HOST:8080' or '[::1]:8080' as (host, port)."""
+    text = text.strip()
+    bracketed = re.fullmatch(r"\[([^\]]*)\]:([^:]*)", text)
+    if bracketed:
+        host, port_text = bracketed.groups()
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise UsageError(f"--http: {host!r} in brackets is not an IPv6 address") from None
+    elif ":" in text:
+        host, _, port_text = text.rpartition(":")
+        if ":" in host:
+            raise UsageError(f"--http: write an IPv6 address in brackets, like [::1]:8080, not {text!r}")
+        if not host:
+            raise UsageError(f"--http takes [HOST:]PORT, like 8080 or 0.0.0.0:8080, not {text!r}")
+        if not HOST_NAME.fullmatch(host):
+            raise UsageError(f"--http: {host!r} is not a host name or IP address")
+    else:
+        host, port_text = "127.0.0.1", text
+    if not port_text.isascii() or not port_text.isdigit():
+        raise UsageError(f"--http takes [HOST:]PORT with a port from 0 to 65535, not {text!r}")
+    port = int(port_text)
+    if port > 65535:
+        raise UsageError(f"--http port must be from 0 to 65535, not {port}")
+    return host, port
+
+
+def token_file(path: str) -> str:
+    """The first line of --http-token-file, without surrounding whitespace."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            token = file.readline().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UsageError(f"--http-token-file: cannot read {path}: {reason}") from None
+    if not token:
+        raise UsageError(f"--http-token-file: the first line of {path} is empty; put the token there")
+    return token
+
+
 def check_fleet_size(count: int, unit_ids: tuple[int, ...] | None, memory_bytes: int | None,
                      bytes_per_meter: int = BYTES_PER_METER) -> None:
     """UsageError when the meters asked for would need more memory than memory_bytes."""
@@ -277,6 +329,12 @@ def parse_args(argv: Sequence[str], memory_bytes: int | None = None) -> Config:
     pv_kwp = number("--pv-kwp", 0, 40)(args["--pv-kwp"])
     if pv_kwp and meter_type != "electric":
         raise UsageError(f"--pv-kwp puts solar panels behind an electric meter, not a {meter_type} meter")
+    http = None if args["--http"] == "off" else http_address(args["--http"])
+    http_token = None
+    if args["--http-token-file"] != "none":
+        if http is None:
+            raise UsageError("--http-token-file protects the control port: give --http too")
+        http_token = token_file(args["--http-token-file"])
     check_fleet_size(count, unit_ids, memory_bytes,
                      BYTES_PER_METER if profile is None and not pv_kwp else BYTES_PER_DEVICE_METER)
     return Config(
@@ -297,4 +355,6 @@ def parse_args(argv: Sequence[str], memory_bytes: int | None = None) -> Config:
         idle_timeout_s=number("--idle-timeout", 0, 86400)(args["--idle-timeout"]),
         read_only=args["--read-only"],
         allow=None if args["--allow"] == "any" else network_list(args["--allow"]),
+        http=http,
+        http_token=http_token,
     )

@@ -10,6 +10,7 @@ than the interval are logged (rate-limited) and reported to on_overrun.
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import math
@@ -40,12 +41,7 @@ class TickTimes:
         self.sum_s = 0.0
 
     def add(self, took_s: float) -> None:
-        for index, bound in enumerate(TICK_BUCKETS_S):
-            if took_s <= bound:
-                break
-        else:
-            index = len(TICK_BUCKETS_S)
-        self.counts[index] += 1
+        self.counts[bisect.bisect_left(TICK_BUCKETS_S, took_s)] += 1
         self.sum_s += took_s
 
 
@@ -233,6 +229,10 @@ class Updater:
             timer.cancel()
             if timer is not threading.current_thread():
                 timer.join()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
 
     def healthy(self, grace_s: float) -> bool:
         """True while ticks run on schedule: not failed or stopped, the lock free within

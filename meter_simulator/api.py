@@ -1,0 +1,244 @@
+"""The control port's routes: JSON in and out over the control core, /metrics and /healthz.
+
+Api(request) -> Answer, with no socket in sight (web.py serves it). Order of checks:
+the bearer token (every path but /healthz and the dashboard's files), --read-only
+(every method but GET and HEAD is 403), the path (404) and method (405), then the
+body, validated whole by the control core before anything changes (400, 404).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Callable
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from .control import Control, ControlError
+from .faults import UnknownError
+from .web import Answer, Request, error_answer, json_answer
+
+log = logging.getLogger(__name__)
+
+READ_METHODS = ("GET", "HEAD")
+PUBLIC_PATHS = ("/healthz", "/", "/index.html")  # no token: supervisors, the dashboard's page
+CSP = "default-src 'self'"
+PLACEHOLDER_PAGE = b"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>meter-simulator</title></head>
+<body><h1>meter-simulator control port</h1>
+<p>JSON API: <a href="api/meters">api/meters</a>, <a href="api/faults">api/faults</a>;
+<a href="metrics">metrics</a>; <a href="healthz">healthz</a>.</p></body></html>
+"""
+
+
+class BadRequest(ValueError):
+    """A request the API cannot take (400)."""
+
+
+def constant_time_equal(given: str, expected: str) -> bool:
+    """Token comparison whose time does not depend on where the strings differ."""
+    import hmac  # here, not at import: it loads OpenSSL, which a run without a token never needs
+
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def body_object(request: Request, *, optional: bool = False) -> dict:
+    """The request body as one JSON object; BadRequest otherwise (an empty body is {} when
+    optional)."""
+    text = request.body.strip()
+    if not text:
+        if optional:
+            return {}
+        raise BadRequest("the body must be a JSON object")
+    try:
+        document = json.loads(text.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadRequest("the body is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"bad JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise BadRequest("bad JSON: nested too deeply") from None
+    if not isinstance(document, dict):
+        raise BadRequest("the body must be a JSON object")
+    return document
+
+
+def only_keys(document: dict, allowed: tuple[str, ...], required: bool = True) -> None:
+    unknown = sorted(set(document) - set(allowed))
+    if unknown:
+        raise BadRequest(f"unknown key {unknown[0]!r}: give {', '.join(allowed)}")
+    missing = [key for key in allowed if key not in document]
+    if required and missing:
+        raise BadRequest(f"missing key {missing[0]!r}")
+
+
+def whole_query(query: dict, name: str, default: int) -> int:
+    values = query.get(name)
+    if not values:
+        return default
+    text = values[-1]
+    if not re.fullmatch(r"[0-9]{1,9}", text):
+        raise BadRequest(f"{name} must be a whole number, not {text!r}")
+    return int(text)
+
+
+class Api:
+    """Routes a request to the control core, /metrics or /healthz."""
+
+    def __init__(self, control: Control, *, metrics: Callable[[], tuple[bytes, str]] | None = None,
+                 health: Callable[[], list[str]] | None = None, read_only: bool = False,
+                 token: str | None = None) -> None:
+        self.control = control
+        self.metrics = metrics
+        self.health = health
+        self.read_only = read_only
+        self.token = token
+        meter = r"/api/meters/(?P<meter>[^/]+)"
+        # (path pattern, {method: handler}) in the order they are tried
+        self.routes = [
+            (re.compile(r"/healthz"), {"GET": self.get_health}),
+            (re.compile(r"/metrics"), {"GET": self.get_metrics}),
+            (re.compile(r"/(index\.html)?"), {"GET": self.get_page}),
+            (re.compile(r"/api/meters"), {"GET": self.get_meters}),
+            (re.compile(meter), {"GET": self.get_meter}),
+            (re.compile(meter + "/overrides"), {"PUT": self.put_overrides,
+                                                 "DELETE": self.delete_overrides}),
+            (re.compile(meter + "/online"), {"PUT": self.put_online}),
+            (re.compile(meter + "/reset"), {"POST": self.post_reset}),
+            (re.compile(meter + "/total"), {"PUT": self.put_total}),
+            (re.compile(r"/api/faults"), {"GET": self.get_faults, "POST": self.post_fault,
+                                          "DELETE": self.delete_faults}),
+            (re.compile(r"/api/faults/(?P<fault>[^/]+)"), {"GET": self.get_fault,
+                                                           "DELETE": self.delete_fault}),
+        ]
+
+    def __call__(self, request: Request) -> Answer:
+        try:
+            return self.route(request)
+        except Exception as exc:  # the HTTP boundary: a bug answers 500 and serving goes on
+            log.exception("control: error answering %s %s", request.method, request.target)
+            return error_answer(500, f"internal error: {type(exc).__name__}")
+
+    def route(self, request: Request) -> Answer:
+        parts = urlsplit(request.target)
+        path = parts.path if parts.path in ("", "/") else parts.path.rstrip("/")
+        path = path or "/"
+        if self.token is not None and path not in PUBLIC_PATHS and not self.authorized(request):
+            return error_answer(401, "a bearer token is needed (Authorization: Bearer ...)",
+                                {"WWW-Authenticate": "Bearer"})
+        if self.read_only and request.method not in READ_METHODS:
+            return error_answer(403, f"read-only: {request.method} is refused (--read-only)")
+        for pattern, methods in self.routes:
+            match = pattern.fullmatch(path)
+            if match is None:
+                continue
+            method = "GET" if request.method == "HEAD" else request.method
+            handler = methods.get(method)
+            if handler is None:
+                allowed = sorted(methods) + (["HEAD"] if "GET" in methods else [])
+                return error_answer(405, f"{request.method} is not allowed on {path}",
+                                    {"Allow": ", ".join(allowed)})
+            arguments = {name: unquote(value) for name, value in match.groupdict().items()}
+            try:
+                return handler(request, parse_qs(parts.query), **arguments)
+            except UnknownError as exc:
+                return error_answer(404, str(exc))
+            except (ValueError, OverflowError) as exc:
+                return error_answer(400, str(exc).splitlines()[0] if str(exc) else "bad request")
+        return error_answer(404, f"no such path: {path}")
+
+    def authorized(self, request: Request) -> bool:
+        scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+        return scheme.lower() == "bearer" and constant_time_equal(given.strip(), self.token)
+
+    # --- plain pages ---
+    def get_health(self, request, query) -> Answer:
+        reasons = self.health() if self.health is not None else []
+        if reasons:
+            return json_answer(503, {"status": "unhealthy", "reasons": reasons})
+        return json_answer(200, {"status": "ok", "meters": len(self.control.meters),
+                                 "ticks": self.control.updater.ticks,
+                                 "uptime_s": round(self.control.uptime_s(), 3)})
+
+    def get_metrics(self, request, query) -> Answer:
+        body, content_type = self.metrics()
+        return Answer(200, body, {"Content-Type": content_type})
+
+    def get_page(self, request, query, **_) -> Answer:
+        return Answer(200, PLACEHOLDER_PAGE, {"Content-Type": "text/html; charset=utf-8",
+                                              "Content-Security-Policy": CSP})
+
+    # --- meters ---
+    def get_meters(self, request, query) -> Answer:
+        offset = whole_query(query, "offset", 0)
+        limit = whole_query(query, "limit", 100)
+        return json_answer(200, self.control.page(offset, limit))
+
+    def get_meter(self, request, query, meter) -> Answer:
+        return json_answer(200, self.control.details(meter))
+
+    def put_overrides(self, request, query, meter) -> Answer:
+        self.control.meter(meter)
+        changes = body_object(request)
+        details = self.control.set_overrides(meter, changes)
+        pinned = ", ".join(f"{name}={value:g}" for name, value in changes.items() if value is not None)
+        released = ", ".join(name for name, value in changes.items() if value is None)
+        words = [f"pins {pinned}" if pinned else "", f"releases {released}" if released else ""]
+        return json_answer(200, details, summary=f"{meter} " + (" and ".join(w for w in words if w)
+                                                                 or "pins nothing"))
+
+    def delete_overrides(self, request, query, meter) -> Answer:
+        details = self.control.release(meter)
+        return json_answer(200, details, summary=f"{meter} releases every pin")
+
+    def put_online(self, request, query, meter) -> Answer:
+        self.control.meter(meter)
+        document = body_object(request)
+        only_keys(document, ("online",))
+        details = self.control.set_online(meter, document["online"])
+        return json_answer(200, details, summary=f"{meter} {'online' if document['online'] else 'offline'}")
+
+    def post_reset(self, request, query, meter) -> Answer:
+        self.control.meter(meter)
+        only_keys(body_object(request, optional=True), (), required=False)
+        return json_answer(200, self.control.reset(meter), summary=f"{meter} reset")
+
+    def put_total(self, request, query, meter) -> Answer:
+        self.control.meter(meter)
+        document = body_object(request)
+        only_keys(document, ("total",))
+        details = self.control.set_total(meter, document["total"])
+        return json_answer(200, details, summary=f"{meter} total {document['total']}")
+
+    # --- faults ---
+    def get_faults(self, request, query) -> Answer:
+        return json_answer(200, {"faults": self.control.faults()})
+
+    def post_fault(self, request, query) -> Answer:
+        fault = self.control.create_fault(body_object(request))
+        return json_answer(201, fault, summary=f"{fault['id']} {self.control.describe(fault['id'])}")
+
+    def delete_faults(self, request, query) -> Answer:
+        cleared = self.control.clear_faults()
+        return json_answer(200, {"cleared": cleared}, summary=f"cleared {cleared} fault"
+                           + ("" if cleared == 1 else "s"))
+
+    def get_fault(self, request, query, fault) -> Answer:
+        return json_answer(200, self.control.fault(fault))
+
+    def delete_fault(self, request, query, fault) -> Answer:
+        return json_answer(200, self.control.delete_fault(fault), summary=f"{fault} ended")
+
+
+def log_answer(peer: str, method: str, target: str, answer: Answer) -> None:
+    """One line an answer: changes and refusals at info, reads at debug; never a body or token."""
+    path = urlsplit(target).path if target != "-" else target
+    line = f"control {peer}: {method} {path} -> {answer.status}"
+    if answer.summary:
+        line += f" {answer.summary}"
+    if method in READ_METHODS and answer.status < 400:
+        log.debug("%s", line)
+    else:
+        log.info("%s", line)
+
+
+__all__ = ["Api", "BadRequest", "ControlError", "log_answer"]

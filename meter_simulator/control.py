@@ -1,0 +1,368 @@
+"""Control: the one core behind the HTTP API, the Python API and the pytest plugin.
+
+It holds the meters by id, their pinned readings and the active faults, and applies
+every change under the updater's lock, so a change is published before the call
+returns (the next Modbus read sees it, no tick needed) and is never lost to, or
+split by, a tick. A change is checked whole first: a bad one raises ValueError
+(HTTP 400) or KeyError (HTTP 404) with one line and changes nothing.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Callable
+
+from . import faults, pins, readings
+from .faults import Fault, FaultError, Topology, UnknownError
+from .fleet import Endpoint, meter_key
+from .updater import MeterUnit, Updater
+
+log = logging.getLogger(__name__)
+
+MAX_TOTAL = 1e9  # kWh or m3 a total may jump to
+MAX_PAGE = 1000
+
+
+class ControlError(ValueError):
+    """A bad change (HTTP 400); the message is one line."""
+
+
+class Meter:
+    """One served meter as the control API names it."""
+
+    __slots__ = ("id", "port", "unit_id", "unit")
+
+    def __init__(self, port: int, unit_id: int | None, unit: MeterUnit) -> None:
+        self.id = meter_key(port, unit_id)
+        self.port = port
+        self.unit_id = unit_id  # None outside gateway mode
+        self.unit = unit
+
+    @property
+    def panels(self) -> bool:
+        return getattr(self.unit.meter, "panels", None) is not None
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class Control:
+    """Overrides, online state, totals and faults of a run's meters."""
+
+    def __init__(self, updater: Updater, plan: Sequence[Endpoint], *, seed: int | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_request_faults: Callable[[dict[int, tuple[Fault, ...]]], None] | None = None) -> None:
+        self.updater = updater
+        self._clock = clock
+        self._seed = seed
+        self._on_request_faults = on_request_faults
+        self.meters: list[Meter] = []
+        for endpoint in sorted(plan, key=lambda endpoint: endpoint.port):
+            if endpoint.unit is not None:
+                self.meters.append(Meter(endpoint.port, None, endpoint.unit))
+            else:
+                self.meters.extend(Meter(endpoint.port, unit_id, unit)
+                                   for unit_id, unit in sorted(endpoint.units_by_id.items()))
+        self.by_id = {meter.id: meter for meter in self.meters}
+        self.topology = Topology({endpoint.port: (frozenset(endpoint.units_by_id)
+                                                  if endpoint.units_by_id is not None else None)
+                                  for endpoint in plan})
+        self.started_s = clock()
+        self._lock = threading.Lock()  # the faults: list, counts, timers
+        self._faults: dict[str, Fault] = {}  # oldest first
+        self._ids = itertools.count(1)
+        self._timers: dict[str, threading.Timer] = {}
+        self.applied_by_type: dict[str, int] = dict.fromkeys(faults.TYPES, 0)
+        self._closed = False
+
+    # --- reading ---
+    def meter(self, meter_id) -> Meter:
+        """The meter with this id; KeyError (404) otherwise."""
+        meter = self.by_id.get(meter_id) if isinstance(meter_id, str) else None
+        if meter is None:
+            raise UnknownError(f"no meter {meter_id!r}")
+        return meter
+
+    def _shown(self, meter: Meter) -> tuple[dict, dict, bool, bool]:
+        """(readings, overrides, online, no alarm) as published now, taken under the lock."""
+        unit = meter.unit
+        with self.updater.lock:
+            values = readings.values(unit.meter_type, unit.shown, unit, meter.panels)
+            overrides = dict(unit.meter.overrides)
+            online = unit.online
+            no_alarm = unit.shown[0].in_band if unit.live else unit._no_alarm
+        return values, overrides, online, no_alarm
+
+    def readings(self, meter_id=None) -> dict[str, float]:
+        """A meter's readings by name (the first meter's without an id)."""
+        meter = self.meters[0] if meter_id is None else self.meter(meter_id)
+        return self._shown(meter)[0]
+
+    def summary(self, meter: Meter, values: dict | None = None) -> dict:
+        values_, overrides, online, no_alarm = self._shown(meter) if values is None else values
+        return {"id": meter.id, "port": meter.port, "unit_id": meter.unit_id,
+                "type": meter.unit.meter_type, "online": online, "no_alarm": no_alarm,
+                "total": values_[total_name(meter)], "rate": values_[rate_name(meter)],
+                "overrides": sorted(overrides), "faults": self.fault_ids(meter)}
+
+    def page(self, offset: int = 0, limit: int = 100) -> dict:
+        """GET /api/meters: the meters in port, then unit id order."""
+        if not (is_whole(offset) and offset >= 0):
+            raise ControlError(f"offset must be a whole number from 0, not {offset!r}")
+        if not (is_whole(limit) and 1 <= limit <= MAX_PAGE):
+            raise ControlError(f"limit must be a whole number from 1 to {MAX_PAGE}, not {limit!r}")
+        shown = self.meters[offset:offset + limit]
+        return {"count": len(self.meters), "offset": offset, "limit": limit,
+                "meters": [self.summary(meter) for meter in shown]}
+
+    def details(self, meter_id) -> dict:
+        """GET /api/meters/{id}: everything about one meter."""
+        meter = self.meter(meter_id)
+        values, overrides, online, no_alarm = self._shown(meter)
+        return {"id": meter.id, "port": meter.port, "unit_id": meter.unit_id,
+                "type": meter.unit.meter_type, "profile": meter.unit.profile.name,
+                "online": online, "no_alarm": no_alarm, "tick": self.updater.ticks,
+                "total": values[total_name(meter)], "rate": values[rate_name(meter)],
+                "readings": values,
+                "units": dict(readings.units(meter.unit.meter_type, meter.panels)),
+                "overrides": overrides,
+                "faults": [fault.as_dict(self._clock()) for fault in self._faults_of(meter)]}
+
+    # --- changing meters ---
+    def set_overrides(self, meter_id, changes) -> dict:
+        """Pin readings (name: value) and release others (name: None); the meter's details."""
+        meter = self.meter(meter_id)
+        if not isinstance(changes, Mapping):
+            raise ControlError("overrides must be a JSON object of reading names and values")
+        unit = meter.unit
+        with self.updater.lock:
+            merged = pins.merged(unit.meter_type, unit.meter.overrides, changes, meter.panels)
+            self.updater.set_overrides(unit, merged)
+        return self.details(meter.id)
+
+    def release(self, meter_id, names: Sequence[str] | None = None) -> dict:
+        """Release some pins (unknown names: 400), or every pin."""
+        meter = self.meter(meter_id)
+        if names is None:
+            with self.updater.lock:
+                self.updater.set_overrides(meter.unit, {})
+            return self.details(meter.id)
+        return self.set_overrides(meter_id, dict.fromkeys(names))
+
+    def set_online(self, meter_id, online) -> dict:
+        """As a Modbus write of coil 0."""
+        meter = self.meter(meter_id)
+        if not isinstance(online, bool):
+            raise ControlError(f"online must be true or false, not {online!r}")
+        self.updater.set_online(meter.unit, online)
+        return self.details(meter.id)
+
+    def reset(self, meter_id) -> dict:
+        """As a Modbus write of coil 10 ON; a device profile's meter resets every counter and
+        maximum demand (its operator's reset: over Modbus its counters stay read-only)."""
+        meter = self.meter(meter_id)
+        if meter.unit.profile.coils:
+            self.updater.reset_total(meter.unit)
+        else:
+            self.updater.reset_counters(meter.unit)
+        return self.details(meter.id)
+
+    def set_total(self, meter_id, total) -> dict:
+        """The total jumps to total (kWh or m3); integration goes on from there."""
+        meter = self.meter(meter_id)
+        if not is_number(total) or not math.isfinite(total) or not 0 <= total <= MAX_TOTAL:
+            raise ControlError(f"total must be a number from 0 to {MAX_TOTAL:g}, not {total!r}")
+        self.updater.jump_total(meter.unit, float(total))
+        return self.details(meter.id)
+
+    # --- faults ---
+    def create_fault(self, spec) -> dict:
+        """A new fault from its description (POST /api/faults); the fault as the API shows it."""
+        fields = faults.checked(spec, self.topology)
+        with self._lock:
+            if self._closed:
+                raise FaultError("the simulator has stopped")
+            fault_id = f"f{next(self._ids)}"
+            fault = Fault(id=fault_id, created_s=self._clock(), rng=faults.fault_rng(self._seed, fault_id),
+                          remaining=fields["count"], **fields)
+            self._faults[fault_id] = fault
+            if fault.is_request_fault:
+                self._push_request_faults()
+            if fault.duration_s is not None:
+                timer = threading.Timer(fault.duration_s, self._expire, args=(fault_id,))
+                timer.name = f"fault-timer {fault_id}"
+                timer.daemon = True
+                self._timers[fault_id] = timer
+                timer.start()
+        if not fault.is_request_fault:
+            for meter in self._covered(fault):
+                self.updater.change_faults(meter.unit, fault.type, 1)
+            with self._lock:
+                self.applied_by_type[fault.type] += 1
+                fault.applied += 1
+        return fault.as_dict(self._clock())
+
+    def describe(self, fault_id: str) -> str:
+        """A fault in a few words, for the log."""
+        with self._lock:
+            fault = self._faults.get(fault_id)
+        return fault.describe() if fault is not None else ""
+
+    def faults(self) -> list[dict]:
+        """Every active fault, oldest first."""
+        self._expire_due()
+        now = self._clock()
+        with self._lock:
+            return [fault.as_dict(now) for fault in self._faults.values()]
+
+    def fault(self, fault_id) -> dict:
+        self._expire_due()
+        with self._lock:
+            fault = self._faults.get(fault_id) if isinstance(fault_id, str) else None
+            if fault is None:
+                raise UnknownError(f"no fault {fault_id!r}")
+            return fault.as_dict(self._clock())
+
+    def delete_fault(self, fault_id) -> dict:
+        """End one fault; it as it was."""
+        self._expire_due()
+        with self._lock:
+            fault = self._faults.get(fault_id) if isinstance(fault_id, str) else None
+            if fault is None:
+                raise UnknownError(f"no fault {fault_id!r}")
+            shown = fault.as_dict(self._clock())
+        self._end(fault, None)
+        return shown
+
+    def clear_faults(self) -> int:
+        """End every fault; how many there were."""
+        with self._lock:
+            active = list(self._faults.values())
+        ended = sum(self._end(fault, None) for fault in active)
+        return ended
+
+    def match(self, candidates: tuple[Fault, ...], unit_id: int, function_code: int) -> Fault | None:
+        """The fault that acts on a request (the oldest that applies after its draw), counted;
+        candidates: the request faults of the request's port."""
+        now = self._clock()
+        expired = []
+        hit = None
+        with self._lock:
+            for fault in candidates:
+                if fault.id not in self._faults:
+                    continue
+                expires = fault.expires_s
+                if expires is not None and now >= expires:
+                    expired.append(fault)
+                    continue
+                if faults.hits(fault, unit_id, function_code):
+                    hit = fault
+                    self.applied_by_type[fault.type] += 1
+                    break
+        for fault in expired:
+            self._end(fault, "its duration passed")
+        if hit is not None and hit.remaining == 0:
+            self._end(hit, "its count is used up")
+        return hit
+
+    def fault_ids(self, meter: Meter) -> list[str]:
+        return [fault.id for fault in self._faults_of(meter)]
+
+    def _faults_of(self, meter: Meter) -> list[Fault]:
+        with self._lock:
+            return [fault for fault in self._faults.values()
+                    if fault.scope.covers(meter.port, meter.unit_id)]
+
+    def _covered(self, fault: Fault) -> list[Meter]:
+        return [meter for meter in self.meters if fault.scope.covers(meter.port, meter.unit_id)]
+
+    def _expire(self, fault_id: str) -> None:
+        with self._lock:
+            fault = self._faults.get(fault_id)
+        if fault is not None:
+            self._end(fault, "its duration passed")
+
+    def _expire_due(self) -> None:
+        now = self._clock()
+        with self._lock:
+            due = [fault for fault in self._faults.values()
+                   if fault.expires_s is not None and now >= fault.expires_s]
+        for fault in due:
+            self._end(fault, "its duration passed")
+
+    def _end(self, fault: Fault, reason: str | None) -> bool:
+        """Remove a fault (once: False if it had ended already) and undo a meter fault."""
+        with self._lock:
+            if self._faults.pop(fault.id, None) is None:
+                return False
+            timer = self._timers.pop(fault.id, None)
+            if fault.is_request_fault:
+                self._push_request_faults()
+        if timer is not None and timer is not threading.current_thread():
+            timer.cancel()
+        if not fault.is_request_fault:
+            for meter in self._covered(fault):
+                self.updater.change_faults(meter.unit, fault.type, -1)
+        if reason is not None:
+            log.info("fault %s (%s) ended: %s, applied %d time%s", fault.id, fault.describe(), reason,
+                     fault.applied, "" if fault.applied == 1 else "s")
+        return True
+
+    def _push_request_faults(self) -> None:
+        """Give each port the request faults that may act there (caller holds the lock)."""
+        if self._on_request_faults is None:
+            return
+        by_port: dict[int, tuple[Fault, ...]] = {}
+        for port in self.topology.ports:
+            matching = tuple(fault for fault in self._faults.values()
+                             if fault.is_request_fault and fault.scope.port in (None, port))
+            if matching:
+                by_port[port] = matching
+        self._on_request_faults(by_port)
+
+    def close(self) -> None:
+        """Stop the fault timers (joined); faults stay as they are, nothing is published."""
+        with self._lock:
+            self._closed = True
+            timers = list(self._timers.values())
+            self._timers.clear()
+        for timer in timers:
+            timer.cancel()
+            if timer is not threading.current_thread():
+                timer.join()
+
+    # --- for metrics ---
+    def uptime_s(self) -> float:
+        return self._clock() - self.started_s
+
+    def snapshot(self) -> list[tuple[Meter, str, bool, float, float]]:
+        """(meter, type, online, total, rate) of every meter, copied under the lock once."""
+        rows = []
+        with self.updater.lock:
+            for meter in self.meters:
+                unit = meter.unit
+                reading, counters, _ = unit.shown
+                rate = reading.rate if unit.meter_type != "electric" else sum(reading.powers_w)
+                rows.append((meter, unit.meter_type, unit.online, counters[unit.meter.total_counter],
+                             rate))
+        return rows
+
+
+def is_whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def total_name(meter: Meter) -> str:
+    return "energy_import" if meter.unit.meter_type == "electric" else "volume_total"
+
+
+def rate_name(meter: Meter) -> str:
+    return "power_total" if meter.unit.meter_type == "electric" else "flow"
+
+
+__all__ = ["Control", "ControlError", "FaultError", "UnknownError", "Meter"]
