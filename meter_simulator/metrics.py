@@ -9,7 +9,8 @@ or fault id; per-meter gauges only up to PER_METER_LIMIT meters.
 """
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
+import prometheus_client
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from .control import Control
@@ -18,7 +19,9 @@ from .server import MeterServer
 from .transport import EXCEPTION_KEY, RESULT_EXCEPTION, RESULT_FAULT, SUPPORTED_FUNCTIONS
 from .updater import TICK_BUCKETS_S
 
-CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+# the text format 0.0.4, which the library's newer releases no longer make their default
+# (releases without the name: their latest is 0.0.4)
+CONTENT_TYPE = getattr(prometheus_client, "CONTENT_TYPE_PLAIN_0_0_4", prometheus_client.CONTENT_TYPE_LATEST)
 PER_METER_LIMIT = 1000
 RESULTS = {0: "ok", RESULT_EXCEPTION: "exception", RESULT_FAULT: "fault"}
 PREFIX = "meter_simulator_"
