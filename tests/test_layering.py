@@ -1,4 +1,5 @@
-"""Imports point one way: pure core <- updater, handler, transport, server, fleet <- options, cli.
+"""Imports point one way: pure core <- updater, handler, transport, server, fleet, control <- the
+faces (HTTP: web, api, metrics) <- options, app, cli and the testing package.
 
 The core (registers, processes, meters) runs without pyModbusTCP, docopt, sockets,
 threads or a clock: a fresh interpreter imports it and looks at sys.modules, and a
@@ -19,8 +20,9 @@ from support import ROOT
 
 PACKAGE = Path(meter_simulator.__file__).resolve().parent
 CORE = {"registers", "processes", "meters", "image", "solar", "demand", "points", "quantities",
-        "codec", "mapfile", "profiles"}
-OUTER = {"options", "cli", "service", "__main__"}  # argv, exit codes, the process's life
+        "codec", "mapfile", "profiles", "pins", "readings", "faults"}
+OUTER = {"options", "cli", "service", "app", "__main__"}  # argv, exit codes, the process's life
+TESTING = PACKAGE / "testing"  # the Python API: a composition root like cli, without its process-wide calls
 # what the core must not need: the Modbus server, the command line, the network, threads, a clock
 NOT_IN_CORE = {"pyModbusTCP", "docopt", "socket", "socketserver", "selectors", "ssl", "threading",
                "signal", "subprocess", "time", "datetime", "logging"}
@@ -109,12 +111,25 @@ PROCESS_WIDE = {("sys", "setswitchinterval"), ("signal", "signal"), ("logging", 
                 ("resource", "setrlimit"), ("os", "umask"), ("os", "chdir")}
 
 
-@pytest.mark.parametrize("name", sorted(set(modules()) - {"cli"}))
+@pytest.mark.parametrize("name", sorted(set(modules()) - {"cli"})
+                         + sorted(f"testing/{path.name}" for path in TESTING.glob("*.py")))
 def test_only_the_program_changes_process_wide_state(name):
-    tree = ast.parse(modules()[name].read_text(encoding="utf-8"))
+    path = PACKAGE / name if name.startswith("testing/") else modules()[name]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     calls = {(node.value.id, node.attr) for node in ast.walk(tree)
              if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)}
     assert not calls & PROCESS_WIDE, f"{name} calls {calls & PROCESS_WIDE}"
+
+
+def test_the_faces_come_in_only_with_the_control_port():
+    """prometheus_client (and through it OpenSSL) and the HTTP server load only with --http."""
+    probe = ("import sys, meter_simulator.cli, meter_simulator.testing; "
+             "print(sorted({'prometheus_client', 'http.server', 'meter_simulator.web', "
+             "'meter_simulator.testing.simulator'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_the_program_loads_no_crypto_library():
