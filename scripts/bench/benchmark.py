@@ -2,20 +2,22 @@
 
 Usage:
   benchmark.py [--quick] [--only NAMES] [--seconds S] [--rounds N] [--fleet-seconds S]
-               [--drift-seconds S] [--port PORT]
+               [--drift-seconds S] [--port PORT] [--baseline DIR]
   benchmark.py --tick-phase SECONDS
   benchmark.py -h | --help
 
 Options:
   --quick              A few seconds per scenario, to try it out.
-  --only NAMES         Comma-separated scenario groups: closed, profiles, storm, fleet, tick
-                       [default: all].
+  --only NAMES         Comma-separated scenario groups: closed, profiles, faults, storm,
+                       fleet, tick [default: all].
   --seconds S          Seconds of load per throughput scenario and round [default: 5].
   --rounds N           Rounds per throughput scenario, servers taking turns; the median
                        round is shown [default: 3].
   --fleet-seconds S    Seconds of the 1,000-meter fleet scenarios [default: 60].
   --drift-seconds S    Seconds of the tick-schedule drift run [default: 600].
   --port PORT          First TCP port to use on 127.0.0.1 [default: 27000].
+  --baseline DIR       A checkout of an earlier version (git worktree add DIR REV): the
+                       faults group also runs its scripts/run_meter.py [default: none].
   --tick-phase SECONDS (internal) time ticks of 1,000 meters in this process.
   -h, --help           Show this text.
 
@@ -23,7 +25,9 @@ Every server runs in its own process pinned to CPU 0; the load generator, a smal
 program compiled here with the machine's cc (a Python one tops out below the servers),
 runs pinned to CPU 1. Server CPU time comes from /proc/PID/stat, peak RSS from VmHWM.
 The profiles group reads 80 input registers (FC 0x04) from ours serving the SDM630 map and
-the seed map; the tick group times 1,000 meters' ticks with each built-in map.
+the seed map; the tick group times 1,000 meters' ticks with each built-in map. The faults
+group reads 4 registers from ours without a control port, with the control port on and a
+delay fault active on another port of the run, and (--baseline) an earlier version.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from docopt import docopt
@@ -50,6 +55,8 @@ STORM_CLIENTS = 500
 TICK_PROFILES = ("seed", "sdm630", "sunspec", "sunspec-float")
 PROFILE_READ = (4, 80)  # FC 0x04, 80 registers from address 0: an SDM630 block read
 PROFILE_MAPS = ("seed", "sdm630")
+FAULT_READ_REGISTERS = 4  # the tightest case: the per-request cost shows most
+HTTP_PORT_OFFSET = 500  # the control port of the faults group, above the Modbus ports
 
 
 def pinned(cpu: int):
@@ -81,16 +88,21 @@ class Server:
     """One server under test in its own pinned process."""
 
     def __init__(self, kind: str, port: int, count: int = 1, units: int = 0,
-                 loadgen: str = "", profile: str = "seed") -> None:
+                 loadgen: str = "", profile: str = "seed", root: Path = ROOT,
+                 fault_elsewhere: bool = False) -> None:
+        if fault_elsewhere:
+            count = 2
         self.kind, self.port, self.count = kind, port, count
         if kind == "ours":
-            argv = [sys.executable, str(ROOT / "scripts" / "run_meter.py"), "--port", str(port),
+            argv = [sys.executable, str(root / "scripts" / "run_meter.py"), "--port", str(port),
                     "--count", str(count), "--max-clients", "1000", "--seed", "1",
                     "--log-level", "warning"]
             if units:
                 argv += ["--unit-ids", f"1-{units}"]
             if profile != "seed":
                 argv += ["--profile", profile]
+            if fault_elsewhere:
+                argv += ["--http", str(port + HTTP_PORT_OFFSET)]
         elif kind == "ceiling":
             argv = [loadgen, "serve", str(port)]
         else:
@@ -98,8 +110,10 @@ class Server:
                     str(count), str(units)]
         # stderr to a file, never a pipe: a server that logs a lot would block on a full pipe
         self.log = tempfile.TemporaryFile()
+        # the package of root (a baseline checkout's own, not the installed one)
+        env = dict(os.environ, PYTHONPATH=str(root)) if kind == "ours" else None
         self.proc = subprocess.Popen(argv, preexec_fn=pinned(SERVER_CPU), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=self.log)
+                                     stdout=subprocess.DEVNULL, stderr=self.log, env=env)
         deadline = time.monotonic() + 180  # 1,000 default DataBanks take a while to allocate
         while not (accepts(port) and accepts(port + count - 1)):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -108,7 +122,21 @@ class Server:
                 self.stop()
                 raise RuntimeError(f"{kind} server did not start: {err!r}")
             time.sleep(0.1)
+        if fault_elsewhere:  # a delay fault on the second port: the first one is measured
+            self.add_fault(port + HTTP_PORT_OFFSET, {"type": "delay", "delay_ms": 1000,
+                                                     "scope": {"port": port + 1}})
         time.sleep(1.0)  # let start-up work (imports, first tick) finish before measuring
+
+    def add_fault(self, http_port: int, fault: dict) -> None:
+        deadline = time.monotonic() + 30
+        while not accepts(http_port):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the control port did not open")
+            time.sleep(0.1)
+        request = urllib.request.Request(f"http://127.0.0.1:{http_port}/api/faults", method="POST",
+                                         data=json.dumps(fault).encode())
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 201
 
     def cpu_s(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -225,6 +253,27 @@ def profile_reads(loadgen: str, port: int, seconds: float, rounds: int) -> list[
         for name, r in results.items():
             print_closed_row(name, r, ratio(r["rps"], results["seed"]["rps"]), rounds)
         rows.append({"conns": conns, "qty": qty, "results": results})
+    return rows
+
+
+def fault_reads(loadgen: str, port: int, seconds: float, rounds: int,
+                baseline: Path | None) -> list[dict]:
+    """10 and 100 connections reading 4 registers: bare pyModbusTCP, ours, ours with the
+    control port and a delay fault on another port, and (baseline) an earlier version."""
+    rows = []
+    servers = {"pyModbusTCP": {"kind": "pyModbusTCP"}, "ours": {"kind": "ours"},
+               "ours+fault": {"kind": "ours", "fault_elsewhere": True}}
+    if baseline is not None:
+        servers["baseline"] = {"kind": "ours", "root": baseline}
+    for conns in (10, 100):
+        print(f"\n## {conns} connections, read {FAULT_READ_REGISTERS} registers: the hot path with "
+              f"no fault and with a fault on another port, {seconds:g} s x {rounds} rounds", flush=True)
+        print(f"{'server':<12} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10} "
+              f"{'RSS MB':>7} {'this/bare':>9} {'req/s rounds':>13}")
+        results = closed_rounds(loadgen, port, servers, rounds, conns, FAULT_READ_REGISTERS, seconds)
+        for label, r in results.items():
+            print_closed_row(label, r, ratio(r["rps"], results["pyModbusTCP"]["rps"]), rounds)
+        rows.append({"conns": conns, "results": results})
     return rows
 
 
@@ -369,7 +418,8 @@ def print_worst(closed_rows, metric: str, worst, label: str) -> None:
           f"({row['conns']} conn., {row['qty']} registers)")
 
 
-def summary(closed_rows, profile_rows, storm_results, fleet_rows, tick_result) -> None:
+def summary(closed_rows, profile_rows, storm_results, fleet_rows, tick_result,
+            fault_rows=()) -> None:
     print("\n## targets")
     if closed_rows:
         print_worst(closed_rows, "rps", min, "throughput vs bare pyModbusTCP (>= 0.90x in every scenario)")
@@ -393,6 +443,12 @@ def summary(closed_rows, profile_rows, storm_results, fleet_rows, tick_result) -
                   f"of the same size, {row['conns']} conn.: "
                   f"{ratio(results['sdm630']['rps'], results['seed']['rps'])} the requests/s, "
                   f"p99 {ms(results['sdm630']['p99_us'])} against {ms(results['seed']['p99_us'])} ms")
+    for row in fault_rows:
+        results = row["results"]
+        bare = results["pyModbusTCP"]["rps"]
+        shown = ", ".join(f"{label} {ratio(r['rps'], bare)}" for label, r in results.items()
+                          if label != "pyModbusTCP")
+        print(f"hot path, 4 registers, {row['conns']} conn. (>= 1.2x bare pyModbusTCP): {shown}")
     if storm_results:
         r = storm_results["ours"]
         print(f"{STORM_CLIENTS} simultaneous connects (all answered within 1 s, 501st within "
@@ -426,7 +482,8 @@ def main() -> int:
     drift_s = 10.0 if quick else float(args["--drift-seconds"])
     storm_timeout_s = 10.0 if quick else 70.0
     port = int(args["--port"])
-    groups = {"closed", "profiles", "storm", "fleet", "tick"}
+    groups = {"closed", "profiles", "faults", "storm", "fleet", "tick"}
+    baseline = None if args["--baseline"] == "none" else Path(args["--baseline"]).resolve()
     only = groups if args["--only"] == "all" else set(args["--only"].split(","))
     if not only <= groups:
         sys.exit(f"benchmark: --only takes {', '.join(sorted(groups))}, not "
@@ -438,10 +495,11 @@ def main() -> int:
         loadgen = build_loadgen(workdir)
         closed_rows = closed_loop(loadgen, port, seconds, rounds) if "closed" in only else []
         profile_rows = profile_reads(loadgen, port, seconds, rounds) if "profiles" in only else []
+        fault_rows = fault_reads(loadgen, port, seconds, rounds, baseline) if "faults" in only else []
         storm_results = storm(loadgen, port, storm_timeout_s) if "storm" in only else {}
         fleet_rows = fleet(loadgen, port, fleet_s) if "fleet" in only else []
     tick_result = tick(drift_s) if "tick" in only else {}
-    summary(closed_rows, profile_rows, storm_results, fleet_rows, tick_result)
+    summary(closed_rows, profile_rows, storm_results, fleet_rows, tick_result, fault_rows)
     print(f"\nload average at the end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     return 0
 
