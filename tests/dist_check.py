@@ -6,7 +6,10 @@ DIST_DIR holds what `python -m build` made: one wheel and one sdist. For each, a
 virtual environment installs it (and its dependencies) from nothing, `meter-simulator
 --version` names the version, and `meter-simulator --type gas` started on a free
 loopback port answers a Modbus read of registers 100-101 (online, gas) through the
-installed pyModbusTCP, then stops on SIGTERM with status 0. Run by `tox -e dist`.
+installed pyModbusTCP, then stops on SIGTERM with status 0. In the wheel's venv, pytest
+is installed next and a user's test file that uses only the documented fixtures
+(meter_simulator, meter_simulator_factory) passes: installing the package is all a
+test suite needs. Run by `tox -e dist`.
 Exits 0 when every check passes, 1 with one line per failure otherwise.
 """
 from __future__ import annotations
@@ -37,6 +40,24 @@ import sys
 from pyModbusTCP.client import ModbusClient
 client = ModbusClient(host="127.0.0.1", port=int(sys.argv[1]), timeout=5)
 print(client.read_holding_registers(100, 2))
+"""
+USER_SUITE = """
+from pyModbusTCP.client import ModbusClient
+
+
+def test_a_meter_answers(meter_simulator):
+    client = ModbusClient(host="127.0.0.1", port=meter_simulator.port, timeout=5)
+    assert client.read_holding_registers(100, 2) == [1, 0]
+
+
+def test_a_busy_water_meter(meter_simulator_factory):
+    simulator = meter_simulator_factory(type="water", seed=1, interval=3600)
+    client = ModbusClient(host="127.0.0.1", port=simulator.port, timeout=5)
+    with simulator.fault("exception", code=6, count=1):
+        assert client.read_holding_registers(0, 2) is None
+        assert client.last_except == 6
+    simulator.set(flow=12.5)
+    assert client.read_holding_registers(20, 1) == [125]
 """
 DEADLINE_S = 30.0
 
@@ -104,6 +125,26 @@ def check_install(artifact: Path, work: Path) -> list[str]:
     return failures
 
 
+def check_user_suite(wheel: Path, work: Path) -> list[str]:
+    """In the wheel's venv: pytest installed, a user's test file using the fixtures passes."""
+    env_dir = work / wheel.name.replace(".", "-")
+    python = env_dir / "bin" / "python"
+    done = subprocess.run([str(python), "-m", "pip", "install", "-q", "pytest"],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        return [f"{wheel.name}: pip install pytest failed: {done.stderr.strip().splitlines()[-1:]}"]
+    suite = work / "user-suite"
+    suite.mkdir()
+    (suite / "test_with_meters.py").write_text(USER_SUITE, encoding="utf-8")
+    done = subprocess.run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "test_with_meters.py"], capture_output=True, text=True, cwd=suite,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        return [f"{wheel.name}: a user's test file with the fixtures failed: "
+                f"{done.stdout.strip().splitlines()[-3:]}"]
+    return []
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(__doc__.split("\n\n")[1], file=sys.stderr)
@@ -119,10 +160,13 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="dist-check-") as work:
         for artifact in (wheels[0], sdists[0]):
             failures += check_install(artifact, Path(work))
+        if not failures:
+            failures += check_user_suite(wheels[0], Path(work))
     for failure in failures:
         print(f"dist_check: {failure}", file=sys.stderr)
     if not failures:
-        print(f"dist_check: {wheels[0].name} and {sdists[0].name} install, run and serve")
+        print(f"dist_check: {wheels[0].name} and {sdists[0].name} install, run and serve; "
+              "a user's test file with the fixtures passes")
     return 1 if failures else 0
 
 
