@@ -184,7 +184,7 @@ class Control:
     def create_fault(self, spec) -> dict:
         """A new fault from its description (POST /api/faults); the fault as the API shows it."""
         fields = faults.checked(spec, self.topology)
-        with self._lock:
+        with self._lock:  # held while a meter fault is applied: an end cannot overtake it
             if self._closed:
                 raise FaultError("the simulator has stopped")
             fault_id = f"f{next(self._ids)}"
@@ -193,18 +193,17 @@ class Control:
             self._faults[fault_id] = fault
             if fault.is_request_fault:
                 self._push_request_faults()
+            else:
+                for meter in self._covered(fault):
+                    self.updater.change_faults(meter.unit, fault.type, 1)
+                self.applied_by_type[fault.type] += 1
+                fault.applied += 1
             if fault.duration_s is not None:
                 timer = threading.Timer(fault.duration_s, self._expire, args=(fault_id,))
                 timer.name = f"fault-timer {fault_id}"
                 timer.daemon = True
                 self._timers[fault_id] = timer
                 timer.start()
-        if not fault.is_request_fault:
-            for meter in self._covered(fault):
-                self.updater.change_faults(meter.unit, fault.type, 1)
-            with self._lock:
-                self.applied_by_type[fault.type] += 1
-                fault.applied += 1
         return fault.as_dict(self._clock())
 
     def describe(self, fault_id: str) -> str:
@@ -296,18 +295,20 @@ class Control:
             self._end(fault, "its duration passed")
 
     def _end(self, fault: Fault, reason: str | None) -> bool:
-        """Remove a fault (once: False if it had ended already) and undo a meter fault."""
+        """Remove a fault (once: False if it had ended already) and undo a meter fault.
+
+        Lock order: the faults' lock, then the updater's (never the other way round)."""
         with self._lock:
             if self._faults.pop(fault.id, None) is None:
                 return False
             timer = self._timers.pop(fault.id, None)
             if fault.is_request_fault:
                 self._push_request_faults()
+            else:
+                for meter in self._covered(fault):
+                    self.updater.change_faults(meter.unit, fault.type, -1)
         if timer is not None and timer is not threading.current_thread():
             timer.cancel()
-        if not fault.is_request_fault:
-            for meter in self._covered(fault):
-                self.updater.change_faults(meter.unit, fault.type, -1)
         if reason is not None:
             log.info("fault %s (%s) ended: %s, applied %d time%s", fault.id, fault.describe(), reason,
                      fault.applied, "" if fault.applied == 1 else "s")
