@@ -179,6 +179,10 @@ class Topology:
         return Scope(port, unit_id)
 
 
+def article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def checked(spec, topology: Topology) -> dict:
     """The fields of a new fault from a request body, checked whole; FaultError (400) or
     UnknownError (404) naming the first problem."""
@@ -189,7 +193,7 @@ def checked(spec, topology: Topology) -> dict:
         raise FaultError(f"type must be one of {', '.join(TYPES)}, not {kind!r}")
     unknown = sorted(set(spec) - COMMON_KEYS - PARAMETERS[kind])
     if unknown:
-        raise FaultError(f"unknown key {unknown[0]!r} for a {kind} fault")
+        raise FaultError(f"unknown key {unknown[0]!r} for {article(kind)} {kind} fault")
     parameters: dict = {}
     if kind == "delay":
         if "delay_ms" not in spec:
@@ -209,7 +213,7 @@ def checked(spec, topology: Topology) -> dict:
     if kind in METER_FAULTS:
         for name in ("probability", "count", "functions"):
             if spec.get(name) is not None:
-                raise FaultError(f"a {kind} fault takes duration_s only, not {name}")
+                raise FaultError(f"{article(kind)} {kind} fault takes duration_s only, not {name}")
     functions = None
     if spec.get("functions") is not None:
         codes = spec["functions"]

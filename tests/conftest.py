@@ -73,7 +73,8 @@ def fast_servers():
         server.stop()
 
 
-OUR_THREADS = ("meter-updater", "modbus-server", "modbus-connection")
+OUR_THREADS = ("meter-updater", "modbus-server", "modbus-connection", "control-server",
+               "control-connection", "fault-timer", "state-saver")
 
 
 def our_threads() -> int:

@@ -1,0 +1,290 @@
+"""The control core without sockets: fault specs, scopes, which requests a fault hits, counting,
+expiry on a fake clock, meter faults and pins published at once, readings by name."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from meter_simulator import faults
+from meter_simulator.control import Control, ControlError
+from meter_simulator.faults import FaultError, Topology, UnknownError
+from meter_simulator.fleet import Endpoint
+from meter_simulator.meters import make_meter
+from meter_simulator.server import new_unit
+from meter_simulator.updater import Updater
+from support import FakeClock
+
+SINGLE = Topology({5020: None, 5021: None})
+GATEWAY = Topology({5020: frozenset({1, 2, 7})})
+
+
+def control_of(clock: FakeClock, *, gateway: bool = False, seed: int | None = 1,
+               meter_type: str = "electric", profile=None) -> Control:
+    """A Control over an updater on a fake clock (never started: ticks by hand)."""
+    rng = random.Random(5)
+
+    def unit():
+        return new_unit(make_meter(meter_type, random.Random(rng.getrandbits(32)), 12 * 3600), profile)
+
+    plan = [Endpoint(5020, units_by_id={1: unit(), 2: unit(), 7: unit()})] if gateway else \
+        [Endpoint(5020, unit=unit()), Endpoint(5021, unit=unit())]
+    updater = Updater([u for endpoint in plan for u in endpoint.units], interval_s=1.0, clock=clock)
+    return Control(updater, plan, seed=seed, clock=clock)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ([], "a fault must be a JSON object"),
+    ({"type": "slow"}, "type must be one of delay, no_answer, close, reset, exception, corrupt, "
+                       "freeze, offline, not 'slow'"),
+    ({"type": "delay"}, "a delay fault needs delay_ms (1 to 60000)"),
+    ({"type": "delay", "delay_ms": 0}, "delay_ms must be from 1 to 60000, not 0"),
+    ({"type": "delay", "delay_ms": 60001}, "delay_ms must be from 1 to 60000, not 60001"),
+    ({"type": "delay", "delay_ms": True}, "delay_ms must be a whole number, not True"),
+    ({"type": "close", "delay_ms": -1}, "delay_ms must be from 0 to 60000, not -1"),
+    ({"type": "exception"}, "an exception fault needs code (1 to 255)"),
+    ({"type": "exception", "code": 256}, "code must be from 1 to 255, not 256"),
+    ({"type": "exception", "code": 0}, "code must be from 1 to 255, not 0"),
+    ({"type": "corrupt", "mode": "bits"}, "mode must be one of transaction_id, length, truncate, "
+                                          "not 'bits'"),
+    ({"type": "reset", "code": 3}, "unknown key 'code' for a reset fault"),
+    ({"type": "no_answer", "probability": 0}, "probability must be a number above 0 and at most 1, "
+                                              "not 0"),
+    ({"type": "no_answer", "probability": 1.5}, "probability must be a number above 0 and at most 1, "
+                                                "not 1.5"),
+    ({"type": "no_answer", "count": 0}, "count must be from 1 to 2147483647, not 0"),
+    ({"type": "no_answer", "duration_s": 0}, "duration_s must be a number of seconds above 0, not 0"),
+    ({"type": "no_answer", "functions": []}, "functions must be a list of function codes, not []"),
+    ({"type": "no_answer", "functions": [3, 300]}, "functions must be from 1 to 255, not 300"),
+    ({"type": "freeze", "count": 2}, "a freeze fault takes duration_s only, not count"),
+    ({"type": "offline", "probability": 0.5}, "an offline fault takes duration_s only, not probability"),
+    ({"type": "freeze", "delay_ms": 5}, "unknown key 'delay_ms' for a freeze fault"),
+    ({"type": "close", "scope": []}, "scope must be an object, not []"),
+    ({"type": "close", "scope": {"host": 1}}, "unknown scope key 'host': give port, unit_id or meter"),
+    ({"type": "close", "scope": {"meter": "5020", "port": 5020}},
+     "scope meter stands alone, without port or unit_id"),
+    ({"type": "close", "scope": {"unit_id": 256}}, "unit_id must be from 0 to 255, not 256"),
+])
+def test_a_bad_fault_is_refused_with_one_line(spec, message):
+    with pytest.raises(FaultError) as refused:
+        faults.checked(spec, SINGLE)
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize(("topology", "scope", "message"), [
+    (SINGLE, {"port": 6000}, "port 6000 is not served"),
+    (SINGLE, {"meter": "5020-1"}, "no meter '5020-1'"),
+    (SINGLE, {"meter": "abc"}, "no meter 'abc'"),
+    (GATEWAY, {"meter": "5020"}, "no meter '5020'"),
+    (GATEWAY, {"meter": "5020-3"}, "no meter '5020-3'"),
+    (GATEWAY, {"unit_id": 3}, "unit id 3 is not a meter on any port"),
+    (GATEWAY, {"port": 5020, "unit_id": 3}, "unit id 3 is not a meter on port 5020"),
+])
+def test_a_scope_naming_what_is_not_served_is_unknown(topology, scope, message):
+    with pytest.raises(UnknownError) as unknown:
+        faults.checked({"type": "close", "scope": scope}, topology)
+    assert str(unknown.value) == message
+
+
+@pytest.mark.parametrize(("topology", "scope", "shown"), [
+    (SINGLE, None, {}),
+    (SINGLE, {}, {}),
+    (SINGLE, {"port": 5021}, {"port": 5021}),
+    (SINGLE, {"meter": "5021"}, {"port": 5021}),
+    (SINGLE, {"unit_id": 9}, {"unit_id": 9}),  # requests carrying unit id 9, any meter
+    (GATEWAY, {"meter": "5020-7"}, {"port": 5020, "unit_id": 7}),
+    (GATEWAY, {"port": 5020, "unit_id": 2}, {"port": 5020, "unit_id": 2}),
+])
+def test_scopes(topology, scope, shown):
+    assert faults.checked({"type": "close", "scope": scope}, topology)["scope"].as_dict() == shown
+
+
+def test_a_fault_hits_requests_in_its_scope_and_functions_only():
+    clock = FakeClock()
+    control = control_of(clock, gateway=True)
+    control.create_fault({"type": "no_answer", "scope": {"meter": "5020-7"}, "functions": [3, 4]})
+    candidates = tuple(control._faults.values())
+    assert control.match(candidates, 7, 3) is not None
+    assert control.match(candidates, 7, 4) is not None
+    assert control.match(candidates, 7, 6) is None
+    assert control.match(candidates, 2, 3) is None
+    assert control.fault("f1")["applied"] == 2
+
+
+def test_count_ends_a_fault_and_misses_do_not_count():
+    clock = FakeClock()
+    control = control_of(clock)
+    control.create_fault({"type": "exception", "code": 6, "count": 2, "functions": [3]})
+    candidates = tuple(control._faults.values())
+    assert control.match(candidates, 1, 4) is None  # another function: not counted
+    assert control.fault("f1")["remaining"] == 2
+    assert control.match(candidates, 1, 3) is not None
+    assert control.match(candidates, 1, 3) is not None
+    assert control.faults() == []
+    assert control.match(candidates, 1, 3) is None
+    with pytest.raises(UnknownError):
+        control.fault("f1")
+    assert control.applied_by_type["exception"] == 2
+
+
+def test_duration_ends_a_fault_on_the_clock_whether_or_not_it_applied():
+    clock = FakeClock()
+    control = control_of(clock)
+    shown = control.create_fault({"type": "close", "duration_s": 2.5})
+    assert shown["expires_in_s"] == 2.5
+    candidates = tuple(control._faults.values())
+    clock.now += 2.0
+    assert control.fault("f1")["expires_in_s"] == 0.5
+    assert control.match(candidates, 1, 3) is not None
+    clock.now += 0.5
+    assert control.match(candidates, 1, 3) is None
+    assert control.faults() == []
+    control.close()
+
+
+def test_the_oldest_fault_that_applies_acts_alone():
+    clock = FakeClock()
+    control = control_of(clock)
+    control.create_fault({"type": "exception", "code": 6, "functions": [4]})
+    control.create_fault({"type": "close", "count": 5})
+    candidates = tuple(control._faults.values())
+    assert control.match(candidates, 1, 3).id == "f2"  # f1 does not apply to FC 3
+    assert control.match(candidates, 1, 4).id == "f1"
+    assert control.fault("f2")["remaining"] == 4  # not consumed by the request f1 took
+
+
+def hit_pattern(seed: int | None) -> list[bool]:
+    control = control_of(FakeClock(), seed=seed)
+    control.create_fault({"type": "no_answer", "probability": 0.3})
+    candidates = tuple(control._faults.values())
+    return [control.match(candidates, 1, 3) is not None for _ in range(300)]
+
+
+def test_probability_draws_from_the_seed_and_the_fault_id():
+    first = hit_pattern(7)
+    assert first == hit_pattern(7)
+    assert first != hit_pattern(8)
+    assert 50 < sum(first) < 130  # about 30 % of 300
+
+
+def test_a_request_fault_reaches_the_ports_it_may_act_on():
+    clock = FakeClock()
+    pushed = []
+    control = control_of(clock)
+    control._on_request_faults = pushed.append
+    control.create_fault({"type": "close", "scope": {"port": 5021}})
+    control.create_fault({"type": "delay", "delay_ms": 5})
+    assert {port: [fault.id for fault in faults_] for port, faults_ in pushed[-1].items()} == \
+        {5020: ["f2"], 5021: ["f1", "f2"]}
+    assert control.clear_faults() == 2
+    assert pushed[-1] == {}
+
+
+def registers(control: Control, meter_id: str = "5020") -> list[int]:
+    return control.meter(meter_id).unit.bank.image.words(0, 23)
+
+
+def test_freeze_keeps_the_registers_and_the_end_publishes_the_meter_at_once():
+    clock = FakeClock()
+    control = control_of(clock)
+    control.updater.speed = 3600.0
+    before = registers(control)
+    control.create_fault({"type": "freeze", "scope": {"port": 5020}})
+    clock.now += 1.0
+    control.updater.tick()
+    assert registers(control) == before
+    assert control.meter("5020").unit.online
+    assert registers(control, "5021") != before  # the other meter moves on
+    frozen_total = control.details("5020")["total"]
+    control.clear_faults()
+    assert control.details("5020")["total"] > frozen_total  # the hour consumed meanwhile shows
+    assert registers(control) != before
+
+
+def test_offline_fault_ends_in_the_online_state_the_meter_would_have():
+    clock = FakeClock()
+    control = control_of(clock)
+    control.create_fault({"type": "offline"})
+    assert not control.details("5020")["online"]
+    control.set_online("5020", False)
+    control.set_online("5021", True)
+    control.clear_faults()
+    assert not control.details("5020")["online"]
+    assert control.details("5021")["online"]
+
+
+def test_an_offline_device_profile_is_unreachable():
+    from meter_simulator import profiles
+
+    clock = FakeClock()
+    control = control_of(clock, profile=profiles.resolve("sdm630", "electric"))
+    unit = control.meter("5020").unit
+    control.create_fault({"type": "offline", "scope": {"meter": "5020"}})
+    assert unit.unreachable
+    control.clear_faults()
+    assert not unit.unreachable
+    control.set_online("5020", False)
+    assert unit.unreachable
+
+
+def test_a_short_fault_ending_by_its_timer_leaves_no_meter_frozen():
+    control = control_of(FakeClock())
+    for _ in range(20):
+        control.create_fault({"type": "freeze", "duration_s": 1e-6})
+    control.close()
+    for fault in list(control._faults.values()):
+        control._end(fault, None)
+    assert all(meter.unit.live for meter in control.meters)
+
+
+def test_pins_are_published_at_once_and_the_total_integrates_them():
+    clock = FakeClock()
+    control = control_of(clock)
+    control.set_overrides("5020", {"power_total": 3600.0})
+    assert control.readings("5020")["power_total"] == pytest.approx(3600.0)
+    assert registers(control)[2] == 36000  # registers 2-3: W x10, low word first
+    start = control.details("5020")["total"]
+    clock.now += 3600.0
+    control.updater.tick()
+    assert control.details("5020")["total"] - start == pytest.approx(3.6, rel=1e-9)
+    assert control.details("5020")["overrides"] == {"power_total": 3600.0}
+    control.release("5020")
+    assert control.details("5020")["overrides"] == {}
+
+
+def test_a_total_jump_shows_rolled_over_in_the_registers():
+    control = control_of(FakeClock())
+    control.set_total("5020", 42949672.96)
+    words = registers(control)
+    assert words[0] | words[1] << 16 == round(42949672.96 * 100) % 2**32
+    with pytest.raises(ControlError):
+        control.set_total("5020", -1)
+    with pytest.raises(ControlError):
+        control.set_total("5020", 1e9 + 1)
+
+
+def test_listing_pages_meters_in_port_then_unit_id_order():
+    control = control_of(FakeClock(), gateway=True)
+    page = control.page(1, 1)
+    assert (page["count"], [m["id"] for m in page["meters"]]) == (3, ["5020-2"])
+    assert [m["id"] for m in control.page()["meters"]] == ["5020-1", "5020-2", "5020-7"]
+    with pytest.raises(ControlError):
+        control.page(0, 1001)
+
+
+def test_unknown_meters_and_faults_are_key_errors_with_the_message():
+    control = control_of(FakeClock())
+    with pytest.raises(KeyError) as unknown:
+        control.details("9999")
+    assert str(unknown.value) == "no meter '9999'"
+    with pytest.raises(KeyError) as unknown:
+        control.delete_fault("f9")
+    assert str(unknown.value) == "no fault 'f9'"
+
+
+def test_readings_of_a_water_meter_carry_their_units():
+    control = control_of(FakeClock(), meter_type="water")
+    details = control.details("5020")
+    assert set(details["readings"]) == {"volume_total", "flow", "temperature", "pressure"}
+    assert details["units"] == {"volume_total": "m³", "flow": "L/min", "temperature": "°C",
+                                "pressure": "bar"}
