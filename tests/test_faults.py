@@ -40,7 +40,7 @@ def sim():
 @contextmanager
 def fleet(count: int, **keywords):
     """count meters on consecutive free ports, started. The ports are chosen here: port 0 with
-    count > 1 plans ports 0, 1, 2... (see test_a_fleet_on_port_0_serves_free_ports_only)."""
+    count > 1 plans ports 0, 1, 2... (see test_faults_meter.py)."""
     for _ in range(5):
         simulator = MeterSimulator(type="electric", seed=1, interval=3600, count=count,
                                    port=free_ports(count), **keywords)
@@ -362,15 +362,6 @@ def test_scope_every_meter_or_one_port():
             assert fault.applied == 1
 
 
-def test_a_fleet_on_port_0_serves_free_ports_only():
-    """MeterSimulator(count=2) without port=: each meter on a free port (section 10: port 0),
-    never on ports 1, 2... which another run may hold and only root may bind."""
-    with MeterSimulator(type="electric", seed=1, interval=3600, count=2) as sim:
-        assert len(set(sim.ports)) == 2 and all(port >= 1024 for port in sim.ports), sim.ports
-        with sim.fault("exception", code=6, port=sim.ports[1]):
-            assert not hit(sim.ports[0]) and hit(sim.ports[1])
-
-
 def test_scope_one_meter_or_one_unit_id_in_gateway_mode():
     with fleet(2, unit_ids=[1, 2, 3]) as sim:
         first, second = sim.ports
@@ -473,14 +464,6 @@ def test_count_ends_the_fault_after_that_many_hits(sim):
         with pytest.raises(KeyError):
             sim.control.delete_fault(fault.id)
         assert not hit(sim.port)
-
-
-def test_a_fault_handle_still_tells_how_often_it_applied_once_its_count_ended_it(sim):
-    fault = sim.fault("exception", code=6, count=2)
-    assert fault.info()["applied"] == 0
-    assert hit(sim.port) and hit(sim.port) and not fault.active
-    assert fault.applied == 2, "applied counts the requests it acted on"
-    assert fault.info()["remaining"] == 0
 
 
 def test_duration_ends_the_fault_whether_or_not_it_applied(sim):
