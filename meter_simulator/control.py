@@ -183,6 +183,19 @@ class Control:
     # --- faults ---
     def create_fault(self, spec) -> dict:
         """A new fault from its description (POST /api/faults); the fault as the API shows it."""
+        return self.start_fault(spec).as_dict(self._clock())
+
+    def view(self, fault: Fault) -> dict:
+        """A fault as the API shows it, also after it has ended (the Python API's handle)."""
+        with self._lock:
+            return fault.as_dict(self._clock())
+
+    def is_active(self, fault: Fault) -> bool:
+        with self._lock:
+            return self._faults.get(fault.id) is fault
+
+    def start_fault(self, spec) -> Fault:
+        """A new fault from its description, started; the Fault itself."""
         fields = faults.checked(spec, self.topology)
         with self._lock:  # held while a meter fault is applied: an end cannot overtake it
             if self._closed:
@@ -204,7 +217,7 @@ class Control:
                 timer.daemon = True
                 self._timers[fault_id] = timer
                 timer.start()
-        return fault.as_dict(self._clock())
+        return fault
 
     def describe(self, fault_id: str) -> str:
         """A fault in a few words, for the log."""

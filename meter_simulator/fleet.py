@@ -43,7 +43,10 @@ def plan(meter_type: str, port: int, count: int, unit_ids: Sequence[int] | None,
     """
     endpoints = []
     for offset in range(count):
-        def meter(unit_id: int | None = None, meter_port: int = port + offset):
+        # port 0: every endpoint binds a free port of its own (MeterServer.rekey names them)
+        endpoint_port = port + offset if port else 0
+
+        def meter(unit_id: int | None = None, meter_port: int = endpoint_port):
             model = make_meter(meter_type, random.Random(rng.getrandbits(64)), time_of_day_s,
                                pv_kwp=pv_kwp)
             meter_id = 1 if unit_id is None else unit_id
@@ -51,9 +54,9 @@ def plan(meter_type: str, port: int, count: int, unit_ids: Sequence[int] | None,
                             serial=serial_number(meter_port, meter_id))
 
         if unit_ids is None:
-            endpoints.append(Endpoint(port + offset, unit=meter()))
+            endpoints.append(Endpoint(endpoint_port, unit=meter()))
         else:
-            endpoints.append(Endpoint(port + offset, units_by_id={uid: meter(uid) for uid in unit_ids}))
+            endpoints.append(Endpoint(endpoint_port, units_by_id={uid: meter(uid) for uid in unit_ids}))
     return endpoints
 
 

@@ -71,19 +71,15 @@ def config_for(keywords: dict):
 class Fault:
     """An active fault; leaving its with block (or end()) ends it, if it has not ended already."""
 
-    def __init__(self, simulator: MeterSimulator, shown: dict) -> None:
+    def __init__(self, simulator: MeterSimulator, fault) -> None:
         self._simulator = simulator
-        self.id = shown["id"]
-        self.type = shown["type"]
-        self._last = shown
+        self._fault = fault  # faults.Fault: its counts stay readable after it has ended
+        self.id = fault.id
+        self.type = fault.type
 
     def info(self) -> dict:
-        """The fault as the API shows it now (the last view once it has ended)."""
-        try:
-            self._last = self._simulator.control.fault(self.id)
-        except KeyError:
-            pass
-        return dict(self._last)
+        """The fault as the API shows it (applied, remaining, ...), also once it has ended."""
+        return self._simulator.control.view(self._fault)
 
     @property
     def applied(self) -> int:
@@ -92,11 +88,11 @@ class Fault:
 
     @property
     def active(self) -> bool:
-        return any(fault["id"] == self.id for fault in self._simulator.faults())
+        return self._simulator.control.is_active(self._fault)
 
     def end(self) -> None:
         try:
-            self._last = self._simulator.control.delete_fault(self.id)
+            self._simulator.control.delete_fault(self.id)
         except KeyError:
             pass  # ended by its count or duration
 
@@ -256,7 +252,7 @@ class MeterSimulator:
         spec = {"type": type, "scope": scope, **parameters}
         if functions is not None:
             spec["functions"] = list(functions)
-        return Fault(self, self.control.create_fault(spec))
+        return Fault(self, self.control.start_fault(spec))
 
     def faults(self) -> list[dict]:
         """The active faults, oldest first."""
