@@ -303,6 +303,8 @@ def snapshot(program: ControlProcess, meter_id: str, unit_id: int = 1) -> tuple:
     return shown, modbus_image(doc["port"], unit_id)
 
 
+# --- section 2: JSON in UTF-8 (the errors are in test_control_limits.py) -------------------------
+
 def test_every_answer_is_utf8_json(flow_meters):
     water = flow_meters["water"]
     reply = water.call("GET", f"/api/meters/{water.port}")

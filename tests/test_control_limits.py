@@ -339,7 +339,7 @@ def raw_request(port: int, data: bytes, sock: socket.socket | None = None) -> tu
         while b"\r\n\r\n" not in head:
             chunk = sock.recv(4096)
             if not chunk:
-                raise ConnectionError(f"closed after {head!r}")
+                raise ConnectionError(f"closed with no HTTP answer, only {head!r} (no status line)")
             head += chunk
         head, _, body = head.partition(b"\r\n\r\n")
         status_line, *lines = head.decode("latin-1").split("\r\n")
