@@ -76,7 +76,7 @@ def whole_query(query: dict, name: str, default: int) -> int:
     if not values:
         return default
     text = values[-1]
-    if not re.fullmatch(r"[0-9]{1,9}", text):
+    if not re.fullmatch(r"[0-9]{1,18}", text):
         raise BadRequest(f"{name} must be a whole number, not {text!r}")
     return int(text)
 

@@ -10,6 +10,8 @@ each connection has a thread of its own, and stop() ends them all and joins them
 """
 from __future__ import annotations
 
+import email.parser
+import http.client
 import http.server
 import io
 import json
@@ -70,6 +72,7 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
     """Reads one request at a time within the limits and hands it to the server's application."""
 
     protocol_version = "HTTP/1.1"  # keep-alive: a dashboard polls on one connection
+    default_request_version = "HTTP/1.1"  # an unparsable request line still gets a status line
     server_version = "meter-simulator"
     sys_version = ""
     timeout = IDLE_TIMEOUT_S
@@ -116,12 +119,28 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
             if len(header_lines) > MAX_HEADERS:
                 self._refuse_headers(f"more than {MAX_HEADERS} header lines")
                 return
-        rfile, self.rfile = self.rfile, io.BytesIO(b"".join(header_lines))
+        # the library parses the request line alone; the headers are ours (its own reader
+        # counts the blank line against its limit of 100 and would refuse 100 header lines)
+        rfile, self.rfile = self.rfile, io.BytesIO(b"\r\n")
         try:
             parsed = self.parse_request()  # answers a malformed request line itself (send_error)
         finally:
             self.rfile = rfile
         if not parsed:
+            return
+        self.headers = email.parser.Parser(_class=http.client.HTTPMessage).parsestr(
+            b"".join(header_lines).decode("iso-8859-1"))
+        connection = self.headers.get("Connection", "").lower()
+        if connection == "close" or self.request_version < "HTTP/1.1" and connection != "keep-alive":
+            self.close_connection = True
+        elif connection == "keep-alive" or self.request_version >= "HTTP/1.1":
+            self.close_connection = False
+        if self.headers.get("Expect", "").lower() == "100-continue":
+            self.send_response_only(100)  # curl waits for this before a body over 1 KiB
+            self.end_headers()
+        lengths = {value.strip() for value in self.headers.get_all("Content-Length") or ()}
+        if len(lengths) > 1:
+            self.respond(error_answer(400, "two different Content-Length headers"), close=True)
             return
         length_text = self.headers.get("Content-Length", "0").strip() or "0"
         if self.headers.get("Transfer-Encoding", "").strip():
@@ -164,7 +183,10 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
         self.server.log_answer(self, answer)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """The library's own refusals (a malformed request line, HTTP/2), as JSON errors."""
+        """The library's own refusals (a malformed request line, HTTP/2), as JSON errors; a
+        request is never answered 5xx for what it is (HTTP/2.0: 400)."""
+        if code >= 500:
+            code, message = 400, f"{self.request_version} is not supported: use HTTP/1.1"
         self.close_connection = True
         self.respond(error_answer(code, message or self.responses.get(code, ("error",))[0]), close=True)
 
