@@ -4,6 +4,11 @@ A meter is stepped by simulated seconds. Each step first integrates the readings
 showed since the previous step into its counters (so every counter is exactly the
 integral of what was shown), then draws the new instantaneous readings. Models take a
 random.Random and the simulated time of day; they never read a clock.
+
+A step draws the model's raw values (_draw: every random draw) and then derives the
+shown Reading from them (_derive: deterministic). Readings pinned at run time
+(Meter.overrides, set by Meter.pin) replace raw values in the derivation only, so a pin
+changes what is shown and integrated but never the model's random sequence.
 """
 from __future__ import annotations
 
@@ -77,12 +82,15 @@ class Meter:
     total_counter = ""  # the counter the seed map's total shows
     total_parts: tuple[str, ...] = ()  # counters that set_total splits the total over
     demand: Demand | None = None
+    _raw: tuple = ()  # the model's values of the last step, before any pin (set by _draw)
 
     def __init__(self, rng: random.Random, time_of_day_s: float = 12 * S_PER_H) -> None:
         self._rng = rng
         self.time_of_day_s = time_of_day_s % DAY_S
         # kWh, kvarh, kVAh, Ah or m3, never rounded: registers round, the meter does not
         self.counters: dict[str, float] = dict.fromkeys(self.counter_names, 0.0)
+        # readings pinned at run time, name (pins.PINNABLE) -> value; validated by pins.merged
+        self.overrides: dict[str, float] = {}
         self.reading = self._sample(0.0)
 
     @property
@@ -103,6 +111,17 @@ class Meter:
         self.integrate(dt_s - integrated_s)
         self.time_of_day_s = (self.time_of_day_s + dt_s) % DAY_S
         self.reading = self._sample(dt_s)
+        return self.reading
+
+    def pin(self, overrides: Mapping[str, float]) -> Reading:
+        """Replace every pin with these (name -> value; None releases) and show them at once.
+
+        The reading is derived again from the last raw values: nothing is drawn and nothing is
+        integrated, so the caller integrate()s the time elapsed under the old pins first. The
+        values are not checked here: pins.merged validates them against the meter type.
+        """
+        self.overrides = {name: float(value) for name, value in overrides.items() if value is not None}
+        self.reading = self._derive()
         return self.reading
 
     def integrate(self, dt_s: float) -> None:
@@ -178,6 +197,16 @@ class Meter:
         raise NotImplementedError
 
     def _sample(self, dt_s: float) -> Reading:
+        """Advance the model dt_s simulated seconds and derive the reading it shows."""
+        self._draw(dt_s)
+        return self._derive()
+
+    def _draw(self, dt_s: float) -> None:
+        """Every random draw of a step: the model's raw values into self._raw."""
+        raise NotImplementedError
+
+    def _derive(self) -> Reading:
+        """The shown reading from self._raw and self.overrides, drawing nothing."""
         raise NotImplementedError
 
 
@@ -226,11 +255,55 @@ def energy_names(suffix: str) -> tuple[str, ...]:
 ENERGY_NAMES = (*(energy_names(f"_{phase}") for phase in PHASES), energy_names(""))
 
 
+# the electric pins that replace one phase's raw value, per phase L1..L3
+VOLTAGE_PINS = tuple(f"voltage_{phase}" for phase in PHASES)
+CURRENT_PINS = tuple(f"current_{phase}" for phase in PHASES)
+POWER_FACTOR_PINS = tuple(f"power_factor_{phase}" for phase in PHASES)
+
+
+def scaled_to_power(power_w: float, voltages_v: list[float], currents_a: list[float],
+                    factors: list[float]) -> tuple[list[float], list[float]]:
+    """(currents, signed power factors) that make sum(V*I*PF) = power_w, keeping the voltages
+    and each phase's |PF|: the currents are scaled alike, the PFs take the sign of power_w."""
+    power_w += 0.0  # -0.0 would sign the power factors as export
+    magnitudes = [abs(pf) for pf in factors]
+    whole_w = sum(v * i * m for v, i, m in zip(voltages_v, currents_a, magnitudes))
+    if whole_w == 0.0 and power_w != 0.0:  # no current or PF to scale: 1 A on every phase
+        currents_a = [1.0, 1.0, 1.0]
+        if not any(magnitudes):
+            magnitudes = [1.0, 1.0, 1.0]
+        whole_w = sum(v * m for v, m in zip(voltages_v, magnitudes))
+    if whole_w > 0.0:  # else power_w is 0 and every phase's V*I*PF is 0 already
+        k = abs(power_w) / whole_w
+        currents_a = [amps * k for amps in currents_a]
+    return currents_a, [math.copysign(m, power_w) for m in magnitudes]
+
+
+def pinned_phases(raw: tuple, overrides: Mapping[str, float]) -> tuple:
+    """(voltages, currents, signed power factors, frequency, pinned total PF or None) shown with
+    these pins over the raw values of ElectricMeter._draw; the pinned values as given."""
+    voltages_v, currents_a, factors, frequency_hz, _ = raw
+    get = overrides.get
+    voltages_v = [get(name, volts) for name, volts in zip(VOLTAGE_PINS, voltages_v)]
+    currents_a = [get(name, amps) for name, amps in zip(CURRENT_PINS, currents_a)]
+    power_factor = get("power_factor_total")
+    if power_factor is not None:
+        factors = [power_factor] * 3
+    else:
+        factors = [get(name, pf) for name, pf in zip(POWER_FACTOR_PINS, factors)]
+    power_w = get("power_total")
+    if power_w is not None:
+        currents_a, factors = scaled_to_power(power_w, voltages_v, currents_a, factors)
+    return (tuple(voltages_v), tuple(currents_a), tuple(factors), get("frequency", frequency_hz),
+            power_factor)
+
+
 class ElectricMeter(Meter):
     """Three-phase household meter, optionally with solar panels of pv_kwp kWp.
 
-    Per phase P = V*I*PF, S = V*I and Q = sqrt(S^2 - P^2) from the shown (rounded) V, I
-    and PF; the totals are the phases' sums and the counters grow by exactly P*dt, Q*dt, S*dt.
+    Per phase P = V*I*PF, S = V*I and Q = sqrt(S^2 - P^2) from the shown V, I and PF (the
+    model's rounded ones, or the pinned ones as given); the totals are the phases' sums and the
+    counters grow by exactly P*dt, Q*dt, S*dt.
     """
 
     meter_type = "electric"
@@ -281,7 +354,7 @@ class ElectricMeter(Meter):
         counters["ampere_hours"] += amps_sum * dt_s * AH_PER_AS
         self.demand.add(dt_s, powers[3], apparent[3], *currents, neutral_a)
 
-    def _sample(self, dt_s: float) -> Reading:
+    def _draw(self, dt_s: float) -> None:
         rng = self._rng
         activity = household_activity(self.time_of_day_s)
         real_w = [drift.step(dt_s) for drift in self._standby]
@@ -299,8 +372,8 @@ class ElectricMeter(Meter):
         pv_w = 0.0 if panels is None else panels.step(dt_s, self.time_of_day_s)
         pv_phase_w = pv_w / 3.0  # a three-phase inverter at unity power factor
         gauss = rng.gauss
-        hypot, sqrt = math.hypot, math.sqrt
-        voltages, currents, factors, powers, reactive, apparent = [], [], [], [], [], []
+        hypot = math.hypot
+        voltages, currents, factors = [], [], []
         for net_w, var, voltage in zip(real_w, reactive_var, self._voltages):
             net_w -= pv_phase_w
             load_va = hypot(net_w, var)
@@ -317,32 +390,45 @@ class ElectricMeter(Meter):
                           else VOLTAGE_HIGH_V if volts > VOLTAGE_HIGH_V else volts, 1)
             amps = net_w / (volts * pf) if panels is None else load_va / volts
             amps = round(0.0 if amps < 0.0 else MAX_CURRENT_A if amps > MAX_CURRENT_A else amps, 2)
-            va = volts * amps
-            power_w = va * pf
-            square = va * va - power_w * power_w
             voltages.append(volts)
             currents.append(amps)
             factors.append(pf)
+        frequency_hz = round(self._frequency.step(dt_s) + gauss(0.0, 0.003), 2)
+        # (V, A and signed PF per phase, Hz, W generated): the shown values while nothing is pinned
+        self._raw = (tuple(voltages), tuple(currents), tuple(factors), frequency_hz, pv_w)
+
+    def _derive(self) -> Reading:
+        voltages, currents_a, factors, frequency_hz, pv_w = self._raw
+        power_factor = None  # the pinned power_factor_total, else P / S below
+        if self.overrides:
+            voltages, currents_a, factors, frequency_hz, power_factor = pinned_phases(
+                self._raw, self.overrides)
+        sqrt = math.sqrt
+        powers, reactive, apparent = [], [], []
+        for volts, amps, pf in zip(voltages, currents_a, factors):
+            va = volts * amps
+            power_w = va * pf
+            square = va * va - power_w * power_w
             powers.append(power_w)
             apparent.append(va)
             reactive.append(sqrt(square) if square > 0.0 else 0.0)
         power_total_w = powers[0] + powers[1] + powers[2]
         apparent_total_va = apparent[0] + apparent[1] + apparent[2]
-        frequency_hz = round(self._frequency.step(dt_s) + gauss(0.0, 0.003), 2)
-        i1_a, i2_a, i3_a = currents_a = tuple(currents)
+        i1_a, i2_a, i3_a = currents_a
         neutral_a = neutral_current(i1_a, i2_a, i3_a)
-        in_band = (207.0 <= min(voltages) and max(voltages) <= 253.0 and 0.0 <= min(currents)
-                   and max(currents) <= MAX_CURRENT_A and 49.5 <= frequency_hz <= 50.5
-                   and (panels is not None or (PF_LOW <= min(factors) and max(factors) <= 1.0)))
+        in_band = (207.0 <= min(voltages) and max(voltages) <= 253.0 and 0.0 <= min(currents_a)
+                   and max(currents_a) <= MAX_CURRENT_A and 49.5 <= frequency_hz <= 50.5
+                   and (self.panels is not None or (PF_LOW <= min(factors) and max(factors) <= 1.0)))
         self._shown = (
             (*powers, power_total_w), (*reactive, reactive[0] + reactive[1] + reactive[2]),
             (*apparent, apparent_total_va), i1_a + i2_a + i3_a, currents_a, neutral_a)
         self.demand.update(power_total_w, apparent_total_va, i1_a, i2_a, i3_a, neutral_a)
+        if power_factor is None:
+            power_factor = power_total_w / apparent_total_va if apparent_total_va > 0.0 else 1.0
         return fast_reading(
             total=self.counters["energy_import"], rate=power_total_w if power_total_w > 0.0 else 0.0,
-            voltages_v=tuple(voltages), currents_a=currents_a, frequency_hz=frequency_hz,
-            power_factor=power_total_w / apparent_total_va if apparent_total_va > 0.0 else 1.0,
-            in_band=in_band, power_factors=tuple(factors), powers_w=tuple(powers),
+            voltages_v=voltages, currents_a=currents_a, frequency_hz=frequency_hz,
+            power_factor=power_factor, in_band=in_band, power_factors=factors, powers_w=tuple(powers),
             reactive_var=tuple(reactive), apparent_va=tuple(apparent), pv_w=pv_w,
             current_neutral_a=neutral_a,
         )
@@ -375,10 +461,17 @@ class FlowMeter(Meter):
                 flow += self._fixture_flow[index]
         return min(flow, self.max_flow_l_min)
 
-    def _flow_reading(self, flow_l_min: float, temperature_c: float, pressure: float) -> Reading:
-        flow_l_min = round(flow_l_min, 1)
-        temperature_c = round(temperature_c, 1)
-        pressure = round(pressure, 2)
+    def _store_raw(self, flow_l_min: float, temperature_c: float, pressure: float) -> None:
+        """The model's values, rounded as shown, into self._raw."""
+        self._raw = (round(flow_l_min, 1), round(temperature_c, 1), round(pressure, 2))
+
+    def _derive(self) -> Reading:
+        flow_l_min, temperature_c, pressure = self._raw
+        overrides = self.overrides
+        if overrides:  # pinned values as given: the registers round them
+            flow_l_min = overrides.get("flow", flow_l_min)
+            temperature_c = overrides.get("temperature", temperature_c)
+            pressure = overrides.get("pressure", pressure)
         bands = BANDS[self.meter_type]
         return fast_reading(total=self.counters["volume_total"], rate=flow_l_min, flow_l_min=flow_l_min,
                             temperature_c=temperature_c, pressure=pressure,
@@ -411,13 +504,13 @@ class WaterMeter(FlowMeter):
         self._pressure = Drift(3.5, 0.15, 600.0, rng, 2.5, 4.5)
         super().__init__(rng, time_of_day_s)
 
-    def _sample(self, dt_s: float) -> Reading:
+    def _draw(self, dt_s: float) -> None:
         activity = household_activity(self.time_of_day_s)
         for fixture in self._fixtures:
             fixture.step(dt_s, activity)
         flow = self._fixtures_flow(self._fixtures, WATER_FIXTURES)
         pressure = self._pressure.step(dt_s) - 0.02 * flow + self._rng.gauss(0.0, 0.01)
-        return self._flow_reading(flow, self._temperature.step(dt_s), clamp(pressure, 1.5, 7.5))
+        self._store_raw(flow, self._temperature.step(dt_s), clamp(pressure, 1.5, 7.5))
 
 
 # (nominal L/min, mean on s, mean off s)
@@ -448,7 +541,7 @@ class GasMeter(FlowMeter):
         comfort_c = 20.0 if 6.0 <= hour < 23.0 else 16.0
         return clamp((comfort_c - 2.0 - self._outdoor_c.value) / 20.0, 0.0, 1.0)
 
-    def _sample(self, dt_s: float) -> Reading:
+    def _draw(self, dt_s: float) -> None:
         self._outdoor_c.step(dt_s)
         demand = self.heating_demand()
         if self._burner.step(dt_s, demand * 1.5):  # a 24 kW boiler burns about 40 L/min at full power
@@ -460,7 +553,7 @@ class GasMeter(FlowMeter):
         if self._burner.on:
             flow = min(flow + self._burner_flow * self._rng.uniform(0.97, 1.03), self.max_flow_l_min)
         pressure = self._pressure.step(dt_s) - 0.015 * flow + self._rng.gauss(0.0, 0.02)
-        return self._flow_reading(flow, self._temperature.step(dt_s), clamp(pressure, 17.5, 24.5))
+        self._store_raw(flow, self._temperature.step(dt_s), clamp(pressure, 17.5, 24.5))
 
 
 METER_CLASSES = {"electric": ElectricMeter, "water": WaterMeter, "gas": GasMeter}
