@@ -530,6 +530,58 @@ def test_exit_leaves_the_threads_and_file_descriptors_as_before_with_clients_con
     assert_settings_unchanged(settings_before, process_settings())
 
 
+def test_exit_joins_connections_that_are_ending_or_just_accepted():
+    """Clients that hung up a moment before the exit (their threads still ending) and connections
+    accepted just before it (their threads not serving yet): every thread is joined by then. A
+    few runs, each with many such connections, as the window is short."""
+    threads_before = threads()
+    for run in range(10):
+        with MeterSimulator(interval=STILL, http=True) as sim:
+            for _ in range(10):
+                with socket.create_connection((HOST, sim.port), timeout=10) as sock:
+                    assert modbus_read(sock)[0] == READ_HOLDING
+                with http_client(sim) as web:
+                    assert web("GET", "/healthz")[0] == 200
+            pending = [socket.create_connection((HOST, sim.port), timeout=10) for _ in range(3)]
+        left = threads() - threads_before
+        for sock in pending:
+            sock.close()
+        assert not left, f"run {run}: threads left running: {sorted(t.name for t in left)}"
+
+
+@pytest.mark.parametrize("step", ["finish_request", "shutdown_request"])
+def test_exit_joins_a_connection_thread_caught_before_or_after_serving(monkeypatch, step):
+    """White-box, to hold the window open: a connection thread stopped in socketserver's
+    finish_request (accepted, not serving yet) or shutdown_request (its client hung up, its
+    handler done) when the exit comes. The exit joins it all the same (it lets go within 0.3 s)."""
+    from meter_simulator import transport
+
+    entered, release = threading.Event(), threading.Event()
+    original = getattr(transport.MeterTCPServer, step)
+
+    def held(self, request, *args):
+        entered.set()
+        release.wait(0.3)
+        return original(self, request, *args)
+
+    threads_before = threads()
+    try:
+        with MeterSimulator(interval=STILL) as sim:
+            monkeypatch.setattr(transport.MeterTCPServer, step, held)
+            sock = socket.create_connection((HOST, sim.port), timeout=10)
+            try:
+                if step == "shutdown_request":
+                    assert modbus_read(sock)[0] == READ_HOLDING
+                    sock.close()  # the client hangs up: its thread ends the connection
+                assert entered.wait(10)
+            finally:
+                sock.close()
+        left = threads() - threads_before
+        assert not left, f"threads left running: {sorted(t.name for t in left)}"
+    finally:
+        release.set()
+
+
 def test_a_state_file_run_leaves_nothing_behind_and_saves(tmp_path):
     path = tmp_path / "state.json"
     settings_before = process_settings()
