@@ -419,6 +419,25 @@ def test_an_unknown_keyword_is_a_type_error():
         MeterSimulator(colour="blue")
 
 
+def test_a_token_without_the_control_port_is_a_value_error():
+    # the Python face of the command line's usage error: --http-token-file without --http
+    with pytest.raises(ValueError, match="http_token"):
+        MeterSimulator(http_token="s3cret")
+
+
+def test_a_port_that_cannot_be_bound_raises_and_leaves_nothing_behind():
+    with socket.socket() as holder:
+        holder.bind((HOST, 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        threads_before, fds_before = threads(), fds()
+        sim = MeterSimulator(port=taken, http=True)
+        with pytest.raises(Exception, match=str(taken)):
+            sim.start()
+        assert threads() == threads_before
+        assert fds() == fds_before
+
+
 def test_keywords_take_python_values_and_act_as_their_options(tmp_path):
     with MeterSimulator(type="water", unit_ids=range(1, 4), read_only=True, interval=STILL,
                         idle_timeout=30, max_clients=2) as sim:
