@@ -62,7 +62,7 @@ class Control:
         self._seed = seed
         self._on_request_faults = on_request_faults
         self.meters: list[Meter] = []
-        for endpoint in sorted(plan, key=lambda endpoint: endpoint.port):
+        for endpoint in sorted(plan, key=lambda endpoint: endpoint.port):  # the API lists by port
             if endpoint.unit is not None:
                 self.meters.append(Meter(endpoint.port, None, endpoint.unit))
             else:

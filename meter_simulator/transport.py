@@ -171,6 +171,7 @@ class MeterTCPServer(socketserver.ThreadingTCPServer):
         self.accepted = 0
         self.refused = {"max_clients": 0, "allow": 0}
         self.connections: dict = {}  # handler -> its thread, while it serves
+        self.threads: set = set()  # every connection thread that may still run (joined on stop)
         self.ended_counts: dict[int, int] = {}  # the request counts of connections that ended
         self.closed = threading.Event()  # set when the listener closes: connections end now
         self.request_faults: tuple = ()  # the faults that may act on this port, oldest first
@@ -249,23 +250,32 @@ class MeterTCPServer(socketserver.ThreadingTCPServer):
     def end_connections(self, timeout_s: float = 2.0) -> None:
         """Shut every connection down and wait for its thread (after server_close)."""
         with self._clients_lock:
-            serving = list(self.connections.items())
-        for handler, _ in serving:
+            serving = list(self.connections)
+            threads = list(self.threads)
+        for handler in serving:
             try:
                 handler.request.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        for _, thread in serving:
-            if thread is not threading.current_thread():
+        for thread in threads:  # also those just started or just ending
+            if thread is not threading.current_thread() and thread.ident is not None:
                 thread.join(timeout_s)
 
     def process_request(self, request, client_address) -> None:
-        """Serve the connection in a daemon thread named for it (leak checks find it by name)."""
+        """Serve the connection in a daemon thread named for it (leak checks find it by name);
+        the thread is known from before it starts until stop() has joined it."""
+        thread = threading.Thread(target=self.process_request_thread, args=(request, client_address),
+                                  name=f"modbus-connection {client_address[0]} {client_address[1]}",
+                                  daemon=True)
+        with self._clients_lock:
+            if len(self.threads) > 2 * self.clients + 16:  # forget the ended ones now and then
+                self.threads = {known for known in self.threads if known.is_alive()}
+            self.threads.add(thread)
         try:
-            threading.Thread(target=self.process_request_thread, args=(request, client_address),
-                             name=f"modbus-connection {client_address[0]} {client_address[1]}",
-                             daemon=True).start()
+            thread.start()
         except BaseException:  # no thread to give the slot back: do it here, then let it fail
+            with self._clients_lock:
+                self.threads.discard(thread)
             self.release()
             raise
 

@@ -214,6 +214,7 @@ class ControlServer(http.server.ThreadingHTTPServer):
         self.on_answer = on_answer
         self._lock = threading.Lock()
         self.connections: dict = {}  # handler -> thread
+        self.threads: set = set()  # every connection thread that may still run (joined on stop)
         self.pending = 0  # accepted, thread not started or not registered yet
         self.closed = threading.Event()
         self.acceptor: Acceptor | None = None
@@ -249,13 +250,18 @@ class ControlServer(http.server.ThreadingHTTPServer):
         return True
 
     def process_request(self, request, client_address) -> None:
+        thread = threading.Thread(target=self.process_request_thread, args=(request, client_address),
+                                  name=f"control-connection {client_address[0]} {client_address[1]}",
+                                  daemon=True)
+        with self._lock:
+            self.threads = {known for known in self.threads if known.is_alive()}
+            self.threads.add(thread)
         try:
-            threading.Thread(target=self.process_request_thread, args=(request, client_address),
-                             name=f"control-connection {client_address[0]} {client_address[1]}",
-                             daemon=True).start()
+            thread.start()
         except BaseException:
             with self._lock:
                 self.pending -= 1
+                self.threads.discard(thread)
             raise
 
     def register(self, handler) -> None:
@@ -287,12 +293,13 @@ class ControlServer(http.server.ThreadingHTTPServer):
         self.closed.set()
         self.server_close()
         with self._lock:
-            serving = list(self.connections.items())
-        for handler, _ in serving:
+            serving = list(self.connections)
+            threads = list(self.threads)
+        for handler in serving:
             try:
                 handler.request.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        for _, thread in serving:
-            if thread is not threading.current_thread():
+        for thread in threads:  # also those just started or just ending
+            if thread is not threading.current_thread() and thread.ident is not None:
                 thread.join(timeout_s)

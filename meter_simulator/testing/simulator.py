@@ -175,8 +175,10 @@ class MeterSimulator:
 
     @property
     def meter_ids(self) -> list[str]:
-        """Every meter's id: "5020", or "5020-7" in gateway mode."""
-        return [meter.id for meter in self.control.meters]
+        """Every meter's id ("5020", or "5020-7" in gateway mode), in the order of sim.ports: the
+        same meters in the same order on every run with the same seed (free ports need not
+        ascend; GET /api/meters lists by port)."""
+        return [unit.key for endpoint in self._running().server.plan for unit in endpoint.units]
 
     @property
     def http_url(self) -> str | None:
@@ -189,7 +191,8 @@ class MeterSimulator:
         return self._simulator
 
     def _id(self, meter) -> str:
-        return self.meter_ids[0] if meter is None else str(meter)
+        """A meter's id; by default the meter on sim.port (free ports need not ascend)."""
+        return self._running().server.plan[0].units[0].key if meter is None else str(meter)
 
     # --- reading ---
     def read(self, meter=None) -> dict[str, float]:
