@@ -212,7 +212,7 @@ def test_count_3_binds_three_free_ports_and_names_the_meters_after_them():
         assert len(ports) == 3 and len(set(ports)) == 3, ports
         assert all(1024 <= port <= 65535 for port in ports), f"not ports the system gave: {ports}"
         assert sim.port == ports[0]
-        assert sim.meter_ids == [str(port) for port in sorted(ports)]  # port order
+        assert sorted(sim.meter_ids) == sorted(str(port) for port in ports)  # a meter a port
         totals = set()
         for port in ports:
             with modbus_client(port) as client:
@@ -456,9 +456,12 @@ def test_keywords_take_python_values_and_act_as_their_options(tmp_path):
 # --- reproducible -----------------------------------------------------------------------------
 
 def first_readings(**keywords) -> tuple[dict, list[dict]]:
-    """The default meter's readings and every meter's in meter id order, as first published."""
+    """As first published: the default meter's readings, and every meter's in sim.ports order
+    (the k-th port is the command line's --port + k), then unit id order."""
     with MeterSimulator(interval=STILL, **keywords) as sim:
-        return sim.read(), [sim.read(meter) for meter in sim.meter_ids]
+        ids = [meter for port in sim.ports for meter in sim.meter_ids if meter.split("-")[0] == str(port)]
+        assert sorted(ids) == sorted(sim.meter_ids)
+        return sim.read(), [sim.read(meter) for meter in ids]
 
 
 @pytest.mark.parametrize("keywords", [
