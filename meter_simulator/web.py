@@ -72,6 +72,7 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
     """Reads one request at a time within the limits and hands it to the server's application."""
 
     protocol_version = "HTTP/1.1"  # keep-alive: a dashboard polls on one connection
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
     default_request_version = "HTTP/1.1"  # an unparsable request line still gets a status line
     server_version = "meter-simulator"
     sys_version = ""
