@@ -83,6 +83,7 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         self.server.register(self)  # first: stop() can end the connection from here on
+        self.timeout = self.server.idle_timeout_s  # StreamRequestHandler.setup applies it
         super().setup()
 
     def finish(self) -> None:
@@ -208,8 +209,10 @@ class ControlServer(http.server.ThreadingHTTPServer):
 
     def __init__(self, host: str, port: int, application: Callable[[Request], Answer], *,
                  allow=None, max_connections: int = MAX_CONNECTIONS,
+                 idle_timeout_s: float = IDLE_TIMEOUT_S,
                  on_answer: Callable[[str, str, str, Answer], None] | None = None) -> None:
         self.application = application
+        self.idle_timeout_s = idle_timeout_s
         self.allow = tuple(allow) if allow is not None else None
         self.max_connections = max_connections
         self.on_answer = on_answer
