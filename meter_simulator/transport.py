@@ -146,6 +146,28 @@ def allowed(allow, address: str) -> bool:
     return any(ip in network for network in allow)
 
 
+def shut_down_and_join(lock: threading.Lock, handlers, threads, timeout_s: float) -> None:
+    """Shut down the sockets of the connections being served and join every connection thread
+    (also those just started or just ending), as copied under lock: what a server's stop needs."""
+    with lock:
+        serving = list(handlers)
+        known = list(threads)
+    for handler in serving:
+        try:
+            handler.request.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    for thread in known:
+        if thread is not threading.current_thread() and thread.ident is not None:
+            thread.join(timeout_s)
+
+
+def dual_stack(sock: socket.socket, family: int) -> None:
+    """An IPv6 listener takes IPv4 clients too (::ffff:a.b.c.d), whatever the system default."""
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+
+
 def add_counts(total: dict, counts: dict) -> None:
     for key, value in counts.items():
         total[key] = total.get(key, 0) + value
@@ -188,8 +210,7 @@ class MeterTCPServer(socketserver.ThreadingTCPServer):
             raise BindError(exc.strerror or str(exc)) from None
 
     def server_bind(self) -> None:
-        if self.address_family == socket.AF_INET6:
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        dual_stack(self.socket, self.address_family)
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().server_bind()
 
@@ -249,17 +270,7 @@ class MeterTCPServer(socketserver.ThreadingTCPServer):
 
     def end_connections(self, timeout_s: float = 2.0) -> None:
         """Shut every connection down and wait for its thread (after server_close)."""
-        with self._clients_lock:
-            serving = list(self.connections)
-            threads = list(self.threads)
-        for handler in serving:
-            try:
-                handler.request.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for thread in threads:  # also those just started or just ending
-            if thread is not threading.current_thread() and thread.ident is not None:
-                thread.join(timeout_s)
+        shut_down_and_join(self._clients_lock, self.connections, self.threads, timeout_s)
 
     def process_request(self, request, client_address) -> None:
         """Serve the connection in a daemon thread named for it (leak checks find it by name);

@@ -22,7 +22,7 @@ import threading
 from typing import Callable
 
 from .acceptor import Acceptor
-from .transport import BindError, allowed, resolve
+from .transport import BindError, allowed, dual_stack, resolve, shut_down_and_join
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +232,7 @@ class ControlServer(http.server.ThreadingHTTPServer):
             raise BindError(exc.strerror or str(exc)) from None
 
     def server_bind(self) -> None:
-        if self.address_family == socket.AF_INET6:
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        dual_stack(self.socket, self.address_family)
         socketserver.TCPServer.server_bind(self)  # HTTPServer's would look the host name up
         self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
 
@@ -296,14 +295,4 @@ class ControlServer(http.server.ThreadingHTTPServer):
             self.acceptor.stop()
         self.closed.set()
         self.server_close()
-        with self._lock:
-            serving = list(self.connections)
-            threads = list(self.threads)
-        for handler in serving:
-            try:
-                handler.request.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for thread in threads:  # also those just started or just ending
-            if thread is not threading.current_thread() and thread.ident is not None:
-                thread.join(timeout_s)
+        shut_down_and_join(self._lock, self.connections, self.threads, timeout_s)
