@@ -235,18 +235,13 @@ class Control:
     def fault(self, fault_id) -> dict:
         self._expire_due()
         with self._lock:
-            fault = self._faults.get(fault_id) if isinstance(fault_id, str) else None
-            if fault is None:
-                raise UnknownError(f"no fault {fault_id!r}")
-            return fault.as_dict(self._clock())
+            return self._known(fault_id).as_dict(self._clock())
 
     def delete_fault(self, fault_id) -> dict:
         """End one fault; it as it was."""
         self._expire_due()
         with self._lock:
-            fault = self._faults.get(fault_id) if isinstance(fault_id, str) else None
-            if fault is None:
-                raise UnknownError(f"no fault {fault_id!r}")
+            fault = self._known(fault_id)
             shown = fault.as_dict(self._clock())
         self._end(fault, None)
         return shown
@@ -289,6 +284,13 @@ class Control:
         with self._lock:
             return [fault for fault in self._faults.values()
                     if fault.scope.covers(meter.port, meter.unit_id)]
+
+    def _known(self, fault_id) -> Fault:
+        """The active fault of that id (under the lock); UnknownError otherwise."""
+        fault = self._faults.get(fault_id) if isinstance(fault_id, str) else None
+        if fault is None:
+            raise UnknownError(f"no fault {fault_id!r}")
+        return fault
 
     def _covered(self, fault: Fault) -> list[Meter]:
         return [meter for meter in self.meters if fault.scope.covers(meter.port, meter.unit_id)]

@@ -162,6 +162,34 @@ def shut_down_and_join(lock: threading.Lock, handlers, threads, timeout_s: float
             thread.join(timeout_s)
 
 
+def listen_or_close(server: socketserver.TCPServer) -> None:
+    """Bind and listen, for a server made with bind_and_activate=False; closed and BindError
+    with the system's reason otherwise."""
+    try:
+        server.server_bind()
+        server.server_activate()
+    except OSError as exc:
+        server.server_close()
+        raise BindError(exc.strerror or str(exc)) from None
+
+
+def start_connection_thread(server, lock: threading.Lock, prefix: str, request, client_address) -> None:
+    """Serve a connection in a daemon thread named for it (leak checks find it by name), known in
+    server.threads from before it starts until a stop has joined it."""
+    thread = threading.Thread(target=server.process_request_thread, args=(request, client_address),
+                              name=f"{prefix} {client_address[0]} {client_address[1]}", daemon=True)
+    with lock:
+        if len(server.threads) > 2 * len(server.connections) + 16:  # forget the ended ones now and then
+            server.threads = {known for known in server.threads if known.is_alive()}
+        server.threads.add(thread)
+    try:
+        thread.start()
+    except BaseException:
+        with lock:
+            server.threads.discard(thread)
+        raise
+
+
 def dual_stack(sock: socket.socket, family: int) -> None:
     """An IPv6 listener takes IPv4 clients too (::ffff:a.b.c.d), whatever the system default."""
     if family == socket.AF_INET6:
@@ -202,12 +230,7 @@ class MeterTCPServer(socketserver.ThreadingTCPServer):
         self._log_not_allowed = RateLimitedLog(log)
         self.address_family, sockaddr = resolve(host, port)
         super().__init__(sockaddr, handler_class, bind_and_activate=False)
-        try:
-            self.server_bind()
-            self.server_activate()
-        except OSError as exc:
-            self.server_close()
-            raise BindError(exc.strerror or str(exc)) from None
+        listen_or_close(self)
 
     def server_bind(self) -> None:
         dual_stack(self.socket, self.address_family)
@@ -273,20 +296,9 @@ class MeterTCPServer(socketserver.ThreadingTCPServer):
         shut_down_and_join(self._clients_lock, self.connections, self.threads, timeout_s)
 
     def process_request(self, request, client_address) -> None:
-        """Serve the connection in a daemon thread named for it (leak checks find it by name);
-        the thread is known from before it starts until stop() has joined it."""
-        thread = threading.Thread(target=self.process_request_thread, args=(request, client_address),
-                                  name=f"modbus-connection {client_address[0]} {client_address[1]}",
-                                  daemon=True)
-        with self._clients_lock:
-            if len(self.threads) > 2 * self.clients + 16:  # forget the ended ones now and then
-                self.threads = {known for known in self.threads if known.is_alive()}
-            self.threads.add(thread)
         try:
-            thread.start()
+            start_connection_thread(self, self._clients_lock, "modbus-connection", request, client_address)
         except BaseException:  # no thread to give the slot back: do it here, then let it fail
-            with self._clients_lock:
-                self.threads.discard(thread)
             self.release()
             raise
 

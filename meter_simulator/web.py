@@ -22,7 +22,14 @@ import threading
 from typing import Callable
 
 from .acceptor import Acceptor
-from .transport import BindError, allowed, dual_stack, resolve, shut_down_and_join
+from .transport import (
+    allowed,
+    dual_stack,
+    listen_or_close,
+    resolve,
+    shut_down_and_join,
+    start_connection_thread,
+)
 
 log = logging.getLogger(__name__)
 
@@ -224,12 +231,7 @@ class ControlServer(http.server.ThreadingHTTPServer):
         self.acceptor: Acceptor | None = None
         self.address_family, sockaddr = resolve(host, port)
         super().__init__(sockaddr, ControlHandler, bind_and_activate=False)
-        try:
-            self.server_bind()
-            self.server_activate()
-        except OSError as exc:
-            self.server_close()
-            raise BindError(exc.strerror or str(exc)) from None
+        listen_or_close(self)
 
     def server_bind(self) -> None:
         dual_stack(self.socket, self.address_family)
@@ -253,18 +255,11 @@ class ControlServer(http.server.ThreadingHTTPServer):
         return True
 
     def process_request(self, request, client_address) -> None:
-        thread = threading.Thread(target=self.process_request_thread, args=(request, client_address),
-                                  name=f"control-connection {client_address[0]} {client_address[1]}",
-                                  daemon=True)
-        with self._lock:
-            self.threads = {known for known in self.threads if known.is_alive()}
-            self.threads.add(thread)
         try:
-            thread.start()
+            start_connection_thread(self, self._lock, "control-connection", request, client_address)
         except BaseException:
             with self._lock:
                 self.pending -= 1
-                self.threads.discard(thread)
             raise
 
     def register(self, handler) -> None:
