@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -169,6 +170,30 @@ def run_program(*args: str, timeout: float = 20.0) -> subprocess.CompletedProces
     """Run the program to completion (bad options, --help) and capture its output."""
     return subprocess.run([sys.executable, str(RUN_METER), *args], capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def run_python(code: str, cwd: Path | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter of this Python (nothing imported yet); output captured."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd, stdin=subprocess.DEVNULL)
+
+
+def connect(port: int, host: str = "127.0.0.1") -> socket.socket:
+    """A raw TCP connection to the simulator (a socket is its own context manager)."""
+    return socket.create_connection((host, port), timeout=10)
+
+
+@contextmanager
+def pymodbus_client(port: int, host: str = "127.0.0.1"):
+    """A connected pymodbus 3.x TCP client, closed after."""
+    from pymodbus.client import ModbusTcpClient
+
+    client = ModbusTcpClient(host, port=port, timeout=5)
+    try:
+        assert client.connect(), f"cannot connect to {host}:{port}"
+        yield client
+    finally:
+        client.close()
 
 
 def unit_kw(method: Callable, unit_id: int = 1) -> dict:

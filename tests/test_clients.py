@@ -24,6 +24,7 @@ from support import (
     ipv6_loopback_available,
     mbpoll_values,
     modbus_exchange,
+    pymodbus_client,
     recv_exactly,
     run_mbpoll,
     u32,
@@ -45,16 +46,6 @@ COUNTS_PER_KWH = 100
 
 
 # --- pymodbus 3.x helpers ---
-
-@contextmanager
-def pymodbus_client(port: int, host: str = "127.0.0.1"):
-    client = ModbusTcpClient(host, port=port, timeout=5)
-    try:
-        assert client.connect(), f"cannot connect to {host}:{port}"
-        yield client
-    finally:
-        client.close()
-
 
 def call(client: ModbusTcpClient, method: str, *args, unit_id: int = 1, **kwargs):
     """A pymodbus request with the unit id keyword this pymodbus version takes."""

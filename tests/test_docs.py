@@ -13,8 +13,6 @@ import ast
 import json
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -23,7 +21,7 @@ import pytest
 from docopt import docopt
 
 from meter_simulator import options, registers, state
-from support import ROOT, MeterProcess, mbpoll_values, meter_count, run_mbpoll
+from support import ROOT, MeterProcess, mbpoll_values, meter_count, run_mbpoll, run_python
 
 README = ROOT / "README.md"
 PAGES = sorted((ROOT / "docs").glob("*.md"))
@@ -410,8 +408,7 @@ def check_mbpoll(block: Block, command: list[str], port: int, found: list[str]) 
 
 def check_python(block: Block, port: int, found: list[str], tmp_path: Path) -> None:
     code = live(block.code, port, meter_count(found))
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    done = run_python(code, cwd=tmp_path)
     assert done.returncode == 0, f"{block.name}: {done.stderr}"
     assert "Traceback" not in done.stderr and "Warning" not in done.stderr, f"{block.name}: {done.stderr}"
     assert done.stdout.strip(), f"{block.name}: the example prints what it read"

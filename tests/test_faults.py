@@ -19,7 +19,7 @@ from pyModbusTCP.client import ModbusClient
 from pyModbusTCP.constants import MB_EXCEPT_ERR, MB_NO_ERR, MB_RECV_ERR, MB_TIMEOUT_ERR
 
 from meter_simulator.testing import MeterSimulator
-from support import free_port, free_ports, recv_exactly, u32, unit_kw, wait_for
+from support import connect, free_port, free_ports, recv_exactly, u32, unit_kw, wait_for
 
 MBAP = struct.Struct(">HHHB")
 READ_STATUS = bytes([0x03, 0, 100, 0, 2])  # registers 100 (online) and 101 (meter type)
@@ -71,15 +71,6 @@ def answer(sock: socket.socket) -> tuple[int, int, int, bytes]:
 def ask(sock: socket.socket, pdu: bytes, tid: int = 1, unit: int = 1) -> tuple[int, int, int, bytes]:
     sock.sendall(frame(pdu, tid, unit))
     return answer(sock)
-
-
-@contextmanager
-def connect(port: int):
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    try:
-        yield sock
-    finally:
-        sock.close()
 
 
 def quiet(sock: socket.socket, seconds: float = QUIET_S) -> bool:

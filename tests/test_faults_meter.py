@@ -12,26 +12,16 @@ import json
 import socket
 import struct
 import time
-from contextlib import contextmanager
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pymodbus.client import ModbusTcpClient
 
 from meter_simulator.testing import MeterSimulator
-from support import MeterProcess, accepts, free_port, recv_exactly, u32, unit_kw, wait_for
+from support import MeterProcess, accepts, connect, free_port, recv_exactly, u32, unit_kw, wait_for
 
 MBAP = struct.Struct(">HHHB")
 COUNTS_PER_KWH = 100
-
-
-@contextmanager
-def connect(port: int):
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    try:
-        yield sock
-    finally:
-        sock.close()
 
 
 def ask(sock: socket.socket, pdu: bytes, tid: int = 1, unit: int = 1) -> tuple[int, int, int, bytes]:

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import ast
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import meter_simulator
-from support import ROOT
+from support import ROOT, run_python
 
 PACKAGE = Path(meter_simulator.__file__).resolve().parent
 CORE = {"registers", "processes", "meters", "image", "solar", "demand", "points", "quantities",
@@ -62,8 +60,7 @@ def imports_of(path: Path) -> tuple[set[str], set[str]]:
 
 
 def test_importing_the_core_loads_no_server_cli_or_network():
-    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
-                            timeout=60, stdin=subprocess.DEVNULL)
+    result = run_python(PROBE)
     assert result.returncode == 0, result.stderr
     probe = json.loads(result.stdout)
     loaded = set(probe["loaded"])
@@ -126,8 +123,7 @@ def test_the_faces_come_in_only_with_the_control_port():
     probe = ("import sys, meter_simulator.cli, meter_simulator.testing; "
              "print(sorted({'prometheus_client', 'http.server', 'meter_simulator.web', "
              "'meter_simulator.testing.simulator'} & set(sys.modules)))")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
-                            stdin=subprocess.DEVNULL)
+    result = run_python(probe)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
@@ -136,8 +132,7 @@ def test_the_program_loads_no_crypto_library():
     """secrets and hashlib load OpenSSL: 4 MB of RSS in every meter process, for nothing."""
     probe = ("import sys, meter_simulator.cli; "
              "print(sorted({'_hashlib', '_ssl', 'secrets'} & set(sys.modules)))")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
-                            stdin=subprocess.DEVNULL)
+    result = run_python(probe)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 

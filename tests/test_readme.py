@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import re
 import shlex
-import subprocess
-import sys
 
 import pytest
 from pymodbus.client import ModbusTcpClient
 
-from support import ROOT, MeterProcess, mbpoll_values, run_mbpoll, u32, unit_kw, wait_for
+from support import ROOT, MeterProcess, mbpoll_values, run_mbpoll, run_python, u32, unit_kw, wait_for
 
 SECTION = "## Reading it with a client"
 DOC_PORT = "5020"
@@ -107,8 +105,7 @@ def check_line(line: str, total: float) -> None:
 def test_python_example_runs_against_a_live_meter(meter, index, tmp_path):
     code = live_port(blocks("python")[index], meter.port)
     total = total_kwh(meter.port)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, cwd=tmp_path, stdin=subprocess.DEVNULL)
+    done = run_python(code, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     # pymodbus before 3.10 logs each exception response to stderr; nothing else may show there
     assert "Traceback" not in done.stderr and "Warning" not in done.stderr, done.stderr

@@ -18,7 +18,7 @@ from sunspec2.modbus.client import SunSpecModbusClientDeviceTCP
 from sunspec2.modbus.modbus import ModbusClientException
 
 from meter_simulator import __version__
-from support import MeterProcess, unit_kw, wait_for
+from support import MeterProcess, pymodbus_client, unit_kw, wait_for
 
 PROFILES = ("sunspec", "sunspec-float")
 MODEL = {"sunspec": 203, "sunspec-float": 213}  # the meter model each profile serves
@@ -122,16 +122,6 @@ def snapshots(device, model_id: int, count: int, timeout: float = 15.0) -> list[
 
 
 # --- pymodbus ---
-
-@contextmanager
-def pymodbus_client(port: int):
-    client = ModbusTcpClient("127.0.0.1", port=port, timeout=5)
-    try:
-        assert client.connect(), f"cannot connect to 127.0.0.1:{port}"
-        yield client
-    finally:
-        client.close()
-
 
 def call(client: ModbusTcpClient, method: str, *args, unit_id: int = 1, **kwargs):
     """A pymodbus request with the unit id keyword this pymodbus version takes."""

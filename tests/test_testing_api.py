@@ -31,6 +31,8 @@ from support import (
     accepts,
     closed_by_server,
     modbus_exchange,
+    pymodbus_client,
+    run_python,
     u32,
     unit_kw,
     wait_for,
@@ -61,16 +63,6 @@ KEYS = {  # contract section 3: at least these
 
 
 # --- clients ----------------------------------------------------------------------------------
-
-@contextmanager
-def modbus_client(port: int):
-    client = ModbusTcpClient(HOST, port=port, timeout=5)
-    try:
-        assert client.connect(), f"cannot connect to {HOST}:{port}"
-        yield client
-    finally:
-        client.close()
-
 
 def holding(client: ModbusTcpClient, address: int = 0, count: int = 23, unit_id: int = 1) -> list[int]:
     method = client.read_holding_registers
@@ -200,7 +192,7 @@ def test_a_with_block_serves_one_meter_on_a_free_loopback_port():
         assert sim.ports == [sim.port]
         assert sim.meter_ids == [str(sim.port)]
         assert sim.http_url is None  # http=False by default
-        with modbus_client(sim.port) as client:
+        with pymodbus_client(sim.port) as client:
             assert holding(client, 100, 2) == [1, 0]  # online, electric
         port = sim.port
     assert not accepts(HOST, port)
@@ -215,7 +207,7 @@ def test_count_3_binds_three_free_ports_and_names_the_meters_after_them():
         assert sorted(sim.meter_ids) == sorted(str(port) for port in ports)  # a meter a port
         totals = set()
         for port in ports:
-            with modbus_client(port) as client:
+            with pymodbus_client(port) as client:
                 regs = holding(client)
             assert_registers_show(sim.read(str(port)), regs, "electric")
             totals.add(tuple(regs[2:18]))
@@ -227,7 +219,7 @@ def test_the_default_meter_is_the_one_on_sim_port():
     """sim.read() reads the meter sim.port serves (contract: sim.read("5021") for another); a few
     fleets, so that an answer depending on the order the system hands out free ports shows."""
     for seed in range(8):
-        with MeterSimulator(count=3, seed=seed, interval=STILL) as sim, modbus_client(sim.port) as client:
+        with MeterSimulator(count=3, seed=seed, interval=STILL) as sim, pymodbus_client(sim.port) as client:
             regs = holding(client)
             assert sim.read() == sim.read(str(sim.port)), f"seed {seed}: ports {sim.ports}"
             assert_registers_show(sim.read(), regs, "electric")
@@ -236,7 +228,7 @@ def test_the_default_meter_is_the_one_on_sim_port():
 def test_gateway_mode_names_meters_port_dash_unit_id():
     with MeterSimulator(unit_ids=[1, 2, 7], seed=3, interval=STILL) as sim:
         assert sim.meter_ids == [f"{sim.port}-{unit}" for unit in (1, 2, 7)]
-        with modbus_client(sim.port) as client:
+        with pymodbus_client(sim.port) as client:
             for unit in (1, 2, 7):
                 assert_registers_show(sim.read(f"{sim.port}-{unit}"), holding(client, unit_id=unit),
                                       "electric")
@@ -251,7 +243,7 @@ def test_read_has_the_contracts_keys_and_equals_the_registers(meter_type):
         assert KEYS[meter_type] <= set(readings), KEYS[meter_type] - set(readings)
         assert all(isinstance(value, (int, float)) for value in readings.values())
         assert sim.read(sim.meter_ids[0]) == readings
-        with modbus_client(sim.port) as client:
+        with pymodbus_client(sim.port) as client:
             regs = holding(client)
         assert_registers_show(readings, regs, meter_type)
         if meter_type != "electric":
@@ -259,7 +251,7 @@ def test_read_has_the_contracts_keys_and_equals_the_registers(meter_type):
 
 
 def test_set_release_online_reset_and_total_show_over_modbus_at_once():
-    with MeterSimulator(seed=5, interval=STILL) as sim, modbus_client(sim.port) as client:
+    with MeterSimulator(seed=5, interval=STILL) as sim, pymodbus_client(sim.port) as client:
         own_power = sim.read()["power_total"]
         sim.set(power_total=5000)
         power = u32(holding(client, 2, 2)) / 10
@@ -319,7 +311,7 @@ def test_a_device_profiles_reset_zeroes_every_counter_and_maximum_demand():
 
 
 def test_a_fault_acts_on_the_wire_until_its_block_ends():
-    with MeterSimulator(seed=5, interval=STILL) as sim, modbus_client(sim.port) as client:
+    with MeterSimulator(seed=5, interval=STILL) as sim, pymodbus_client(sim.port) as client:
         with sim.fault("exception", code=6, count=2):
             assert [read_exception(client), read_exception(client)] == [6, 6]
             holding(client)  # the count is used up
@@ -442,7 +434,7 @@ def test_keywords_take_python_values_and_act_as_their_options(tmp_path):
     with MeterSimulator(type="water", unit_ids=range(1, 4), read_only=True, interval=STILL,
                         idle_timeout=30, max_clients=2) as sim:
         assert sim.meter_ids == [f"{sim.port}-{unit}" for unit in (1, 2, 3)]
-        with modbus_client(sim.port) as client:
+        with pymodbus_client(sim.port) as client:
             assert holding(client, 101, 1, unit_id=3) == [1]  # water
             method = client.write_coil
             assert method(0, False, **unit_kw(method)).exception_code == 0x01  # read-only
@@ -477,10 +469,10 @@ def test_the_same_seed_and_keywords_give_the_same_readings(keywords):
 
 
 def test_the_same_seed_gives_the_command_lines_registers():
-    with MeterSimulator(seed=9, interval=STILL) as sim, modbus_client(sim.port) as client:
+    with MeterSimulator(seed=9, interval=STILL) as sim, pymodbus_client(sim.port) as client:
         ours = holding(client, 0, 102)
     with MeterProcess("--seed", "9", "--interval", str(STILL), host=HOST) as program:
-        with modbus_client(program.port) as client:
+        with pymodbus_client(program.port) as client:
             theirs = holding(client, 0, 102)
         status, _, err = program.stop()
     assert status == 0, err
@@ -494,7 +486,7 @@ def test_a_simulator_starts_once():
     with sim:
         with pytest.raises(RuntimeError):
             sim.start()
-        with modbus_client(sim.port) as client:
+        with pymodbus_client(sim.port) as client:
             holding(client)  # still serving
     with pytest.raises(RuntimeError):
         sim.start()
@@ -509,7 +501,7 @@ def test_exit_on_an_exception_in_the_block_stops_everything():
         with MeterSimulator(http=True, interval=0.05) as sim:
             port, url = sim.port, urlsplit(sim.http_url)
             sim.fault("freeze", duration_s=600)  # a timer thread
-            with modbus_client(port) as client:
+            with pymodbus_client(port) as client:
                 holding(client)
             1 / 0  # noqa: B018
     assert threads() == threads_before
@@ -747,8 +739,7 @@ def test_the_fixture_works_afterwards(meter_simulator):
 def test_importing_the_plugin_loads_neither_the_server_nor_pymodbustcp():
     code = ("import meter_simulator.testing.plugin, sys; "
             "print('meter_simulator.server' in sys.modules, 'pyModbusTCP' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
+    done = run_python(code)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False False"
 
