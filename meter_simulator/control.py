@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Callable
 
 from . import faults, pins, readings
+from .checks import is_finite_number, is_integer
 from .faults import Fault, FaultError, Topology, UnknownError
 from .fleet import Endpoint, meter_key
 from .updater import MeterUnit, Updater
@@ -45,10 +45,6 @@ class Meter:
     @property
     def panels(self) -> bool:
         return getattr(self.unit.meter, "panels", None) is not None
-
-
-def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class Control:
@@ -112,9 +108,9 @@ class Control:
 
     def page(self, offset: int = 0, limit: int = 100) -> dict:
         """GET /api/meters: the meters in port, then unit id order."""
-        if not (is_whole(offset) and offset >= 0):
+        if not (is_integer(offset) and offset >= 0):
             raise ControlError(f"offset must be a whole number from 0, not {offset!r}")
-        if not (is_whole(limit) and 1 <= limit <= MAX_PAGE):
+        if not (is_integer(limit) and 1 <= limit <= MAX_PAGE):
             raise ControlError(f"limit must be a whole number from 1 to {MAX_PAGE}, not {limit!r}")
         shown = self.meters[offset:offset + limit]
         return {"count": len(self.meters), "offset": offset, "limit": limit,
@@ -175,7 +171,7 @@ class Control:
     def set_total(self, meter_id, total) -> dict:
         """The total jumps to total (kWh or m3); integration goes on from there."""
         meter = self.meter(meter_id)
-        if not is_number(total) or not math.isfinite(total) or not 0 <= total <= MAX_TOTAL:
+        if not is_finite_number(total) or not 0 <= total <= MAX_TOTAL:
             raise ControlError(f"total must be a number from 0 to {MAX_TOTAL:g}, not {total!r}")
         self.updater.jump_total(meter.unit, float(total))
         return self.details(meter.id)
@@ -367,10 +363,6 @@ class Control:
                 rows.append((meter, unit.meter_type, unit.online, counters[unit.meter.total_counter],
                              rate))
         return rows
-
-
-def is_whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def total_name(meter: Meter) -> str:

@@ -9,10 +9,11 @@ A fault ends after count hits or duration_s, whichever comes first, or when dele
 """
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from .checks import is_finite_number
 
 REQUEST_FAULTS = ("delay", "no_answer", "close", "reset", "exception", "corrupt")
 METER_FAULTS = ("freeze", "offline")
@@ -113,10 +114,6 @@ class Fault:
         else:
             words.append("on every meter")
         return " ".join(words)
-
-
-def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def whole(spec: Mapping, name: str, low: int, high: int) -> int:
@@ -223,14 +220,14 @@ def checked(spec, topology: Topology) -> dict:
     probability = 1.0
     if spec.get("probability") is not None:
         probability = spec["probability"]
-        if not is_number(probability) or not 0.0 < probability <= 1.0:
+        if not is_finite_number(probability) or not 0.0 < probability <= 1.0:
             raise FaultError(f"probability must be a number above 0 and at most 1, not {probability!r}")
         probability = float(probability)
     count = whole(spec, "count", 1, 2**31 - 1) if spec.get("count") is not None else None
     duration_s = None
     if spec.get("duration_s") is not None:
         duration_s = spec["duration_s"]
-        if not is_number(duration_s) or not 0.0 < duration_s <= 1e9:
+        if not is_finite_number(duration_s) or not 0.0 < duration_s <= 1e9:
             raise FaultError(f"duration_s must be a number of seconds above 0, not {duration_s!r}")
         duration_s = float(duration_s)
     return {"type": kind, "scope": topology.scope(spec.get("scope")), "parameters": parameters,

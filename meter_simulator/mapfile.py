@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import points, quantities
+from .checks import is_integer, is_number
 
 TOP_KEYS = ("name", "type", "word_order", "write_functions", "block", "register")
 ENTRY_KEYS = ("address", "space", "type", "quantity", "value", "scale", "offset", "word_order", "length",
@@ -116,14 +117,6 @@ def unknown(what: str, value: Any, choices: tuple[str, ...], listed: bool = True
 def a(kind: str) -> str:
     """The type with its article: 'a uint16', 'an int16'."""
     return f"an {kind}" if kind[0] in "aei" else f"a {kind}"
-
-
-def is_integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class _Parser:

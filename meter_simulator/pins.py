@@ -7,8 +7,9 @@ changing anything; Meter.pin() then shows it. Pure: stdlib only, no clock, no th
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
+
+from .checks import is_finite_number
 
 PHASE_PINS = ("voltage_l1", "voltage_l2", "voltage_l3", "current_l1", "current_l2", "current_l3",
               "power_factor_l1", "power_factor_l2", "power_factor_l3")
@@ -59,10 +60,7 @@ def shown(value: object) -> str:
 
 def checked_value(name: str, value: object, panels: bool) -> float:
     """value as a float when it is a finite number inside name's range, else PinError."""
-    # bool is an int to Python but true/false is no reading; JSON's huge integers stay ints,
-    # so the range check compares them exactly instead of overflowing a float
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-            isinstance(value, float) and not math.isfinite(value)):
+    if not is_finite_number(value):  # a huge int is compared exactly below
         raise PinError(f"{name} must be a finite number, not {shown(value)}")
     low, high = value_range(name, panels)
     if not low <= value <= high:

@@ -261,6 +261,8 @@ def test_a_total_jump_shows_rolled_over_in_the_registers():
         control.set_total("5020", -1)
     with pytest.raises(ControlError):
         control.set_total("5020", 1e9 + 1)
+    with pytest.raises(ControlError):  # a JSON integer too big for a float
+        control.set_total("5020", 10**400)
 
 
 def test_listing_pages_meters_in_port_then_unit_id_order():

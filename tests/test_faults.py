@@ -414,6 +414,8 @@ BAD_SPECS = [
     {"type": "no_answer", "functions": "3"}, {"type": "no_answer", "functions": [0]},
     {"type": "no_answer", "scope": {"port": "x"}}, {"type": "no_answer", "scope": {"host": 1}},
     {"type": "no_answer", "scope": {"unit_id": 256}}, {"type": "no_answer", "scope": []},
+    {"type": "no_answer", "probability": 10**400}, {"type": "no_answer", "duration_s": 10**400},
+    {"type": "delay", "delay_ms": 10**400}, {"type": "no_answer", "count": 10**400},
 ]
 
 

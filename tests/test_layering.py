@@ -18,7 +18,7 @@ from support import ROOT, run_python
 
 PACKAGE = Path(meter_simulator.__file__).resolve().parent
 CORE = {"registers", "processes", "meters", "image", "solar", "demand", "points", "quantities",
-        "codec", "mapfile", "profiles", "pins", "readings", "faults"}
+        "codec", "mapfile", "profiles", "pins", "readings", "faults", "checks"}
 OUTER = {"options", "cli", "service", "app", "__main__"}  # argv, exit codes, the process's life
 TESTING = PACKAGE / "testing"  # the Python API: a composition root like cli, without its process-wide calls
 # what the core must not need: the Modbus server, the command line, the network, threads, a clock
