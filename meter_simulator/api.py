@@ -214,8 +214,8 @@ class Api:
         return json_answer(200, {"faults": self.control.faults()})
 
     def post_fault(self, request, query) -> Answer:
-        fault = self.control.create_fault(body_object(request))
-        return json_answer(201, fault, summary=f"{fault['id']} {self.control.describe(fault['id'])}")
+        fault = self.control.start_fault(body_object(request))
+        return json_answer(201, self.control.view(fault), summary=f"{fault.id} {fault.describe()}")
 
     def delete_faults(self, request, query) -> Answer:
         cleared = self.control.clear_faults()

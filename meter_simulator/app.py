@@ -7,7 +7,6 @@ GIL's switch interval): the program adds those around it.
 """
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Mapping
@@ -20,8 +19,6 @@ from .options import Config
 from .server import MeterServer, new_unit
 from .service import Service
 from .transport import BindError
-
-log = logging.getLogger(__name__)
 
 
 def host_port(host: str, port: int) -> str:

@@ -94,16 +94,15 @@ class Control:
             no_alarm = unit.shown[0].in_band if unit.live else unit._no_alarm
         return values, overrides, online, no_alarm
 
-    def readings(self, meter_id=None) -> dict[str, float]:
-        """A meter's readings by name (the first meter's without an id)."""
-        meter = self.meters[0] if meter_id is None else self.meter(meter_id)
-        return self._shown(meter)[0]
+    def readings(self, meter_id) -> dict[str, float]:
+        """A meter's readings by name."""
+        return self._shown(self.meter(meter_id))[0]
 
-    def summary(self, meter: Meter, values: dict | None = None) -> dict:
-        values_, overrides, online, no_alarm = self._shown(meter) if values is None else values
+    def summary(self, meter: Meter) -> dict:
+        values, overrides, online, no_alarm = self._shown(meter)
         return {"id": meter.id, "port": meter.port, "unit_id": meter.unit_id,
                 "type": meter.unit.meter_type, "online": online, "no_alarm": no_alarm,
-                "total": values_[total_name(meter)], "rate": values_[rate_name(meter)],
+                "total": values[total_name(meter)], "rate": values[rate_name(meter)],
                 "overrides": sorted(overrides), "faults": self.fault_ids(meter)}
 
     def page(self, offset: int = 0, limit: int = 100) -> dict:
@@ -215,11 +214,10 @@ class Control:
                 timer.start()
         return fault
 
-    def describe(self, fault_id: str) -> str:
-        """A fault in a few words, for the log."""
+    def applied_counts(self) -> dict[str, int]:
+        """How many times faults of each type acted, by type."""
         with self._lock:
-            fault = self._faults.get(fault_id)
-        return fault.describe() if fault is not None else ""
+            return dict(self.applied_by_type)
 
     def faults(self) -> list[dict]:
         """Every active fault, oldest first."""

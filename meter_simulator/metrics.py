@@ -60,8 +60,7 @@ class SimulatorCollector:
             family.add_metric((code,), value)
         yield family
         family = CounterMetricFamily(PREFIX + "faults_applied", "Times a fault acted", labels=("type",))
-        with self.control._lock:
-            applied = dict(self.control.applied_by_type)
+        applied = self.control.applied_counts()
         for kind in TYPES:
             family.add_metric((kind,), applied[kind])
         yield family

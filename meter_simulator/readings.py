@@ -7,6 +7,7 @@ registers decoded with their scale, within one count.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 from . import codec, quantities
@@ -44,6 +45,7 @@ def unit(name: str, meter_type: str) -> str:
     return ""
 
 
+@functools.cache  # a few (meter type, panels) pairs
 def _compile(meter_type: str, panels: bool):
     listed = names(meter_type, panels)
     items = ", ".join(f"{name!r}: {codec.expression(name, meter_type)}" for name in listed)
@@ -52,25 +54,16 @@ def _compile(meter_type: str, panels: bool):
     return namespace["values"], {name: unit(name, meter_type) for name in listed}
 
 
-_COMPILED: dict = {}
-
-
 def values(meter_type: str, shown: tuple, device, panels: bool = False) -> dict[str, float]:
     """Every reading of a meter by name, from what it published: shown is (reading, counters,
     demands), device the MeterUnit (its settings)."""
-    key = (meter_type, panels)
-    if key not in _COMPILED:
-        _COMPILED[key] = _compile(meter_type, panels)
     reading, counters, demands = shown
-    return _COMPILED[key][0](reading, counters, demands or _NO_DEMANDS, device)
+    return _compile(meter_type, panels)[0](reading, counters, demands or _NO_DEMANDS, device)
 
 
 def units(meter_type: str, panels: bool = False) -> Mapping[str, str]:
     """The unit of every reading values() gives."""
-    key = (meter_type, panels)
-    if key not in _COMPILED:
-        _COMPILED[key] = _compile(meter_type, panels)
-    return _COMPILED[key][1]
+    return _compile(meter_type, panels)[1]
 
 
 _NO_DEMANDS = dict.fromkeys(quantities.DEMANDS + quantities.MAX_DEMANDS, 0.0)

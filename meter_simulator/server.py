@@ -258,10 +258,8 @@ class MeterServer:
     def set_request_faults(self, by_port: dict, match) -> None:
         """Give each port's connections the request faults that may act there (control.py)."""
         for service in self.services:
-            faults = by_port.get(service.server_address[1], ())
-            if faults:
-                service.match_fault = match
-            service.request_faults = faults
+            service.match_fault = match
+            service.request_faults = by_port.get(service.server_address[1], ())
 
     def stop(self) -> None:
         """Stop ticking and close every endpoint and connection; safe to call twice."""

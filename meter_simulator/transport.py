@@ -398,52 +398,48 @@ class ConnectionHandler(ModbusServer.ModbusService):
         peer = ("?", 0)
         server = self.server
         counts = self.counts
-        register = getattr(server, "register", None)
-        if register is not None:
-            register(self)
+        server.register(self)
         try:
             peer = self.request.getpeername()
             session_data.client.address, session_data.client.port = peer[0], peer[1]
             log.debug("connection from %s port %s", peer[0], peer[1])
             while True:
-                session_data.new_request()
-                self.read_mbap(session_data.request.mbap)
-                session_data.request.pdu.raw = self._recv_all(session_data.request.mbap.length - 1)
+                session_data.new_request()  # new request and response frames
+                request, response = session_data.request, session_data.response
+                self.read_mbap(request.mbap)
+                pdu = request.pdu.raw = self._recv_all(request.mbap.length - 1)
                 self.mark_active()
                 session_data.set_response_mbap()
-                if server.request_faults:
-                    fault = server.match_fault(server.request_faults,
-                                               session_data.request.mbap.unit_id,
-                                               session_data.request.pdu.raw[0])
+                request_faults = server.request_faults
+                if request_faults:
+                    fault = server.match_fault(request_faults, request.mbap.unit_id, pdu[0])
                     if fault is not None:
                         self.inject(fault, session_data)
                         continue
                 server.engine(session_data)
-                answer_pdu = session_data.response.pdu.raw
+                answer_pdu = response.pdu.raw
                 # self.count() inlined: this runs for every request
                 if answer_pdu[0] & 0x80:
-                    key = session_data.request.pdu.raw[0] << 2 | RESULT_EXCEPTION
+                    key = pdu[0] << 2 | RESULT_EXCEPTION
                     code_key = EXCEPTION_KEY + answer_pdu[1]
                     counts[code_key] = counts.get(code_key, 0) + 1
                 else:
-                    key = session_data.request.pdu.raw[0] << 2
+                    key = pdu[0] << 2
                 counts[key] = counts.get(key, 0) + 1
-                self._send_all(session_data.response.raw)
+                self._send_all(response.raw)
         except (ModbusServer.Error, OSError) as exc:
             log.debug("connection from %s port %s closed: %s", peer[0], peer[1], exc)
         finally:
             self.request.close()
-            if register is not None:
-                server.unregister(self)
+            server.unregister(self)
 
     def inject(self, fault, session_data) -> None:
         """Act out a fault on this request instead of the normal exchange (faults.py); raises
         NetworkError when the fault ends the connection."""
-        arrived_s = time.monotonic()
         function_code = session_data.request.pdu.raw[0]
         if fault.delay_s:
             # only this connection waits; a stopping server ends the wait
-            if self.server.closed.wait(max(arrived_s + fault.delay_s - time.monotonic(), 0.0)):
+            if self.server.closed.wait(fault.delay_s):
                 raise ModbusServer.NetworkError("server stopped")
         kind = fault.type
         if kind in ("delay", "corrupt"):  # executed when the answer is built

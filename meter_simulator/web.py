@@ -16,7 +16,6 @@ import http.server
 import io
 import json
 import logging
-import socket
 import socketserver
 import threading
 from typing import Callable
@@ -102,9 +101,7 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         try:
             self._handle_one_request()
-        except (TimeoutError, socket.timeout, ConnectionError):
-            self.close_connection = True
-        except OSError:
+        except OSError:  # a timeout, a reset, a closed socket: this connection is over
             self.close_connection = True
 
     def _handle_one_request(self) -> None:
@@ -227,7 +224,6 @@ class ControlServer(http.server.ThreadingHTTPServer):
         self.connections: dict = {}  # handler -> thread
         self.threads: set = set()  # every connection thread that may still run (joined on stop)
         self.pending = 0  # accepted, thread not started or not registered yet
-        self.closed = threading.Event()
         self.acceptor: Acceptor | None = None
         self.address_family, sockaddr = resolve(host, port)
         super().__init__(sockaddr, ControlHandler, bind_and_activate=False)
@@ -288,6 +284,5 @@ class ControlServer(http.server.ThreadingHTTPServer):
         """Stop accepting, close the listener, end every connection and join its thread."""
         if self.acceptor is not None:
             self.acceptor.stop()
-        self.closed.set()
         self.server_close()
         shut_down_and_join(self._lock, self.connections, self.threads, timeout_s)
