@@ -13,6 +13,7 @@ import re
 from typing import Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from . import dashboard
 from .control import Control, ControlError
 from .faults import UnknownError
 from .web import Answer, Request, error_answer, json_answer
@@ -20,14 +21,7 @@ from .web import Answer, Request, error_answer, json_answer
 log = logging.getLogger(__name__)
 
 READ_METHODS = ("GET", "HEAD")
-PUBLIC_PATHS = ("/healthz", "/", "/index.html")  # no token: supervisors, the dashboard's page
-CSP = "default-src 'self'"
-PLACEHOLDER_PAGE = b"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>meter-simulator</title></head>
-<body><h1>meter-simulator control port</h1>
-<p>JSON API: <a href="api/meters">api/meters</a>, <a href="api/faults">api/faults</a>;
-<a href="metrics">metrics</a>; <a href="healthz">healthz</a>.</p></body></html>
-"""
+PUBLIC_PATHS = ("/healthz", *dashboard.PATHS)  # no token: supervisors, the dashboard's files
 
 
 class BadRequest(ValueError):
@@ -97,7 +91,8 @@ class Api:
         self.routes = [
             (re.compile(r"/healthz"), {"GET": self.get_health}),
             (re.compile(r"/metrics"), {"GET": self.get_metrics}),
-            (re.compile(r"/(index\.html)?"), {"GET": self.get_page}),
+            (re.compile("(?P<path>" + "|".join(map(re.escape, dashboard.PATHS)) + ")"),
+             {"GET": self.get_file}),
             (re.compile(r"/api/meters"), {"GET": self.get_meters}),
             (re.compile(meter), {"GET": self.get_meter}),
             (re.compile(meter + "/overrides"), {"PUT": self.put_overrides,
@@ -163,15 +158,19 @@ class Api:
         body, content_type = self.metrics()
         return Answer(200, body, {"Content-Type": content_type})
 
-    def get_page(self, request, query, **_) -> Answer:
-        return Answer(200, PLACEHOLDER_PAGE, {"Content-Type": "text/html; charset=utf-8",
-                                              "Content-Security-Policy": CSP})
+    def get_file(self, request, query, path) -> Answer:
+        body, content_type = dashboard.asset(path)
+        return Answer(200, body, {"Content-Type": content_type, "Content-Security-Policy": dashboard.CSP,
+                                  "X-Content-Type-Options": "nosniff"})
 
     # --- meters ---
     def get_meters(self, request, query) -> Answer:
         offset = whole_query(query, "offset", 0)
         limit = whole_query(query, "limit", 100)
-        return json_answer(200, self.control.page(offset, limit))
+        page = self.control.page(offset, limit)
+        if query.get("summary", [""])[-1] not in ("", "0", "false"):  # the dashboard's one request
+            page["summary"] = {**self.control.fleet_summary(), "read_only": self.read_only}
+        return json_answer(200, page)
 
     def get_meter(self, request, query, meter) -> Answer:
         return json_answer(200, self.control.details(meter))

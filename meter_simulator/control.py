@@ -115,6 +115,26 @@ class Control:
         return {"count": len(self.meters), "offset": offset, "limit": limit,
                 "meters": [self.summary(meter) for meter in shown]}
 
+    def fleet_summary(self) -> dict:
+        """The whole run at a glance (the dashboard's summary line): meters by type and state,
+        active faults, the electric meters' summed power (W) and the others' summed flow (L/min)."""
+        types: dict[str, int] = {}
+        online = 0
+        power_w = flow_l_min = 0.0
+        for _, meter_type, is_online, _, rate in self.snapshot():
+            types[meter_type] = types.get(meter_type, 0) + 1
+            online += is_online
+            if meter_type == "electric":
+                power_w += rate
+            else:
+                flow_l_min += rate
+        self._expire_due()
+        with self._lock:
+            active = len(self._faults)
+        return {"meters": len(self.meters), "online": online, "offline": len(self.meters) - online,
+                "faults": active, "power_total": power_w, "flow": flow_l_min, "types": types,
+                "tick": self.updater.ticks}
+
     def details(self, meter_id) -> dict:
         """GET /api/meters/{id}: everything about one meter."""
         meter = self.meter(meter_id)
