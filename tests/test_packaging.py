@@ -45,9 +45,13 @@ def test_the_changelog_has_a_section_for_this_version():
 
 def test_tox_runs_lint_and_the_distributions_after_every_python():
     config = tox()
-    # sdm630: the SDM630 profile through the sdm_modbus client, which needs a pymodbus of its own
+    # sdm630: the SDM630 profile through the sdm_modbus client, which needs a pymodbus of its own;
+    # browser: the dashboard in headless Chromium, once
     assert [env.strip() for env in config["tox"]["envlist"].split(",")] == [
-        "py39", "py310", "py311", "py312", "py313", "sdm630", "lint", "dist"]
+        "py39", "py310", "py311", "py312", "py313", "sdm630", "browser", "lint", "dist"]
+    browser = config["testenv:browser"]
+    assert "browser" in browser["extras"] and "CI" in browser["pass_env"]
+    assert "tests/test_dashboard_browser.py" in browser["commands"]
     assert config["testenv:lint"]["commands"].strip() == "ruff check {posargs:.}"
     assert re.fullmatch(r"ruff==[\d.]+", config["testenv:lint"]["deps"].strip())
     dist = config["testenv:dist"]["commands"]
@@ -60,7 +64,7 @@ def test_tox_runs_lint_and_the_distributions_after_every_python():
 def test_scripts_holds_the_program_the_unit_and_the_measurement_tools():
     scripts = ROOT / "scripts"
     assert sorted(p.name for p in scripts.iterdir() if p.name != "__pycache__") == [
-        "bench", "run_meter.py", "systemd"]
+        "bench", "dashboard_screenshot.py", "run_meter.py", "systemd"]
     readme = (scripts / "bench" / "README.md").read_text(encoding="utf-8")
     tools = sorted(p.name for p in (scripts / "bench").iterdir()
                    if p.suffix in (".py", ".c"))

@@ -41,9 +41,8 @@
   }
   const short = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 });
 
-  const fragment = new URLSearchParams(window.location.hash.slice(1));
   const state = {
-    token: fragment.get("token") || null, // kept in the page only: never a cookie or storage
+    token: null, // from the URL's fragment or the form; kept in the page only, never stored
     needToken: false,
     offset: 0,
     count: 0,
@@ -675,8 +674,22 @@
       refreshNow();
     });
     window.addEventListener("resize", drawChart);
+    window.addEventListener("hashchange", () => followFragment(true));
+    followFragment(false);
+  }
+
+  // #token=...&meter=... : the token to send, the meter to show (a link to one meter's panel)
+  function followFragment(changed) {
+    const fragment = new URLSearchParams(window.location.hash.slice(1));
+    const token = fragment.get("token");
+    if (token && token !== state.token) {
+      state.token = token;
+      state.needToken = false;
+      $("token-form").hidden = true;
+    }
     const meter = fragment.get("meter");
-    if (meter) select(meter);
+    if (meter && meter !== state.selected) select(meter);
+    else if (changed) refreshNow();
     else refresh();
   }
 
