@@ -111,6 +111,7 @@ class Control:
             raise ControlError(f"offset must be a whole number from 0, not {offset!r}")
         if not (is_integer(limit) and 1 <= limit <= MAX_PAGE):
             raise ControlError(f"limit must be a whole number from 1 to {MAX_PAGE}, not {limit!r}")
+        self._expire_due()  # a fault past its duration shows ended, whether its timer ran or not
         shown = self.meters[offset:offset + limit]
         return {"count": len(self.meters), "offset": offset, "limit": limit,
                 "meters": [self.summary(meter) for meter in shown]}
@@ -118,6 +119,7 @@ class Control:
     def fleet_summary(self) -> dict:
         """The whole run at a glance (the dashboard's summary line): meters by type and state,
         active faults, the electric meters' summed power (W) and the others' summed flow (L/min)."""
+        self._expire_due()  # first: the meters a meter fault held are counted as they are after it
         types: dict[str, int] = {}
         online = 0
         power_w = flow_l_min = 0.0
@@ -128,7 +130,6 @@ class Control:
                 power_w += rate
             else:
                 flow_l_min += rate
-        self._expire_due()
         with self._lock:
             active = len(self._faults)
         return {"meters": len(self.meters), "online": online, "offline": len(self.meters) - online,
@@ -138,6 +139,7 @@ class Control:
     def details(self, meter_id) -> dict:
         """GET /api/meters/{id}: everything about one meter."""
         meter = self.meter(meter_id)
+        self._expire_due()
         values, overrides, online, no_alarm = self._shown(meter)
         return {"id": meter.id, "port": meter.port, "unit_id": meter.unit_id,
                 "type": meter.unit.meter_type, "profile": meter.unit.profile.name,

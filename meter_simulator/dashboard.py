@@ -22,7 +22,7 @@ PATHS = tuple(FILES)
 CSP = "default-src 'self'"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def asset(path: str) -> tuple[bytes, str]:
     """(body, Content-Type) of the file served at path; KeyError for any other path."""
     name, content_type = FILES[path]

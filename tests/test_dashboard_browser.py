@@ -22,17 +22,18 @@ import pytest
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 except ImportError as error:  # the browser environment has it; the others skip
     pytest.skip(f"selenium is not installed ({error}); tox -e browser runs this module",
                 allow_module_level=True)
 
-from meter_simulator.testing import MeterSimulator
-from support import connect, modbus_exchange, pymodbus_client, u32, unit_kw, wait_for
 from test_control_http import ControlProcess
 from test_testing_api import REGISTERS, decoded, holding
+
+from meter_simulator.testing import MeterSimulator
+from support import connect, modbus_exchange, pymodbus_client, u32, unit_kw, wait_for
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -162,7 +163,8 @@ def test_the_page_shows_what_a_modbus_read_shows(browser, meter_type):
         for meter_id, port in zip(sim.meter_ids, sim.ports):
             with pymodbus_client(port) as client:
                 registers = decoded(holding(client), meter_type)
-            total_scale, rate_scale = REGISTERS[meter_type][total_name][2], REGISTERS[meter_type][rate_name][2]
+            total_scale = REGISTERS[meter_type][total_name][2]
+            rate_scale = REGISTERS[meter_type][rate_name][2]
             total, rate = row_reading(browser, meter_id, "total"), row_reading(browser, meter_id, "rate")
             assert PLAIN_NUMBER.fullmatch(total) and PLAIN_NUMBER.fullmatch(rate), (total, rate)
             assert near(total, registers[total_name], total_scale), (meter_id, total, registers)

@@ -48,7 +48,7 @@
     count: 0,
     selected: null,
     selectedType: null,
-    readOnly: false,
+    readOnly: null, // unknown until the first answer: the buttons wait for it
     connection: "connecting",
     lostSince: null,
     reconnectedAt: 0,
@@ -217,7 +217,7 @@
     const types = summary.types || {};
     document.querySelector('[data-summary-for="electric"]').hidden = !types.electric;
     document.querySelector('[data-summary-for="flow"]').hidden = !(types.water || types.gas);
-    if (summary.read_only !== state.readOnly) {
+    if (Boolean(summary.read_only) !== state.readOnly) {
       state.readOnly = Boolean(summary.read_only);
       $("read-only").hidden = !state.readOnly;
       enableActions();
@@ -536,7 +536,7 @@
       button.dataset.action = action;
       Object.assign(button.dataset, data);
       button.textContent = action === "release" ? "release" : "end";
-      button.disabled = state.readOnly;
+      button.disabled = state.readOnly !== false;
       li.appendChild(button);
     }
     return li;
@@ -580,14 +580,14 @@
 
   function enableActions() {
     const controls = $("meter-details").querySelectorAll("button[data-action], #pin-form input, #pin-form select");
-    for (const control of controls) control.disabled = state.readOnly;
+    for (const control of controls) control.disabled = state.readOnly !== false;
     $("actions").title = state.readOnly ? "The simulator is read-only (--read-only)" : "";
   }
 
   // --- the buttons ---
   async function act(action, data) {
     const id = state.selected;
-    if (!id || state.readOnly) return;
+    if (!id || state.readOnly !== false) return;
     const result = $("action-result");
     result.className = "";
     result.textContent = action + "…";
