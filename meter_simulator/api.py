@@ -65,6 +65,21 @@ def only_keys(document: dict, allowed: tuple[str, ...], required: bool = True) -
         raise BadRequest(f"missing key {missing[0]!r}")
 
 
+def cross_site(request: Request) -> str | None:
+    """The origin of a browser's request sent by another site's page, else None. Browsers send
+    Origin with every change, also a simple cross-site POST that needs no CORS preflight: without
+    this any web page open beside the dashboard could reset meters through the engineer's browser.
+    Clients that are no browser (curl, scripts) send no Origin and are not concerned."""
+    origin = request.headers.get("Origin")
+    fetch_site = request.headers.get("Sec-Fetch-Site", "").strip().lower()
+    if origin is None:
+        return "Sec-Fetch-Site: cross-site" if fetch_site == "cross-site" else None
+    host = request.headers.get("Host", "").strip().lower()
+    if fetch_site != "cross-site" and host and origin.strip().lower() in (f"http://{host}", f"https://{host}"):
+        return None
+    return f"Origin {origin}"
+
+
 def whole_query(query: dict, name: str, default: int) -> int:
     values = query.get(name)
     if not values:
@@ -120,6 +135,8 @@ class Api:
         if self.token is not None and path not in PUBLIC_PATHS and not self.authorized(request):
             return error_answer(401, "a bearer token is needed (Authorization: Bearer ...)",
                                 {"WWW-Authenticate": "Bearer"})
+        if request.method not in READ_METHODS and (origin := cross_site(request)) is not None:
+            return error_answer(403, f"refused: a change sent by another site's page ({origin})")
         if self.read_only and request.method not in READ_METHODS:
             return error_answer(403, f"read-only: {request.method} is refused (--read-only)")
         for pattern, methods in self.routes:
@@ -161,7 +178,7 @@ class Api:
     def get_file(self, request, query, path) -> Answer:
         body, content_type = dashboard.asset(path)
         return Answer(200, body, {"Content-Type": content_type, "Content-Security-Policy": dashboard.CSP,
-                                  "X-Content-Type-Options": "nosniff"})
+                                  "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"})
 
     # --- meters ---
     def get_meters(self, request, query) -> Answer:

@@ -22,7 +22,7 @@ import pytest
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 except ImportError as error:  # the browser environment has it; the others skip
@@ -102,11 +102,11 @@ def summary_meters(driver) -> str:
 
 
 def until(condition, timeout: float = LOAD_S):
-    """wait_for, taking a re-rendered element's staleness as 'not yet'."""
+    """wait_for, taking an element not there yet, or re-rendered, as 'not yet'."""
     def attempt():
         try:
             return condition()
-        except StaleElementReferenceException:
+        except (NoSuchElementException, StaleElementReferenceException):
             return None
     return wait_for(attempt, timeout, interval=0.05)
 
@@ -237,6 +237,24 @@ def test_every_button_takes_effect_on_the_modbus_side_within_2_s(browser):
             clicked = click(browser, "clear-faults")
             within_effect_time(clicked, lambda: exception_code(client) is None)
 
+            # a fault's own end button stays one element while the fault counts its hits
+            click(browser, "fault-busy")
+            end = until(lambda: browser.find_element(By.CSS_SELECTOR, '#faults [data-action="end-fault"]'))
+            assert exception_code(client) == 6
+            until(lambda: "applied 1" in browser.find_element(By.ID, "faults").text)
+            assert exception_code(client) == 6
+            until(lambda: "applied 2" in browser.find_element(By.ID, "faults").text)
+            clicked = time.monotonic()
+            end.click()  # found before the refreshes: not stale
+            within_effect_time(clicked, lambda: exception_code(client) is None)
+
+            # clicks go in order, each after the one before has its answer: the last one wins
+            click(browser, "offline")
+            clicked = click(browser, "online")
+            within_effect_time(clicked, lambda: sim.meter()["online"])
+            until(lambda: "is online" in browser.find_element(By.ID, "action-result").text)
+            assert holding(client, 100, 1) == [1]
+
             clicked = click(browser, "fault-freeze")
             within_effect_time(clicked, lambda: [f["type"] for f in sim.faults()] == ["freeze"])
             frozen = holding(client, 0, 23)
@@ -303,12 +321,13 @@ def test_read_only_disables_every_button(browser):
 # --- token, paging, restarts ----------------------------------------------------------------
 
 def test_the_page_asks_once_for_a_token_missing_from_its_fragment(browser):
-    with MeterSimulator(seed=8, interval=3600, http=True, http_token="lab-token") as sim:
+    token = "lab+token/="  # a + that form decoding would turn into a space
+    with MeterSimulator(seed=8, interval=3600, http=True, http_token=token) as sim:
         browser.get(sim.http_url)
         form = until(lambda: browser.find_element(By.ID, "token-form").is_displayed()
                      and browser.find_element(By.ID, "token-form"))
         assert row_ids(browser) == []
-        browser.find_element(By.ID, "token-input").send_keys("lab-token")
+        browser.find_element(By.ID, "token-input").send_keys(token)
         form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         until(lambda: row_ids(browser) == sim.meter_ids)
         assert not browser.find_element(By.ID, "token-form").is_displayed()
@@ -317,9 +336,13 @@ def test_the_page_asks_once_for_a_token_missing_from_its_fragment(browser):
         clicked = click(browser, "offline")
         within_effect_time(clicked, lambda: not sim.meter()["online"])
 
-        browser.get(sim.http_url + "#token=lab-token")
+        browser.get(sim.http_url + f"#token={token}&meter={sim.meter_ids[0]}")
         until(lambda: row_ids(browser) == sim.meter_ids)
         assert not browser.find_element(By.ID, "token-form").is_displayed()
+        # read, then taken out of the address (history, a shared link): the page keeps it alone
+        assert browser.current_url.endswith(f"#meter={sim.meter_ids[0]}"), browser.current_url
+        until(lambda: browser.find_element(By.ID, "meter-details").get_attribute("data-meter")
+              == sim.meter_ids[0])
 
         browser.get(sim.http_url + "#token=wrong")
         until(lambda: browser.find_element(By.ID, "token-form").is_displayed())

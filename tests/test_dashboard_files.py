@@ -348,6 +348,38 @@ def test_only_get_and_head_are_allowed_on_the_files(fleet):
         assert {word.strip() for word in reply.headers["Allow"].split(",")} == {"GET", "HEAD"}
 
 
+def test_the_files_may_not_be_framed_by_another_page(files):
+    for path, reply in files.items():
+        assert reply.headers["X-Frame-Options"] == "DENY", path
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "http://evil.example"}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"},
+    {"Origin": "http://127.0.0.1:1"},  # another port of the same host: another origin
+])
+def test_a_change_sent_by_another_sites_page_is_refused_and_changes_nothing(headers):
+    with MeterSimulator(http=True, interval=STILL, seed=3) as sim:
+        port = http_port(sim)
+        for method, path, body in (("PUT", f"/api/meters/{sim.meter_ids[0]}/online", {"online": False}),
+                                   ("POST", "/api/faults", {"type": "freeze"}),
+                                   ("POST", f"/api/meters/{sim.meter_ids[0]}/reset", None)):
+            message = refused(call(port, method, path, body, headers=headers), 403)
+            assert "another site" in message, message
+        assert sim.meter()["online"] and sim.faults() == []
+        assert get(sim, "/api/meters").status == 200  # reads are not concerned
+
+
+def test_a_change_from_the_dashboards_own_origin_or_no_browser_is_taken():
+    with MeterSimulator(http=True, interval=STILL, seed=3) as sim:
+        port = http_port(sim)
+        own = {"Origin": f"http://127.0.0.1:{port}", "Sec-Fetch-Site": "same-origin"}
+        path = f"/api/meters/{sim.meter_ids[0]}/online"
+        assert call(port, "PUT", path, {"online": False}, headers=own).status == 200
+        assert not sim.meter()["online"]
+        assert call(port, "PUT", path, {"online": True}).status == 200  # curl sends no Origin
+        assert sim.meter()["online"]
+
+
 # --- GET /api/meters?summary=1 -----------------------------------------------------------------
 
 def test_the_summary_is_the_whole_fleets_beside_the_listing(fleet):

@@ -39,7 +39,7 @@
     if (typeof value !== "number" || !isFinite(value)) return String(value);
     return value === 0 ? "0" : decimal.format(value);
   }
-  const short = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 });
+  const short = new Intl.NumberFormat("en-US", { useGrouping: false, maximumFractionDigits: 1 });
 
   const state = {
     token: null, // from the URL's fragment or the form; kept in the page only, never stored
@@ -57,7 +57,9 @@
     detailKeys: "",
     detailCells: new Map(), // reading name -> value cell
     pinsShown: "",
-    faultsShown: "",
+    faultIds: null,
+    faultTexts: new Map(), // fault id -> its text element
+    actions: Promise.resolve(), // the buttons' requests, one at a time in click order
     history: new Map(), // meter id -> [[time ms, rate], ...] over the last 5 minutes
     rateUnit: "",
     timer: null,
@@ -140,6 +142,19 @@
       clock(state.lostSince) + ": retrying every second; the values shown are the last ones read.");
   }
 
+  // a token goes in a header: printable ASCII only (anything else could not be sent at all)
+  function useToken(token) {
+    if (!/^[\x20-\x7e]+$/.test(token)) {
+      state.token = null;
+      askToken("A token holds printable ASCII characters only: check it and give it again.");
+      return false;
+    }
+    state.token = token;
+    state.needToken = false;
+    $("token-form").hidden = true;
+    return true;
+  }
+
   function askToken(message) {
     state.needToken = true;
     $("token-form").hidden = false;
@@ -210,8 +225,7 @@
     const figures = document.querySelectorAll("[data-summary]");
     for (const element of figures) {
       const name = element.dataset.summary;
-      if (name === "power_total") element.textContent = power(summary.power_total);
-      else if (name === "flow") element.textContent = short.format(summary.flow) + " L/min";
+      if (name === "power_total" || name === "flow") element.textContent = short.format(summary[name]);
       else if (name in summary) element.textContent = String(summary[name]);
     }
     const types = summary.types || {};
@@ -222,10 +236,6 @@
       $("read-only").hidden = !state.readOnly;
       enableActions();
     }
-  }
-
-  function power(watts) {
-    return Math.abs(watts) >= 10000 ? short.format(watts / 1000) + " kW" : short.format(watts) + " W";
   }
 
   function units(type) {
@@ -239,14 +249,11 @@
     return td;
   }
 
+  // a reading: its value alone in a cell of its own (the data-reading hook), the unit beside it
   function valueCell(row, name) {
-    const td = cell(row, "num");
-    const value = document.createElement("span");
+    const value = cell(row, "num");
     value.dataset.reading = name;
-    const unit = document.createElement("span");
-    unit.className = "unit";
-    td.append(value, unit);
-    return [value, unit];
+    return [value, cell(row, "unit")];
   }
 
   function newRow(id) {
@@ -445,7 +452,7 @@
       state.selectedType = null;
       state.detailKeys = "";
       state.pinsShown = "";
-      state.faultsShown = "";
+      state.faultIds = null;
       $("reading-rows").replaceChildren();
       $("pins").replaceChildren();
       $("faults").replaceChildren();
@@ -529,7 +536,9 @@
 
   function listItem(text, action, data) {
     const li = document.createElement("li");
-    li.textContent = text;
+    const words = document.createElement("span");
+    words.textContent = text;
+    li.appendChild(words);
     if (action) {
       const button = document.createElement("button");
       button.type = "button";
@@ -568,14 +577,22 @@
     return words.join(" · ");
   }
 
+  // one item a fault, kept while the fault lasts (its button stays the same element); only
+  // the text changes as the fault is applied and its time runs down
   function showFaults(faults) {
-    const signature = JSON.stringify(faults.map((fault) => [fault.id, fault.applied, fault.remaining,
-      fault.expires_in_s === null ? null : Math.ceil(fault.expires_in_s)]));
-    if (signature === state.faultsShown) return;
-    state.faultsShown = signature;
-    const items = faults.map((fault) => listItem(describe(fault), "end-fault", { fault: fault.id }));
-    if (!items.length) items.push(listItem("none"));
-    $("faults").replaceChildren(...items);
+    const ids = faults.map((fault) => fault.id).join(",");
+    if (ids !== state.faultIds) {
+      state.faultIds = ids;
+      state.faultTexts.clear();
+      const items = faults.map((fault) => {
+        const item = listItem("", "end-fault", { fault: fault.id });
+        state.faultTexts.set(fault.id, item.firstChild);
+        return item;
+      });
+      if (!items.length) items.push(listItem("none"));
+      $("faults").replaceChildren(...items);
+    }
+    for (const fault of faults) state.faultTexts.get(fault.id).textContent = describe(fault);
   }
 
   function enableActions() {
@@ -585,9 +602,15 @@
   }
 
   // --- the buttons ---
-  async function act(action, data) {
+  // the buttons' requests go one at a time, in the order of the clicks: Offline then Online
+  // leaves the meter online, and a double click makes two faults one after the other
+  function act(action, data) {
     const id = state.selected;
     if (!id || state.readOnly !== false) return;
+    state.actions = state.actions.then(() => run(action, id, data));
+  }
+
+  async function run(action, id, data) {
     const result = $("action-result");
     result.className = "";
     result.textContent = action + "…";
@@ -630,10 +653,9 @@
       return "Fault " + data.fault + " ended.";
     }
     if (action === "pin") {
-      const name = $("pin-name").value;
-      const value = Number($("pin-value").value);
-      await api("PUT", path + "/overrides", { [name]: value });
-      return name + " pinned at " + plain(value) + ".";
+      const value = Number(data.value);
+      await api("PUT", path + "/overrides", { [data.name]: value });
+      return data.name + " pinned at " + plain(value) + ".";
     }
     if (action === "release") {
       await api("PUT", path + "/overrides", { [data.name]: null });
@@ -658,7 +680,7 @@
     });
     $("pin-form").addEventListener("submit", (event) => {
       event.preventDefault();
-      act("pin", {});
+      act("pin", { name: $("pin-name").value, value: $("pin-value").value });
     });
     $("close-details").addEventListener("click", deselect);
     $("pager").addEventListener("click", (event) => {
@@ -667,26 +689,36 @@
     });
     $("token-form").addEventListener("submit", (event) => {
       event.preventDefault();
-      state.token = $("token-input").value.trim() || null;
+      const token = $("token-input").value.trim();
       $("token-input").value = "";
-      $("token-form").hidden = true;
-      state.needToken = false;
-      refreshNow();
+      if (useToken(token)) refreshNow();
     });
     window.addEventListener("resize", drawChart);
     window.addEventListener("hashchange", () => followFragment(true));
     followFragment(false);
   }
 
-  // #token=...&meter=... : the token to send, the meter to show (a link to one meter's panel)
+  // #token=...&meter=... : the token to send, the meter to show (a link to one meter's panel).
+  // The token is taken out of the address once read, so that it stays in this page only.
   function followFragment(changed) {
-    const fragment = new URLSearchParams(window.location.hash.slice(1));
-    const token = fragment.get("token");
-    if (token && token !== state.token) {
-      state.token = token;
-      state.needToken = false;
-      $("token-form").hidden = true;
+    const fragment = new Map();
+    const kept = [];
+    for (const part of window.location.hash.slice(1).split("&")) {
+      const at = part.indexOf("=");
+      try {
+        fragment.set(decodeURIComponent(at < 0 ? part : part.slice(0, at)),
+          at < 0 ? "" : decodeURIComponent(part.slice(at + 1)));
+      } catch (error) {
+        continue; // a broken %-escape: that part is ignored
+      }
+      if (!part.startsWith("token=")) kept.push(part);
     }
+    const token = fragment.get("token");
+    if (fragment.has("token")) {
+      const address = window.location.pathname + window.location.search;
+      window.history.replaceState(null, "", kept.length ? address + "#" + kept.join("&") : address);
+    }
+    if (token && token !== state.token) useToken(token);
     const meter = fragment.get("meter");
     if (meter && meter !== state.selected) select(meter);
     else if (changed) refreshNow();
