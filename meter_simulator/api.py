@@ -3,8 +3,8 @@
 Api(request) -> Answer, with no socket in sight (web.py serves it). Order of checks:
 the bearer token (every path but /healthz and the dashboard's files), a change a browser
 sends from another site's page (403), --read-only (every method but GET and HEAD is 403),
-the path (404) and method (405), then the
-body, validated whole by the control core before anything changes (400, 404).
+the path (404) and method (405), then the body, validated whole by the control core before
+anything changes (400, 404).
 """
 from __future__ import annotations
 
