@@ -61,10 +61,17 @@ def test_tox_runs_lint_and_the_distributions_after_every_python():
     assert re.search(r'^select = \[.*"I".*\]', ruff, re.MULTILINE), "import order is checked"
 
 
-def test_scripts_holds_the_program_the_unit_and_the_measurement_tools():
+def test_scripts_holds_the_program_the_unit_and_the_tools():
+    """scripts/ is what users run (the program, the unit); the tools for working on the
+    simulator are in folders of their own: bench/ (measurements) and dev/."""
     scripts = ROOT / "scripts"
     assert sorted(p.name for p in scripts.iterdir() if p.name != "__pycache__") == [
-        "bench", "dashboard_screenshot.py", "run_meter.py", "systemd"]
+        "bench", "dev", "run_meter.py", "systemd"]
+    dev = sorted(p.name for p in (scripts / "dev").iterdir() if p.suffix == ".py")
+    assert dev == ["dashboard_screenshot.py"]
+    readme = (scripts / "dev" / "README.md").read_text(encoding="utf-8")
+    for tool in dev:
+        assert f"[`{tool}`]({tool})" in readme, f"scripts/dev/README.md describes {tool}"
     readme = (scripts / "bench" / "README.md").read_text(encoding="utf-8")
     tools = sorted(p.name for p in (scripts / "bench").iterdir()
                    if p.suffix in (".py", ".c"))

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from docopt import docopt
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONTROL_LINE = re.compile(r"control port on (http://\S+/)")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                   "--disable-background-networking", "--disable-component-update",
