@@ -268,17 +268,33 @@ def http_address(text: str) -> tuple[str, int]:
     return host, port
 
 
+def bearer_token(text) -> str:
+    """A control port token as the program takes it: one line of printable text without
+    surrounding whitespace; UsageError saying what is wrong otherwise."""
+    if not isinstance(text, str):
+        raise UsageError(f"is {type(text).__name__}, not text")
+    token = text.strip()
+    if not token:
+        raise UsageError("is empty")
+    if not token.isprintable():  # a line break, a NUL, a control character
+        raise UsageError("holds a character that is not printable (a line break?)")
+    return token
+
+
 def token_file(path: str) -> str:
     """The first line of --http-token-file, without surrounding whitespace."""
     try:
         with open(path, encoding="utf-8") as file:
-            token = file.readline().strip()
+            line = file.readline()
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise UsageError(f"--http-token-file: cannot read {path}: {reason}") from None
-    if not token:
+    if not line.strip():
         raise UsageError(f"--http-token-file: the first line of {path} is empty; put the token there")
-    return token
+    try:
+        return bearer_token(line)
+    except UsageError as exc:
+        raise UsageError(f"--http-token-file: the token in {path} {exc}") from None
 
 
 def check_fleet_size(count: int, unit_ids: tuple[int, ...] | None, memory_bytes: int | None,

@@ -417,6 +417,28 @@ def test_a_token_without_the_control_port_is_a_value_error():
         MeterSimulator(http_token="s3cret")
 
 
+@pytest.mark.parametrize("token, problem", [("", "is empty"), ("   ", "is empty"), ("\n", "is empty"),
+                                            ("two\nlines", "not printable"), ("nul\0", "not printable"),
+                                            (1234, "not text")])
+def test_a_token_the_command_line_would_refuse_is_a_value_error(token, problem):
+    """An empty token would authorize "Authorization: Bearer" with nothing after it."""
+    with pytest.raises(ValueError, match=f"^http_token .*{problem}"):
+        MeterSimulator(http=True, http_token=token)
+
+
+def test_a_token_is_taken_without_surrounding_whitespace():
+    with MeterSimulator(http=True, http_token="  s3cret \n", interval=STILL) as sim:
+        url = urlsplit(sim.http_url)
+        for given, status in ((None, 401), ("", 401), ("s3cret", 200)):
+            connection = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
+            headers = {} if given is None else {"Authorization": f"Bearer {given}".rstrip()}
+            connection.request("GET", "/api/meters", headers=headers)
+            answer = connection.getresponse()
+            answer.read()
+            connection.close()
+            assert answer.status == status, given
+
+
 def test_a_port_that_cannot_be_bound_raises_and_leaves_nothing_behind():
     with socket.socket() as holder:
         holder.bind((HOST, 0))

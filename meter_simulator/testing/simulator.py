@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from ..app import Simulator
-from ..options import UsageError, parse_args
+from ..options import UsageError, bearer_token, parse_args
 
 # keyword -> command-line option (None: a flag)
 OPTIONS = {"type": "--type", "count": "--count", "unit_ids": "--unit-ids", "interval": "--interval",
@@ -64,7 +64,10 @@ def config_for(keywords: dict):
     if keywords.get("http_token") is not None:
         if config.http is None:
             raise ValueError("http_token protects the control port: give http too")
-        changes["http_token"] = str(keywords["http_token"])
+        try:  # the command line's rules: an empty token would authorize "Bearer" alone
+            changes["http_token"] = bearer_token(keywords["http_token"])
+        except UsageError as exc:
+            raise ValueError(f"http_token {exc}") from None
     return dataclasses.replace(config, **changes) if changes else config
 
 
