@@ -1,32 +1,95 @@
 """The control port's routes: JSON in and out over the control core, /metrics and /healthz.
 
 Api(request) -> Answer, with no socket in sight (web.py serves it). Order of checks:
-the bearer token (every path but /healthz and the dashboard's files), a change a browser
-sends from another site's page (403), --read-only (every method but GET and HEAD is 403),
-the path (404) and method (405), then the body, validated whole by the control core before
-anything changes (400, 404).
+without a token, a Host that is not this port's address (403: a page whose name was
+rebound to 127.0.0.1 must not reach the port through the tester's browser); the bearer
+token (every path but /healthz and the dashboard's files); a change a browser sends from
+another site's page (403); --read-only (every method but GET and HEAD is 403); the path
+(404) and method (405). Api.refusal() runs those on the request line and headers alone,
+before the body is read. Then the body, validated whole by the control core before
+anything changes: the core's own refusals are 400 (409 for one fault too many) and 404;
+anything else is a bug, logged and answered 500.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
 from typing import Callable
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 from . import dashboard
 from .control import Control, ControlError
-from .faults import UnknownError
+from .faults import FaultError, UnknownError
+from .pins import PinError
 from .web import Answer, Request, error_answer, json_answer
 
 log = logging.getLogger(__name__)
 
 READ_METHODS = ("GET", "HEAD")
 PUBLIC_PATHS = ("/healthz", *dashboard.PATHS)  # no token: supervisors, the dashboard's files
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARDS = ("0.0.0.0", "::", "")
 
 
 class BadRequest(ValueError):
     """A request the API cannot take (400)."""
+
+
+# what the core refuses before it changes anything: the only errors a client is told are its own
+REFUSALS = (BadRequest, ControlError, FaultError, PinError)
+
+
+def host_and_port(header: str) -> tuple[str, int | None] | None:
+    """(host name or address, port) of a Host header: "127.0.0.1:8080", "[::1]:8080",
+    "localhost" (port None); None when it is not one."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        host, bracket, rest = header[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        port_text = rest[1:] if rest else None
+    else:
+        host, colon, port_text = header.partition(":")
+        port_text = port_text if colon else None
+    if port_text is not None and not (port_text.isascii() and port_text.isdigit()):
+        return None
+    return host.rstrip("."), int(port_text) if port_text is not None else None
+
+
+def is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class HostCheck:
+    """The Host values a control port without a token answers: its own address.
+
+    A web page whose name the attacker re-resolves to 127.0.0.1 (DNS rebinding) is
+    same-origin with the control port in the tester's browser, but its requests carry the
+    attacker's name in Host. Loopback names and the bound host pass, with the bound port
+    or none; bound to every address (0.0.0.0, ::), so does any IP address, which no
+    rebinding can give a page."""
+
+    def __init__(self, bound_host: str, port: int) -> None:
+        self.port = port
+        self.names = {*LOOPBACK_NAMES, bound_host.strip("[]").lower().rstrip(".")}
+        self.any_address = bound_host in WILDCARDS
+
+    def __call__(self, header: str | None) -> bool:
+        if header is None:
+            return True  # no browser sends a request without Host: nothing to rebind
+        parsed = host_and_port(header)
+        if parsed is None:
+            return False
+        host, port = parsed
+        if port is not None and port != self.port:
+            return False
+        return host in self.names or (self.any_address and is_address(host))
 
 
 def constant_time_equal(given: str, expected: str) -> bool:
@@ -52,6 +115,8 @@ def body_object(request: Request, *, optional: bool = False) -> dict:
         raise BadRequest(f"bad JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise BadRequest("bad JSON: nested too deeply") from None
+    except ValueError:  # an integer of more digits than Python converts (int_max_str_digits)
+        raise BadRequest("bad JSON: a number with too many digits") from None
     if not isinstance(document, dict):
         raise BadRequest("the body must be a JSON object")
     return document
@@ -97,11 +162,14 @@ class Api:
     def __init__(self, control: Control, *, metrics: Callable[[], tuple[bytes, str]] | None = None,
                  health: Callable[[], list[str]] | None = None, read_only: bool = False,
                  token: str | None = None) -> None:
+        if token is not None and not token.strip():
+            raise ValueError("the control port's token must not be empty")
         self.control = control
         self.metrics = metrics
         self.health = health
         self.read_only = read_only
         self.token = token
+        self.host_check: HostCheck | None = None  # bound(): a run without a token checks Host
         meter = r"/api/meters/(?P<meter>[^/]+)"
         # (path pattern, {method: handler}) in the order they are tried
         self.routes = [
@@ -122,17 +190,46 @@ class Api:
                                                            "DELETE": self.delete_fault}),
         ]
 
+    def bound(self, host: str, port: int) -> None:
+        """The address the control port was bound to: without a token, only requests whose
+        Host names it (or loopback) are answered."""
+        self.host_check = HostCheck(host, port) if self.token is None else None
+
     def __call__(self, request: Request) -> Answer:
         try:
             return self.route(request)
         except Exception as exc:  # the HTTP boundary: a bug answers 500 and serving goes on
-            log.exception("control: error answering %s %s", request.method, request.target)
+            log.exception("control: error answering %s %s", request.method, request.path)
             return error_answer(500, f"internal error: {type(exc).__name__}")
 
+    def refusal(self, request: Request) -> Answer | None:
+        """The answer to a request refused for its line and headers alone, else None."""
+        try:
+            found = self.find(request)
+        except Exception as exc:  # the HTTP boundary, as in __call__
+            log.exception("control: error answering %s %s", request.method, request.path)
+            return error_answer(500, f"internal error: {type(exc).__name__}")
+        return found if isinstance(found, Answer) else None
+
     def route(self, request: Request) -> Answer:
-        parts = urlsplit(request.target)
-        path = parts.path if parts.path in ("", "/") else parts.path.rstrip("/")
+        found = self.find(request)
+        if isinstance(found, Answer):
+            return found
+        handler, arguments = found
+        try:
+            return handler(request, parse_qs(request.query), **arguments)
+        except UnknownError as exc:
+            return error_answer(404, str(exc))
+        except REFUSALS as exc:
+            return error_answer(400, str(exc).splitlines()[0] if str(exc) else "bad request")
+
+    def find(self, request: Request):
+        """(handler, its arguments) for a request, or the Answer that refuses it."""
+        path = request.path if request.path in ("", "/") else request.path.rstrip("/")
         path = path or "/"
+        if self.host_check is not None and not self.host_check(request.headers.get("Host")):
+            return error_answer(403, f"refused: Host {request.headers.get('Host', '')[:100]!r} is not "
+                                     "this control port's address (use 127.0.0.1, or a token)")
         if self.token is not None and path not in PUBLIC_PATHS and not self.authorized(request):
             return error_answer(401, "a bearer token is needed (Authorization: Bearer ...)",
                                 {"WWW-Authenticate": "Bearer"})
@@ -144,19 +241,12 @@ class Api:
             match = pattern.fullmatch(path)
             if match is None:
                 continue
-            method = "GET" if request.method == "HEAD" else request.method
-            handler = methods.get(method)
+            handler = methods.get("GET" if request.method == "HEAD" else request.method)
             if handler is None:
                 allowed = sorted(methods) + (["HEAD"] if "GET" in methods else [])
                 return error_answer(405, f"{request.method} is not allowed on {path}",
                                     {"Allow": ", ".join(allowed)})
-            arguments = {name: unquote(value) for name, value in match.groupdict().items()}
-            try:
-                return handler(request, parse_qs(parts.query), **arguments)
-            except UnknownError as exc:
-                return error_answer(404, str(exc))
-            except (ValueError, OverflowError) as exc:
-                return error_answer(400, str(exc).splitlines()[0] if str(exc) else "bad request")
+            return handler, {name: unquote(value) for name, value in match.groupdict().items()}
         return error_answer(404, f"no such path: {path}")
 
     def authorized(self, request: Request) -> bool:
@@ -246,9 +336,8 @@ class Api:
         return json_answer(200, self.control.delete_fault(fault), summary=f"{fault} ended")
 
 
-def log_answer(peer: str, method: str, target: str, answer: Answer) -> None:
+def log_answer(peer: str, method: str, path: str, answer: Answer) -> None:
     """One line an answer: changes and refusals at info, reads at debug; never a body or token."""
-    path = urlsplit(target).path if target != "-" else target
     line = f"control {peer}: {method} {path} -> {answer.status}"
     if answer.summary:
         line += f" {answer.summary}"

@@ -110,13 +110,16 @@ class Simulator:
         from .web import ControlServer
 
         host, port = self.config.http
-        own = metrics.registry(self.server, self.control)
         api = Api(self.control, metrics=lambda: (metrics.exposition(own), metrics.CONTENT_TYPE),
                   health=self.health, read_only=self.config.read_only, token=self.config.http_token)
         try:
-            return ControlServer(host, port, api, allow=self.config.allow, on_answer=log_answer)
+            http = ControlServer(host, port, api, allow=self.config.allow, precheck=api.refusal,
+                                 on_answer=log_answer)
         except BindError as exc:
             raise BindError(f"cannot serve the control port on {host_port(host, port)}: {exc}") from None
+        api.bound(host, http.port)
+        own = metrics.registry(self.server, self.control, http)  # scraped once serve() has run
+        return http
 
     def serve(self) -> None:
         """Accept Modbus and control connections and start ticking."""

@@ -30,9 +30,10 @@ PREFIX = "meter_simulator_"
 class SimulatorCollector:
     """Reads a run's counters when Prometheus (or anyone) scrapes /metrics."""
 
-    def __init__(self, server: MeterServer, control: Control) -> None:
+    def __init__(self, server: MeterServer, control: Control, http=None) -> None:
         self.server = server
         self.control = control
+        self.http = http  # web.ControlServer: the control port's own refusals
 
     def collect(self):
         services = self.server.services
@@ -85,9 +86,23 @@ class SimulatorCollector:
                                     buckets=buckets, sum_value=sum_s)
         yield GaugeMetricFamily(PREFIX + "tick_lag_seconds", "How late the last tick started",
                                 value=updater.lag_s)
+        yield from self.control_port_metrics()
         yield from self.meter_metrics()
         yield GaugeMetricFamily(PREFIX + "uptime_seconds", "Seconds since start",
                                 value=self.control.uptime_s())
+
+    def control_port_metrics(self):
+        """The control port's refused connections and late requests (never counted with Modbus's)."""
+        if self.http is None:
+            return
+        family = CounterMetricFamily(PREFIX + "control_connections_refused",
+                                     "Control port connections closed unserved", labels=("reason",))
+        for reason, value in self.http.refused.items():
+            family.add_metric((reason,), value)
+        yield family
+        yield CounterMetricFamily(PREFIX + "control_requests_timed_out",
+                                  "Control port requests that did not arrive whole in time",
+                                  value=self.http.late)
 
     def meter_metrics(self):
         rows = self.control.snapshot()
@@ -122,11 +137,11 @@ class SimulatorCollector:
         yield fleet_rate
 
 
-def registry(server: MeterServer, control: Control) -> CollectorRegistry:
+def registry(server: MeterServer, control: Control, http=None) -> CollectorRegistry:
     """A registry of this run alone (never the library's global one: two simulators in one
     process, as a test suite starts them, each have their own)."""
     own = CollectorRegistry(auto_describe=False)
-    own.register(SimulatorCollector(server, control))
+    own.register(SimulatorCollector(server, control, http))
     return own
 
 

@@ -10,10 +10,12 @@ import json
 import re
 import signal
 import socket
+import threading
 import time
 from datetime import datetime
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from test_control_http import ControlProcess, call, modbus_image, refused, snapshot
 
 from meter_simulator.options import short_usage
@@ -198,11 +200,14 @@ def test_bad_http_value_exits_2_naming_the_option(value):
     assert bindable(port)
 
 
-@pytest.fixture(params=["missing", "a directory", "empty", "a blank first line", "not UTF-8"])
+@pytest.fixture(params=["missing", "a directory", "empty", "a blank first line", "not UTF-8",
+                        "a control character"])
 def bad_token_file(request, tmp_path):
     path = tmp_path / "token"
     if request.param == "a directory":
         path.mkdir()
+    elif request.param == "a control character":
+        path.write_bytes(b"sec\x00ret\n")
     elif request.param == "empty":
         path.write_text("")
     elif request.param == "a blank first line":
@@ -296,7 +301,7 @@ def test_stop_signal_with_keep_alive_and_half_sent_requests_open(sig):
         assert answer.status == 200 and answer.getheader("Connection", "").lower() != "close"
         answer.read()
         half = socket.create_connection(("127.0.0.1", program.http_port), timeout=10)
-        half.sendall(b"GET /api/meters HTTP/1.1\r\nHost: x\r\n")  # a slow client, mid-request
+        half.sendall(b"GET /api/meters HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # a slow client, mid-request
         silent = socket.create_connection(("127.0.0.1", program.http_port), timeout=10)
         try:
             # the silent connection is accepted: a request on a fourth one is answered after it
@@ -355,7 +360,7 @@ def raw_request(port: int, data: bytes, sock: socket.socket | None = None) -> tu
 
 
 def request(target: str = "/healthz", headers: list[bytes] = (), method: bytes = b"GET") -> bytes:
-    return (method + b" " + target.encode() + b" HTTP/1.1\r\nHost: meter\r\n" + b"".join(
+    return (method + b" " + target.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"".join(
         header + b"\r\n" for header in headers) + b"\r\n")
 
 
@@ -403,8 +408,8 @@ def test_100_header_lines_are_taken(limited):
 
 ODD_REQUESTS = [
     b"\x00\x01\x02garbage\r\n\r\n", b"GET\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n",
-    b"GET /api/meters HTTP/1.1 extra\r\n\r\n", b"get /api/meters HTTP/1.1\r\nHost: m\r\n\r\n",
-    b"GET /api/meters/%ff HTTP/1.1\r\nHost: m\r\n\r\n", b"GET /api/meters/%00 HTTP/1.1\r\n\r\n",
+    b"GET /api/meters HTTP/1.1 extra\r\n\r\n", b"get /api/meters HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    b"GET /api/meters/%ff HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", b"GET /api/meters/%00 HTTP/1.1\r\n\r\n",
     b"GET /api/meters?offset=%ff&limit=%00 HTTP/1.1\r\n\r\n", b"GET /api/meters/\xc3\xa9 HTTP/1.1\r\n\r\n",
     b"GET http://meter/api/meters HTTP/1.1\r\n\r\n", b"GET ../../etc/passwd HTTP/1.1\r\n\r\n",
     b"GET /api/meters HTTP/1.0\r\n\r\n", b"GET /api/meters HTTP/1.1\r\nNo colon here\r\n\r\n",
@@ -449,7 +454,9 @@ def test_body_over_64_kib_is_413_without_reading_it(limited):
     still_serving(limited)
 
 
-def test_more_than_32_connections_are_closed_at_accept(limited):
+def test_more_than_32_connections_are_closed_but_health_checks_answered(limited):
+    """Past 32 connections a request is closed unanswered, except a loopback health check
+    (a supervisor must not restart the simulator because the port is full)."""
     port = limited.http_port
     served = []
     try:
@@ -460,10 +467,14 @@ def test_more_than_32_connections_are_closed_at_accept(limited):
         for _ in range(3):
             with socket.create_connection(("127.0.0.1", port), timeout=10) as extra:
                 try:
-                    extra.sendall(request())
+                    extra.sendall(request(f"/api/meters/{limited.port}"))
                 except OSError:
                     pass  # closed before the request went out
                 assert closed_by_server(extra), "a 33rd connection was served"
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as health:
+                status, headers, _ = raw_request(port, request(), health)
+                assert status == 200 and headers["connection"] == "close"
+                assert closed_by_server(health), "a health check's reserved connection stays open"
         for sock in served:  # the first 32 are still answered
             assert raw_request(port, request(f"/api/meters/{limited.port}"), sock)[0] == 200
         served.pop().close()
@@ -478,6 +489,21 @@ def test_more_than_32_connections_are_closed_at_accept(limited):
         for sock in served:
             sock.close()
     still_serving(limited)
+    assert control_metric(limited, "meter_simulator_control_connections_refused_total",
+                          reason="max_connections") >= 3
+    assert limited.wait_line(r"WARNING .*control port: refused a connection from 127\.0\.0\.1: "
+                             r"32 connections already")
+
+
+def control_metric(program: ControlProcess, name: str, **labels: str) -> float:
+    """A sample of /metrics, read with Prometheus' own parser."""
+    reply = program.call("GET", "/metrics")
+    assert reply.status == 200, reply
+    for family in text_string_to_metric_families(reply.body.decode("utf-8")):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    raise AssertionError(f"no {name} {labels} in /metrics")
 
 
 # --- section 9: access --------------------------------------------------------------------------
@@ -546,6 +572,119 @@ def test_token_is_needed_everywhere_but_healthz_and_never_logged(tmp_path):
         status, err = program.stop()
     assert status == 0, err
     assert token not in err and "3f9a7c1e5d" not in err
+
+
+REBOUND = ["rebind.example:{port}", "rebind.example", "127.0.0.1.rebind.example:{port}",
+           "localhost:{other}", "[::1]:{other}"]
+
+
+@pytest.mark.parametrize("host", REBOUND)
+def test_without_a_token_a_host_not_naming_the_control_port_is_403_for_every_method(limited, host):
+    """DNS rebinding: a page the tester visits re-resolves its own name to 127.0.0.1 and is then
+    same-origin with the control port; its requests still carry that name in Host."""
+    host = host.format(port=limited.http_port, other=limited.http_port + 1)
+    meter_id = str(limited.port)
+    before = snapshot(limited, meter_id)
+    requests = [(method, f"/api/meters/{meter_id}/{target}" if target else "/api/faults", body)
+                for method, target, body in CHANGES]
+    requests += [("GET", path, None) for path in (f"/api/meters/{meter_id}", "/api/faults", "/healthz")]
+    for method, path, body in requests:
+        error = refused(limited.call(method, path, body, headers={"Host": host}), 403)
+        assert error.startswith(f"refused: Host {host!r}"), error
+    for path in ("/", "/metrics", "/dashboard.js"):
+        assert limited.call("GET", path, headers={"Host": host}).status == 403
+    assert snapshot(limited, meter_id) == before
+    assert limited.get("/api/faults") == {"faults": []}
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "LOCALHOST.:{port}", "127.0.0.1"])
+def test_without_a_token_loopback_names_are_answered(limited, host):
+    reply = limited.call("GET", "/api/meters", headers={"Host": host.format(port=limited.http_port)})
+    assert reply.status == 200, reply
+
+
+def test_with_a_token_any_host_is_answered_with_the_token(tmp_path):
+    (tmp_path / "token").write_text("tok-rebind\n")
+    with ControlProcess("--interval", "3600", "--http-token-file", str(tmp_path / "token")) as program:
+        host = {"Host": f"meters.lab.example:{program.http_port}"}
+        refused(program.call("GET", "/api/meters", headers=host), 401)
+        assert program.call("GET", "/api/meters", headers=host, token="tok-rebind").status == 200
+
+
+@pytest.mark.parametrize("path, length, status", [("/api/faults", 20, 401), ("/api/faults", 70000, 413)])
+def test_a_refused_change_gets_no_100_continue(tmp_path, path, length, status):
+    """curl sends Expect: 100-continue and waits before a body over 1 KiB: the refusal comes
+    first, and the body it would have sent is never asked for."""
+    (tmp_path / "token").write_text("tok-continue\n")
+    with ControlProcess("--interval", "3600", "--http-token-file", str(tmp_path / "token")) as program:
+        with socket.create_connection(("127.0.0.1", program.http_port), timeout=10) as sock:
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n"
+                         "Expect: 100-continue\r\n\r\n".encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(4096)
+                assert chunk, head
+                head += chunk
+            assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+        assert program.get("/api/faults", token="tok-continue") == {"faults": []}
+
+
+@pytest.mark.slow
+def test_slow_clients_holding_every_slot_leave_healthz_reachable(limited):
+    """32 clients trickle a byte every 2 s: health checks are answered on the reserve meanwhile,
+    the slots come back when the request deadline (10 s) ends the trickles, and the refusals
+    are counted. Nothing here waits on a fixed time: each step polls with a deadline."""
+    port = limited.http_port
+    stop = threading.Event()
+    slow = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(32)]
+
+    def trickle() -> None:
+        request_bytes = b"GET /api/meters HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 100
+        for byte in request_bytes:
+            for sock in slow:
+                try:
+                    sock.sendall(bytes([byte]))
+                except OSError:
+                    pass
+            if stop.wait(2.0):
+                return
+
+    thread = threading.Thread(target=trickle, name="test-trickle", daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: not served_now(port, f"/api/meters/{limited.port}"), timeout=10)
+        assert call(port, "GET", "/healthz").doc["status"] == "ok"  # on the reserve
+        wait_for(lambda: served_now(port, f"/api/meters/{limited.port}"), timeout=15)
+        for sock in slow:
+            assert answered_then_closed(sock).startswith(b"HTTP/1.1 408 ")
+    finally:
+        stop.set()
+        thread.join(10)
+        for sock in slow:
+            sock.close()
+    assert control_metric(limited, "meter_simulator_control_connections_refused_total",
+                          reason="max_connections") >= 1
+    assert control_metric(limited, "meter_simulator_control_requests_timed_out_total") >= 32
+    assert limited.wait_line(r"control port: closed a connection from 127\.0\.0\.1: its request did "
+                             r"not arrive whole within 10 s")
+
+
+def answered_then_closed(sock: socket.socket) -> bytes:
+    """What the server sent on a connection until it closed it (bounded by the socket's timeout)."""
+    data = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def served_now(port: int, path: str) -> bool:
+    """True when a request on a new connection is answered (False: closed unanswered)."""
+    try:
+        return call(port, "GET", path).status == 200
+    except (ConnectionError, http.client.RemoteDisconnected):
+        return False
 
 
 # --- the state file across restarts -----------------------------------------------------------

@@ -189,7 +189,7 @@ def is_relative(reference: str) -> bool:
 def head_raw(port: int, path: str) -> tuple[bytes, bytes]:
     """(head, what followed it) of a HEAD request, read on a raw socket to the server's close."""
     with connect(port) as sock:
-        sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while True:
             chunk = sock.recv(65536)
