@@ -230,9 +230,13 @@ def checked(spec, topology: Topology) -> dict:
         if not is_finite_number(duration_s) or not 0.0 < duration_s <= 1e9:
             raise FaultError(f"duration_s must be a number of seconds above 0, not {duration_s!r}")
         duration_s = float(duration_s)
-    return {"type": kind, "scope": topology.scope(spec.get("scope")), "parameters": parameters,
-            "functions": functions, "probability": probability, "count": count,
-            "duration_s": duration_s}
+    scope = topology.scope(spec.get("scope"))
+    if kind in METER_FAULTS and scope.unit_id is not None and not topology.gateway:
+        # Scope.covers lets a unit id through for a meter without one: it would hit every meter
+        raise FaultError(f"{article(kind)} {kind} fault outside gateway mode cannot be scoped by unit_id: "
+                         "every meter answers every unit id; scope it by port or meter")
+    return {"type": kind, "scope": scope, "parameters": parameters, "functions": functions,
+            "probability": probability, "count": count, "duration_s": duration_s}
 
 
 def fault_rng(seed: int | None, fault_id: str) -> random.Random:

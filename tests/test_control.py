@@ -99,6 +99,29 @@ def test_scopes(topology, scope, shown):
     assert faults.checked({"type": "close", "scope": scope}, topology)["scope"].as_dict() == shown
 
 
+@pytest.mark.parametrize("kind", ["freeze", "offline"])
+@pytest.mark.parametrize("scope", [{"unit_id": 3}, {"port": 5021, "unit_id": 1}])
+def test_a_meter_fault_outside_gateway_mode_cannot_be_scoped_by_unit_id(kind, scope):
+    control = control_of(FakeClock())
+    with pytest.raises(FaultError) as refused:
+        control.create_fault({"type": kind, "scope": scope})
+    assert str(refused.value) == (f"{faults.article(kind)} {kind} fault outside gateway mode cannot be "
+                                  "scoped by unit_id: every meter answers every unit id; scope it by "
+                                  "port or meter")
+    assert control.faults() == []
+    assert all(meter.unit.live for meter in control.meters), "no meter went offline or froze"
+
+
+def test_a_request_fault_outside_gateway_mode_may_be_scoped_by_unit_id():
+    control = control_of(FakeClock())
+    shown = control.create_fault({"type": "exception", "code": 6, "scope": {"unit_id": 3}})
+    assert shown["scope"] == {"unit_id": 3}
+    assert all(meter.unit.live for meter in control.meters)
+    gateway = control_of(FakeClock(), gateway=True)
+    assert gateway.create_fault({"type": "freeze", "scope": {"unit_id": 7}})["scope"] == {"unit_id": 7}
+    assert [meter.unit.live for meter in gateway.meters] == [True, True, False]
+
+
 def test_a_fault_hits_requests_in_its_scope_and_functions_only():
     clock = FakeClock()
     control = control_of(clock, gateway=True)
