@@ -12,7 +12,8 @@ What a hostile or broken client can do is bounded here:
   rate-limited warning instead of a line per connection;
 - a connection with no complete request for idle_timeout_s is closed, so a
   client that trickles a frame one byte at a time (slowloris) or goes silent
-  gives its slot back;
+  gives its slot back; the idle clock restarts when a request arrives and when
+  a delayed answer goes out, and bytes that complete a frame are never dropped;
 - a frame whose MBAP header is not Modbus/TCP (protocol id other than 0, a length
   field outside 2..254) closes that connection only: the stream cannot be
   re-synchronised after it.
@@ -353,6 +354,8 @@ class ConnectionHandler(ModbusServer.ModbusService):
                 raise ModbusServer.NetworkError("closed by the client")
             if chunk:
                 received += chunk
+                if len(received) >= size:
+                    break  # what has come is served, even when the idle deadline just passed
             self.check_alive()  # also between the bytes of a client that sends slowly
         data = bytes(received[:size])
         del received[:size]
@@ -441,6 +444,7 @@ class ConnectionHandler(ModbusServer.ModbusService):
             # only this connection waits; a stopping server ends the wait
             if self.server.closed.wait(fault.delay_s):
                 raise ModbusServer.NetworkError("server stopped")
+            self.mark_active()  # the wait was ours, not the client's: its idle time starts now
         kind = fault.type
         if kind in ("delay", "corrupt"):  # executed when the answer is built
             self.server.engine(session_data)

@@ -263,6 +263,15 @@ def test_a_faulted_write_is_executed_only_for_delay_and_corrupt(sim, kind, param
     assert sim.meter()["online"] is not executed
 
 
+def test_the_idle_clock_restarts_when_a_delayed_answer_goes_out():
+    with MeterSimulator(type="electric", seed=1, interval=3600, idle_timeout=0.5) as sim, \
+            connect(sim.port) as sock:
+        with sim.fault("delay", delay_ms=1000, count=1):
+            assert ask(sock, READ_STATUS, tid=1) == (1, 0, 1, STATUS_ONLINE)
+        # sent at once: before, the connection's idle time had run out during the delay
+        assert ask(sock, READ_STATUS, tid=2) == (2, 0, 1, STATUS_ONLINE)
+
+
 # --- what client libraries see ----------------------------------------------------------------
 
 def test_pymodbus_sees_the_injected_exception_and_its_write_changes_nothing(sim):

@@ -8,11 +8,12 @@ import socket
 import struct
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from meter_simulator.ratelimit import RateLimitedLog
-from meter_simulator.transport import pdu_size_ok
+from meter_simulator.transport import ConnectionHandler, IdleTimeout, pdu_size_ok
 from support import FakeClock, closed_by_server, recv_exactly, wait_for
 
 MBAP = struct.Struct(">HHHB")
@@ -114,6 +115,23 @@ def test_idle_connection_is_closed_after_the_timeout_and_zero_never_closes(make_
     finally:
         forever.close()
         first.close()
+
+
+def test_bytes_that_complete_a_frame_are_served_though_the_idle_time_ran_out():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname()[:2], timeout=10)
+        accepted, _ = listener.accept()
+    with client, accepted:
+        handler = ConnectionHandler.__new__(ConnectionHandler)  # its read side, without a server loop
+        handler.request, handler.server = accepted, SimpleNamespace(idle_timeout_s=60)
+        handler.setup()
+        handler.deadline = time.monotonic() - 1.0  # it ran out while the frame was on its way
+        request = MBAP.pack(1, 0, len(READ_TWO) + 1, 1) + READ_TWO
+        client.sendall(request)
+        assert handler._recv_all(len(request)) == request
+        client.sendall(request[:3])  # part of a frame: the idle timeout still ends the connection
+        with pytest.raises(IdleTimeout):
+            handler._recv_all(len(request))
 
 
 @pytest.mark.slow
