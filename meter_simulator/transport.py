@@ -14,6 +14,9 @@ What a hostile or broken client can do is bounded here:
   client that trickles a frame one byte at a time (slowloris) or goes silent
   gives its slot back; the idle clock restarts when a request arrives and when
   a delayed answer goes out, and bytes that complete a frame are never dropped;
+- a request held by a delay fault watches its socket: when the client closes or
+  resets the connection, the request is dropped unexecuted and the slot freed at
+  once, not when the delay ends;
 - a frame whose MBAP header is not Modbus/TCP (protocol id other than 0, a length
   field outside 2..254) closes that connection only: the stream cannot be
   re-synchronised after it.
@@ -56,6 +59,7 @@ log = logging.getLogger(__name__)
 LISTEN_BACKLOG = 1024  # hundreds of clients may connect at once: no SYN retransmit waits
 RECV_AHEAD_BYTES = 4096  # a few whole frames: pipelined requests cost no extra recv
 POLL_S = 0.5  # how often a blocked connection looks at its idle deadline and at server stop
+MAX_HELD_AHEAD_BYTES = 65536  # read ahead while a request is held; past it the kernel buffers
 
 # MBAP length field = unit id (1 byte) + PDU; the PDU is 1 to 253 bytes (Modbus/TCP ADU <= 260).
 MBAP = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit id
@@ -441,9 +445,7 @@ class ConnectionHandler(ModbusServer.ModbusService):
         NetworkError when the fault ends the connection."""
         function_code = session_data.request.pdu.raw[0]
         if fault.delay_s:
-            # only this connection waits; a stopping server ends the wait
-            if self.server.closed.wait(fault.delay_s):
-                raise ModbusServer.NetworkError("server stopped")
+            self.hold(fault.delay_s)
             self.mark_active()  # the wait was ours, not the client's: its idle time starts now
         kind = fault.type
         if kind in ("delay", "corrupt"):  # executed when the answer is built
@@ -471,6 +473,35 @@ class ConnectionHandler(ModbusServer.ModbusService):
             self.count(function_code, None, RESULT_FAULT)
             self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
             raise ModbusServer.NetworkError("reset by a fault")
+
+
+    def hold(self, delay_s: float) -> None:
+        """Wait delay_s (only this connection waits) while watching the socket: what the client
+        sends meanwhile joins the read-ahead; NetworkError when it closes (a reset raises
+        ConnectionResetError) or the server stops, so a request nobody waits for is dropped
+        unexecuted and its slot freed."""
+        sock, received, closed = self.request, self._received, self.server.closed
+        end_s = time.monotonic() + delay_s
+        try:
+            while True:
+                left_s = end_s - time.monotonic()
+                if left_s <= 0:
+                    return
+                if closed.is_set():
+                    raise ModbusServer.NetworkError("server stopped")
+                if len(received) >= MAX_HELD_AHEAD_BYTES:
+                    closed.wait(min(left_s, POLL_S))
+                    continue
+                sock.settimeout(min(left_s, POLL_S))
+                try:
+                    chunk = sock.recv(RECV_AHEAD_BYTES)
+                except socket.timeout:
+                    continue
+                if not chunk:  # also a stopping server's shutdown of the socket
+                    raise ModbusServer.NetworkError("closed by the client while its request waited")
+                received += chunk
+        finally:
+            sock.settimeout(POLL_S)
 
 
 def corrupted(answer: bytes, mode: str) -> bytes:

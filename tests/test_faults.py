@@ -263,6 +263,71 @@ def test_a_faulted_write_is_executed_only_for_delay_and_corrupt(sim, kind, param
     assert sim.meter()["online"] is not executed
 
 
+def leave(sock: socket.socket, how: str) -> None:
+    """A client goes away: an orderly close (FIN) or a reset (RST, SO_LINGER 0)."""
+    if how == "reset":
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def served(port: int, pdu: bytes = READ_STATUS) -> bytes | None:
+    """The answer to one request on a new connection; None when the connection is refused or
+    closed (the port's --max-clients slots are taken)."""
+    try:
+        with connect(port) as sock:
+            return ask(sock, pdu)[3]
+    except OSError:
+        return None
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+def test_a_client_gone_during_a_delay_gives_its_slot_back_at_once(how):
+    with MeterSimulator(type="electric", seed=1, interval=3600, max_clients=1) as sim:
+        with sim.fault("delay", delay_ms=5000, count=1) as fault:
+            gone = connect(sim.port)
+            gone.sendall(frame(READ_STATUS))
+            wait_for(lambda: not fault.active, timeout=5, interval=0.005)  # its request is held
+            leave(gone, how)
+            # the held request kept the only slot for the whole 5 s delay before
+            assert wait_for(lambda: served(sim.port), timeout=2) == STATUS_ONLINE
+
+
+@pytest.mark.parametrize("how", ["close", "reset"])
+def test_a_delayed_write_whose_client_has_gone_is_not_applied(how):
+    with MeterSimulator(type="electric", seed=1, interval=3600, max_clients=1) as sim:
+        with sim.fault("delay", delay_ms=1000, count=1) as fault:
+            gone = connect(sim.port)
+            gone.sendall(frame(COIL_0_OFF))
+            wait_for(lambda: not fault.active, timeout=5, interval=0.005)
+            leave(gone, how)
+            # served once the held request's connection has ended: nothing of it is left to run
+            assert wait_for(lambda: served(sim.port), timeout=10) == STATUS_ONLINE
+        assert sim.meter()["online"] is True
+
+
+def test_stopping_ends_a_held_request_at_once():
+    sim = MeterSimulator(type="electric", seed=1, interval=3600).start()
+    try:
+        with connect(sim.port) as sock, sim.fault("delay", delay_ms=60000, count=1) as fault:
+            sock.sendall(frame(READ_STATUS))
+            wait_for(lambda: not fault.active, timeout=5, interval=0.005)
+            held = [thread for thread in threading.enumerate() if "modbus-connection" in thread.name]
+            assert held
+            sim.stop()  # joins each connection thread for up to 2 s
+            assert not [thread for thread in held if thread.is_alive()]
+            assert sock.recv(100) == b"", "closed, no answer"
+    finally:
+        sim.stop()
+
+
+def test_a_request_sent_during_a_delay_is_served_after_the_delayed_one(sim):
+    with connect(sim.port) as sock, sim.fault("delay", delay_ms=300, count=1) as fault:
+        sock.sendall(frame(READ_STATUS, tid=1))
+        wait_for(lambda: not fault.active, timeout=5, interval=0.005)  # held: the next one waits
+        sock.sendall(frame(READ_STATUS, tid=2))
+        assert [answer(sock) for _ in range(2)] == [(1, 0, 1, STATUS_ONLINE), (2, 0, 1, STATUS_ONLINE)]
+
+
 def test_the_idle_clock_restarts_when_a_delayed_answer_goes_out():
     with MeterSimulator(type="electric", seed=1, interval=3600, idle_timeout=0.5) as sim, \
             connect(sim.port) as sock:
