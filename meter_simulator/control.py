@@ -17,7 +17,7 @@ from typing import Callable
 
 from . import faults, pins, readings
 from .checks import is_finite_number, is_integer
-from .faults import Fault, FaultError, Topology, UnknownError
+from .faults import Fault, FaultError, FaultLimitError, Topology, UnknownError
 from .fleet import Endpoint, meter_key
 from .updater import MeterUnit, Updater
 
@@ -212,11 +212,16 @@ class Control:
             return self._faults.get(fault.id) is fault
 
     def start_fault(self, spec) -> Fault:
-        """A new fault from its description, started; the Fault itself."""
+        """A new fault from its description, started; the Fault itself. FaultLimitError while
+        faults.MAX_FAULTS are active; a fault refused changes nothing."""
         fields = faults.checked(spec, self.topology)
+        self._expire_due()  # a fault past its duration does not count against the limit
         with self._lock:  # held while a meter fault is applied: an end cannot overtake it
             if self._closed:
                 raise FaultError("the simulator has stopped")
+            if len(self._faults) >= faults.MAX_FAULTS:
+                raise FaultLimitError(f"too many faults: {faults.MAX_FAULTS} are active, the most a "
+                                      "run keeps; end some first")
             fault_id = f"f{next(self._ids)}"
             fault = Fault(id=fault_id, created_s=self._clock(), rng=faults.fault_rng(self._seed, fault_id),
                           remaining=fields["count"], **fields)
@@ -393,4 +398,4 @@ def rate_name(meter: Meter) -> str:
     return "power_total" if meter.unit.meter_type == "electric" else "flow"
 
 
-__all__ = ["Control", "ControlError", "FaultError", "UnknownError", "Meter"]
+__all__ = ["Control", "ControlError", "FaultError", "FaultLimitError", "UnknownError", "Meter"]

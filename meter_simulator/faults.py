@@ -6,6 +6,7 @@ a meter fault (freeze, offline) changes what meters publish (control.py applies 
 Each fault draws from its own random generator, seeded from the run's seed and the
 fault's id, so one client sending one request at a time sees the same hits every run.
 A fault ends after count hits or duration_s, whichever comes first, or when deleted.
+At most MAX_FAULTS are active at once.
 """
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ METER_FAULTS = ("freeze", "offline")
 TYPES = REQUEST_FAULTS + METER_FAULTS
 CORRUPT_MODES = ("transaction_id", "length", "truncate")
 MAX_DELAY_MS = 60000
+# active faults a run keeps: each is looked at by every request of its ports, and a run that
+# creates faults without ending them should hear so rather than slow down
+MAX_FAULTS = 1000
 COMMON_KEYS = frozenset({"type", "scope", "functions", "probability", "count", "duration_s"})
 PARAMETERS = {"delay": {"delay_ms"}, "no_answer": {"delay_ms"}, "close": {"delay_ms"},
               "reset": {"delay_ms"}, "exception": {"delay_ms", "code"},
@@ -29,6 +33,10 @@ SCOPE_KEYS = frozenset({"port", "unit_id", "meter"})
 
 class FaultError(ValueError):
     """A fault that cannot be made: the message is one line (HTTP 400)."""
+
+
+class FaultLimitError(FaultError):
+    """MAX_FAULTS are active: a new one must wait until some end (HTTP 409)."""
 
 
 class UnknownError(KeyError):

@@ -3,6 +3,7 @@ expiry on a fake clock, meter faults and pins published at once, readings by nam
 from __future__ import annotations
 
 import random
+import threading
 
 import pytest
 
@@ -201,6 +202,27 @@ def test_a_request_fault_reaches_the_ports_it_may_act_on():
         {5020: ["f2"], 5021: ["f1", "f2"]}
     assert control.clear_faults() == 2
     assert pushed[-1] == {}
+
+
+def test_at_most_max_faults_are_active_and_one_more_changes_nothing():
+    pushed = []
+    control = control_of(FakeClock())
+    control._on_request_faults = pushed.append
+    for n in range(faults.MAX_FAULTS):
+        control.create_fault({"type": "no_answer", "scope": {"port": 5020 + n % 2}})
+    told = len(pushed)
+    for spec in ({"type": "offline"}, {"type": "close", "duration_s": 5}):
+        with pytest.raises(faults.FaultLimitError) as refused:
+            control.create_fault(spec)
+        assert isinstance(refused.value, ValueError)
+        assert str(refused.value) == ("too many faults: 1000 are active, the most a run keeps; "
+                                      "end some first")
+    assert len(control.faults()) == faults.MAX_FAULTS and len(pushed) == told
+    assert all(meter.unit.online for meter in control.meters)
+    assert not [thread for thread in threading.enumerate() if thread.name == "fault-timer"]
+    control.delete_fault("f7")
+    assert control.create_fault({"type": "offline"})["id"] == "f1001"
+    assert not any(meter.unit.online for meter in control.meters)
 
 
 def registers(control: Control, meter_id: str = "5020") -> list[int]:
