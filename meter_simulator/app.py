@@ -101,8 +101,8 @@ class Simulator:
         self.service = Service(self.config, self.server, self.environ)
         self.service.restore()
 
-    def _request_faults(self, by_port) -> None:
-        self.server.set_request_faults(by_port, self.control.match)
+    def _request_faults(self, changes) -> None:
+        self.server.set_request_faults(changes, self.control.match)
 
     def _control_port(self):
         from . import metrics  # prometheus_client only for a run with a control port

@@ -5,6 +5,10 @@ every change under the updater's lock, so a change is published before the call
 returns (the next Modbus read sees it, no tick needed) and is never lost to, or
 split by, a tick. A change is checked whole first: a bad one raises ValueError
 (HTTP 400) or KeyError (HTTP 404) with one line and changes nothing.
+
+At most faults.MAX_FAULTS faults are active. They are indexed by the port they are
+scoped to, so a change touches only the ports and meters it covers, and one thread
+(deadlines.py) ends them at their time.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from typing import Callable
 
 from . import faults, pins, readings
 from .checks import is_finite_number, is_integer
+from .deadlines import Deadlines
 from .faults import Fault, FaultError, FaultLimitError, Topology, UnknownError
 from .fleet import Endpoint, meter_key
 from .updater import MeterUnit, Updater
@@ -52,7 +57,7 @@ class Control:
 
     def __init__(self, updater: Updater, plan: Sequence[Endpoint], *, seed: int | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 on_request_faults: Callable[[dict[int, tuple[Fault, ...]]], None] | None = None) -> None:
+                 on_request_faults: Callable[[dict[int, tuple]], None] | None = None) -> None:
         self.updater = updater
         self._clock = clock
         self._seed = seed
@@ -65,14 +70,21 @@ class Control:
                 self.meters.extend(Meter(endpoint.port, unit_id, unit)
                                    for unit_id, unit in sorted(endpoint.units_by_id.items()))
         self.by_id = {meter.id: meter for meter in self.meters}
+        self._meters_on: dict[int, list[Meter]] = {}  # by port
+        for meter in self.meters:
+            self._meters_on.setdefault(meter.port, []).append(meter)
         self.topology = Topology({endpoint.port: (frozenset(endpoint.units_by_id)
                                                   if endpoint.units_by_id is not None else None)
                                   for endpoint in plan})
         self.started_s = clock()
-        self._lock = threading.Lock()  # the faults: list, counts, timers
+        self._lock = threading.Lock()  # the faults: list, index, counts, deadlines
         self._faults: dict[str, Fault] = {}  # oldest first
+        # the same faults by the port of their scope (None: every port), each oldest first, so
+        # that a meter's or a port's faults are found without looking at the others
+        self._faults_by_port: dict[int | None, dict[str, Fault]] = {}
+        self._request_faults_by_port: dict[int | None, tuple[Fault, ...]] = {}  # the request faults of those
         self._ids = itertools.count(1)
-        self._timers: dict[str, threading.Timer] = {}
+        self._deadlines = Deadlines(clock, self._expire_due, name="fault-timer")
         self.applied_by_type: dict[str, int] = dict.fromkeys(faults.TYPES, 0)
         self._closed = False
 
@@ -222,23 +234,13 @@ class Control:
             if len(self._faults) >= faults.MAX_FAULTS:
                 raise FaultLimitError(f"too many faults: {faults.MAX_FAULTS} are active, the most a "
                                       "run keeps; end some first")
-            fault_id = f"f{next(self._ids)}"
-            fault = Fault(id=fault_id, created_s=self._clock(), rng=faults.fault_rng(self._seed, fault_id),
-                          remaining=fields["count"], **fields)
-            self._faults[fault_id] = fault
-            if fault.is_request_fault:
-                self._push_request_faults()
-            else:
-                for meter in self._covered(fault):
-                    self.updater.change_faults(meter.unit, fault.type, 1)
-                self.applied_by_type[fault.type] += 1
-                fault.applied += 1
-            if fault.duration_s is not None:
-                timer = threading.Timer(fault.duration_s, self._expire, args=(fault_id,))
-                timer.name = f"fault-timer {fault_id}"
-                timer.daemon = True
-                self._timers[fault_id] = timer
-                timer.start()
+            if fields["duration_s"] is not None:
+                self._deadlines.start()  # the one step that can fail: before anything is made
+            number = next(self._ids)
+            fault = Fault(id=f"f{number}", sequence=number, created_s=self._clock(),
+                          rng=faults.fault_rng(self._seed, f"f{number}"), remaining=fields["count"],
+                          **fields)
+            self._add(fault)
         return fault
 
     def applied_counts(self) -> dict[str, int]:
@@ -268,15 +270,24 @@ class Control:
         return shown
 
     def clear_faults(self) -> int:
-        """End every fault; how many there were."""
+        """End every fault at once; how many there were."""
         with self._lock:
-            active = list(self._faults.values())
-        ended = sum(self._end(fault, None) for fault in active)
-        return ended
+            ended = list(self._faults.values())
+            self._remove(ended)
+        return len(ended)
 
-    def match(self, candidates: tuple[Fault, ...], unit_id: int, function_code: int) -> Fault | None:
+    def request_faults(self, port: int) -> tuple:
+        """What a port's connections look at: () while no request fault may act there, else
+        (the port's own request faults, every port's), each oldest first."""
+        own = self._request_faults_by_port.get(port, ())
+        shared = self._request_faults_by_port.get(None, ())
+        return (own, shared) if own or shared else ()
+
+    def match(self, request_faults: tuple, unit_id: int, function_code: int) -> Fault | None:
         """The fault that acts on a request (the oldest that applies after its draw), counted;
-        candidates: the request faults of the request's port."""
+        request_faults: what the request's port holds (see request_faults)."""
+        own, shared = request_faults
+        candidates = faults.oldest_first(own, shared) if own and shared else own or shared
         now = self._clock()
         expired = []
         hit = None
@@ -303,7 +314,9 @@ class Control:
 
     def _faults_of(self, meter: Meter) -> list[Fault]:
         with self._lock:
-            return [fault for fault in self._faults.values()
+            own = self._faults_by_port.get(meter.port, {}).values()
+            shared = self._faults_by_port.get(None, {}).values()
+            return [fault for fault in faults.oldest_first(own, shared)
                     if fault.scope.covers(meter.port, meter.unit_id)]
 
     def _known(self, fault_id) -> Fault:
@@ -314,64 +327,88 @@ class Control:
         return fault
 
     def _covered(self, fault: Fault) -> list[Meter]:
-        return [meter for meter in self.meters if fault.scope.covers(meter.port, meter.unit_id)]
-
-    def _expire(self, fault_id: str) -> None:
-        with self._lock:
-            fault = self._faults.get(fault_id)
-        if fault is not None:
-            self._end(fault, "its duration passed")
+        port = fault.scope.port
+        meters = self.meters if port is None else self._meters_on[port]
+        return [meter for meter in meters if fault.scope.covers(meter.port, meter.unit_id)]
 
     def _expire_due(self) -> None:
-        now = self._clock()
+        """End the faults whose duration has passed: the fault timer's call, and a listing's
+        before it answers (whichever comes first takes them)."""
         with self._lock:
-            due = [fault for fault in self._faults.values()
-                   if fault.expires_s is not None and now >= fault.expires_s]
+            due = [self._faults[fault_id] for fault_id in self._deadlines.pop_due()]
+            if due:
+                self._remove(due)
         for fault in due:
-            self._end(fault, "its duration passed")
+            log_end(fault, "its duration passed")
 
     def _end(self, fault: Fault, reason: str | None) -> bool:
-        """Remove a fault (once: False if it had ended already) and undo a meter fault.
-
-        Lock order: the faults' lock, then the updater's (never the other way round)."""
+        """End one fault (once: False if it had ended already); reason: what the log says."""
         with self._lock:
-            if self._faults.pop(fault.id, None) is None:
+            if self._faults.get(fault.id) is not fault:
                 return False
-            timer = self._timers.pop(fault.id, None)
-            if fault.is_request_fault:
-                self._push_request_faults()
-            else:
-                for meter in self._covered(fault):
-                    self.updater.change_faults(meter.unit, fault.type, -1)
-        if timer is not None and timer is not threading.current_thread():
-            timer.cancel()
+            self._remove([fault])
         if reason is not None:
-            log.info("fault %s (%s) ended: %s, applied %d time%s", fault.id, fault.describe(), reason,
-                     fault.applied, "" if fault.applied == 1 else "s")
+            log_end(fault, reason)
         return True
 
-    def _push_request_faults(self) -> None:
-        """Give each port the request faults that may act there (caller holds the lock)."""
-        if self._on_request_faults is None:
-            return
-        by_port: dict[int, tuple[Fault, ...]] = {}
-        for port in self.topology.ports:
-            matching = tuple(fault for fault in self._faults.values()
-                             if fault.is_request_fault and fault.scope.port in (None, port))
+    def _add(self, fault: Fault) -> None:
+        """Make a fault active: listed, indexed, given to the ports it may act on or applied to
+        its meters, its duration counted (the caller holds the lock)."""
+        self._faults[fault.id] = fault
+        self._faults_by_port.setdefault(fault.scope.port, {})[fault.id] = fault
+        if fault.is_request_fault:
+            self._push({fault.scope.port})
+        else:
+            self.updater.change_faults({meter.unit: {fault.type: 1} for meter in self._covered(fault)})
+            self.applied_by_type[fault.type] += 1
+            fault.applied += 1
+        if fault.expires_s is not None:
+            self._deadlines.add(fault.expires_s, fault.id)
+
+    def _remove(self, ended: list[Fault]) -> None:
+        """Make active faults inactive in one step: each port they could act on gets its request
+        faults once, and each meter they held is published once.
+
+        The caller holds the faults' lock; the updater's is taken inside (never the other way)."""
+        scopes: set[int | None] = set()
+        steps: dict[MeterUnit, dict[str, int]] = {}
+        for fault in ended:
+            del self._faults[fault.id]
+            scoped = self._faults_by_port[fault.scope.port]
+            del scoped[fault.id]
+            if not scoped:
+                del self._faults_by_port[fault.scope.port]
+            self._deadlines.remove(fault.id)
+            if fault.is_request_fault:
+                scopes.add(fault.scope.port)
+            else:
+                for meter in self._covered(fault):
+                    by_kind = steps.setdefault(meter.unit, {})
+                    by_kind[fault.type] = by_kind.get(fault.type, 0) - 1
+        if scopes:
+            self._push(scopes)
+        if steps:
+            self.updater.change_faults(steps)
+
+    def _push(self, scopes: set[int | None]) -> None:
+        """Rebuild the request faults of these scope ports (None: every port's) and give each
+        port they reach what it holds now (the caller holds the lock)."""
+        for port in scopes:
+            matching = tuple(fault for fault in self._faults_by_port.get(port, {}).values()
+                             if fault.is_request_fault)
             if matching:
-                by_port[port] = matching
-        self._on_request_faults(by_port)
+                self._request_faults_by_port[port] = matching
+            else:
+                self._request_faults_by_port.pop(port, None)
+        if self._on_request_faults is not None:
+            reached = self.topology.ports if None in scopes else scopes
+            self._on_request_faults({port: self.request_faults(port) for port in reached})
 
     def close(self) -> None:
-        """Stop the fault timers (joined); faults stay as they are, nothing is published."""
+        """Stop the fault timer (joined); faults stay as they are, nothing is published."""
         with self._lock:
             self._closed = True
-            timers = list(self._timers.values())
-            self._timers.clear()
-        for timer in timers:
-            timer.cancel()
-            if timer is not threading.current_thread():
-                timer.join()
+        self._deadlines.close()
 
     # --- for metrics ---
     def uptime_s(self) -> float:
@@ -388,6 +425,11 @@ class Control:
                 rows.append((meter, unit.meter_type, unit.online, counters[unit.meter.total_counter],
                              rate))
         return rows
+
+
+def log_end(fault: Fault, reason: str) -> None:
+    log.info("fault %s (%s) ended: %s, applied %d time%s", fault.id, fault.describe(), reason,
+             fault.applied, "" if fault.applied == 1 else "s")
 
 
 def total_name(meter: Meter) -> str:

@@ -10,9 +10,11 @@ At most MAX_FAULTS are active at once.
 """
 from __future__ import annotations
 
+import heapq
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from .checks import is_finite_number
 
@@ -71,6 +73,7 @@ class Fault:
     id: str
     type: str
     scope: Scope
+    sequence: int = 0  # creation order, the n of its id fn: the older of two faults acts first
     parameters: dict = field(default_factory=dict)  # delay_ms, code, mode
     functions: frozenset | None = None  # function codes it applies to, None: every one
     probability: float = 1.0
@@ -122,6 +125,11 @@ class Fault:
         else:
             words.append("on every meter")
         return " ".join(words)
+
+
+def oldest_first(own: Iterable[Fault], shared: Iterable[Fault]) -> Iterator[Fault]:
+    """Two lists of faults, each oldest first (a port's own and every port's), as one."""
+    return heapq.merge(own, shared, key=attrgetter("sequence"))
 
 
 def whole(spec: Mapping, name: str, low: int, high: int) -> int:

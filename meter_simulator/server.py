@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Callable
 
@@ -189,6 +190,7 @@ class MeterServer:
         self.updater = Updater(units, interval_s=interval_s, speed=speed,
                                on_failure=on_failure, on_tick=on_tick, tick_context=tick_context)
         self.acceptor: Acceptor | None = None  # one accepting thread for every endpoint
+        self._services_by_port: dict[int, MeterTCPServer] = {}  # once bound
         self.transport_options = {"max_clients": max_clients, "idle_timeout_s": idle_timeout_s,
                                   "allow": allow}
         self.endpoints = [
@@ -231,6 +233,7 @@ class MeterServer:
         except BaseException:
             self.stop()
             raise
+        self._services_by_port = {service.server_address[1]: service for service in self.services}
 
     def rekey(self) -> None:
         """After bind(): endpoints asked for on port 0 take the ports they were given, and their
@@ -255,11 +258,13 @@ class MeterServer:
             raise
         self.updater.start()
 
-    def set_request_faults(self, by_port: dict, match) -> None:
-        """Give each port's connections the request faults that may act there (control.py)."""
-        for service in self.services:
-            service.match_fault = match
-            service.request_faults = by_port.get(service.server_address[1], ())
+    def set_request_faults(self, changes: Mapping[int, tuple], match) -> None:
+        """Give these ports' connections the request faults that may act there now, by port:
+        () or (the port's own, every port's) (control.Control.request_faults)."""
+        for port, request_faults in changes.items():
+            service = self._services_by_port[port]
+            service.match_fault = match  # first: a connection that sees a fault can match it
+            service.request_faults = request_faults
 
     def stop(self) -> None:
         """Stop ticking and close every endpoint and connection; safe to call twice."""

@@ -22,9 +22,10 @@ What a hostile or broken client can do is bounded here:
   re-synchronised after it.
 
 Faults a test injects (faults.py) act here, on one connection each: the loop looks
-at its server's request_faults, an empty tuple while none is active, so the hot path
-pays one attribute test. Each connection counts its requests by function code and
-result in a dict of its own (no lock on the request path); /metrics sums them.
+at its server's request_faults, an empty tuple while none may act on its port (else
+the port's own faults and every port's), so the hot path pays one attribute test.
+Each connection counts its requests by function code and result in a dict of its
+own (no lock on the request path); /metrics sums them.
 """
 from __future__ import annotations
 
@@ -229,7 +230,7 @@ class MeterTCPServer(socketserver.ThreadingTCPServer):
         self.threads: set = set()  # every connection thread that may still run (joined on stop)
         self.ended_counts: dict[int, int] = {}  # the request counts of connections that ended
         self.closed = threading.Event()  # set when the listener closes: connections end now
-        self.request_faults: tuple = ()  # the faults that may act on this port, oldest first
+        self.request_faults: tuple = ()  # or (this port's request faults, every port's): control.py
         self.match_fault = None  # control.Control.match, when a fault is active
         self._log_full = RateLimitedLog(log)
         self._log_not_allowed = RateLimitedLog(log)

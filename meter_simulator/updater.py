@@ -16,7 +16,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from typing import Callable
 
@@ -177,12 +177,14 @@ class Updater:
             unit.meter.pin(overrides)
             unit.publish()
 
-    def change_faults(self, unit: MeterUnit, kind: str, step: int) -> None:
-        """A freeze or offline fault starts (step 1) or ends (step -1) on the unit; its readings
-        and status are published at once."""
+    def change_faults(self, steps: Mapping[MeterUnit, Mapping[str, int]]) -> None:
+        """Freeze and offline faults start (a step of +n) or end (-n) on units, by kind; each
+        unit's readings and status are published once, at once."""
         with self.lock:
-            unit.add_fault(kind, step)
-            unit.publish()
+            for unit, by_kind in steps.items():
+                for kind, step in by_kind.items():
+                    unit.add_fault(kind, step)
+                unit.publish()
 
     def set_total(self, unit: MeterUnit, total: float) -> None:
         """Resume the unit from a saved total (kWh or m3), published before this returns."""

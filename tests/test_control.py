@@ -14,22 +14,23 @@ from meter_simulator.fleet import Endpoint
 from meter_simulator.meters import make_meter
 from meter_simulator.server import new_unit
 from meter_simulator.updater import Updater
-from support import FakeClock
+from support import FakeClock, wait_for
 
 SINGLE = Topology({5020: None, 5021: None})
 GATEWAY = Topology({5020: frozenset({1, 2, 7})})
 
 
 def control_of(clock: FakeClock, *, gateway: bool = False, seed: int | None = 1,
-               meter_type: str = "electric", profile=None) -> Control:
-    """A Control over an updater on a fake clock (never started: ticks by hand)."""
+               meter_type: str = "electric", profile=None, ports: int = 2) -> Control:
+    """A Control over an updater on a fake clock (never started: ticks by hand): a meter on each
+    of ports from 5020 up, or three in gateway mode on 5020."""
     rng = random.Random(5)
 
     def unit():
         return new_unit(make_meter(meter_type, random.Random(rng.getrandbits(32)), 12 * 3600), profile)
 
     plan = [Endpoint(5020, units_by_id={1: unit(), 2: unit(), 7: unit()})] if gateway else \
-        [Endpoint(5020, unit=unit()), Endpoint(5021, unit=unit())]
+        [Endpoint(5020 + n, unit=unit()) for n in range(ports)]
     updater = Updater([u for endpoint in plan for u in endpoint.units], interval_s=1.0, clock=clock)
     return Control(updater, plan, seed=seed, clock=clock)
 
@@ -127,7 +128,7 @@ def test_a_fault_hits_requests_in_its_scope_and_functions_only():
     clock = FakeClock()
     control = control_of(clock, gateway=True)
     control.create_fault({"type": "no_answer", "scope": {"meter": "5020-7"}, "functions": [3, 4]})
-    candidates = tuple(control._faults.values())
+    candidates = control.request_faults(5020)
     assert control.match(candidates, 7, 3) is not None
     assert control.match(candidates, 7, 4) is not None
     assert control.match(candidates, 7, 6) is None
@@ -139,7 +140,7 @@ def test_count_ends_a_fault_and_misses_do_not_count():
     clock = FakeClock()
     control = control_of(clock)
     control.create_fault({"type": "exception", "code": 6, "count": 2, "functions": [3]})
-    candidates = tuple(control._faults.values())
+    candidates = control.request_faults(5020)
     assert control.match(candidates, 1, 4) is None  # another function: not counted
     assert control.fault("f1")["remaining"] == 2
     assert control.match(candidates, 1, 3) is not None
@@ -156,7 +157,7 @@ def test_duration_ends_a_fault_on_the_clock_whether_or_not_it_applied():
     control = control_of(clock)
     shown = control.create_fault({"type": "close", "duration_s": 2.5})
     assert shown["expires_in_s"] == 2.5
-    candidates = tuple(control._faults.values())
+    candidates = control.request_faults(5020)
     clock.now += 2.0
     assert control.fault("f1")["expires_in_s"] == 0.5
     assert control.match(candidates, 1, 3) is not None
@@ -171,7 +172,7 @@ def test_the_oldest_fault_that_applies_acts_alone():
     control = control_of(clock)
     control.create_fault({"type": "exception", "code": 6, "functions": [4]})
     control.create_fault({"type": "close", "count": 5})
-    candidates = tuple(control._faults.values())
+    candidates = control.request_faults(5020)
     assert control.match(candidates, 1, 3).id == "f2"  # f1 does not apply to FC 3
     assert control.match(candidates, 1, 4).id == "f1"
     assert control.fault("f2")["remaining"] == 4  # not consumed by the request f1 took
@@ -180,7 +181,7 @@ def test_the_oldest_fault_that_applies_acts_alone():
 def hit_pattern(seed: int | None) -> list[bool]:
     control = control_of(FakeClock(), seed=seed)
     control.create_fault({"type": "no_answer", "probability": 0.3})
-    candidates = tuple(control._faults.values())
+    candidates = control.request_faults(5020)
     return [control.match(candidates, 1, 3) is not None for _ in range(300)]
 
 
@@ -191,17 +192,96 @@ def test_probability_draws_from_the_seed_and_the_fault_id():
     assert 50 < sum(first) < 130  # about 30 % of 300
 
 
-def test_a_request_fault_reaches_the_ports_it_may_act_on():
-    clock = FakeClock()
+def ids(request_faults: tuple) -> list[list[str]]:
+    """What a port holds (Control.request_faults), as fault ids: [[its own], [every port's]]."""
+    return [[fault.id for fault in part] for part in request_faults]
+
+
+def test_a_request_fault_reaches_only_the_ports_it_may_act_on():
     pushed = []
-    control = control_of(clock)
+    control = control_of(FakeClock(), ports=3)
     control._on_request_faults = pushed.append
     control.create_fault({"type": "close", "scope": {"port": 5021}})
+    assert [{port: ids(held) for port, held in push.items()} for push in pushed] == [
+        {5021: [["f1"], []]}]
     control.create_fault({"type": "delay", "delay_ms": 5})
-    assert {port: [fault.id for fault in faults_] for port, faults_ in pushed[-1].items()} == \
-        {5020: ["f2"], 5021: ["f1", "f2"]}
-    assert control.clear_faults() == 2
-    assert pushed[-1] == {}
+    assert {port: ids(held) for port, held in pushed[-1].items()} == {
+        5020: [[], ["f2"]], 5021: [["f1"], ["f2"]], 5022: [[], ["f2"]]}
+    control.create_fault({"type": "freeze", "scope": {"port": 5022}})
+    assert len(pushed) == 2, "a meter fault is no port's business"
+    control.delete_fault("f1")
+    assert {port: ids(held) for port, held in pushed[-1].items()} == {5021: [[], ["f2"]]}
+    control.delete_fault("f2")
+    assert pushed[-1] == {5020: (), 5021: (), 5022: ()}
+    assert len(pushed) == 4
+
+
+def test_a_ports_own_faults_and_every_ports_act_oldest_first():
+    control = control_of(FakeClock())
+    control.create_fault({"type": "exception", "code": 6, "functions": [4]})  # f1, every port
+    control.create_fault({"type": "close", "scope": {"port": 5020}})  # f2
+    control.create_fault({"type": "no_answer"})  # f3, every port
+    control.create_fault({"type": "exception", "code": 4, "scope": {"port": 5020}})  # f4
+    on_5020, on_5021 = control.request_faults(5020), control.request_faults(5021)
+    assert (ids(on_5020), ids(on_5021)) == ([["f2", "f4"], ["f1", "f3"]], [[], ["f1", "f3"]])
+    assert control.match(on_5020, 1, 4).id == "f1"
+    assert control.match(on_5020, 1, 3).id == "f2"
+    assert control.match(on_5021, 1, 3).id == "f3"
+    assert control.match(on_5021, 1, 4).id == "f1"
+
+
+def test_a_meters_faults_are_found_without_looking_at_other_ports_faults(monkeypatch):
+    control = control_of(FakeClock(), ports=3)
+    for _ in range(200):
+        control.create_fault({"type": "no_answer", "scope": {"port": 5021}})
+    control.create_fault({"type": "offline", "scope": {"port": 5020}})  # f201
+    control.create_fault({"type": "exception", "code": 6})  # f202, every meter
+    looked_at = []
+    covers = faults.Scope.covers
+
+    def counted(scope, port, unit_id):
+        looked_at.append(scope)
+        return covers(scope, port, unit_id)
+
+    monkeypatch.setattr(faults.Scope, "covers", counted)
+    assert control.fault_ids(control.meter("5020")) == ["f201", "f202"]
+    assert control.fault_ids(control.meter("5022")) == ["f202"]
+    assert len(looked_at) == 3
+
+
+class CountingBank:
+    """A meter's bank that counts the images published to it."""
+
+    def __init__(self, bank) -> None:
+        self.bank = bank
+        self.published = 0
+
+    def publish(self, image) -> None:
+        self.published += 1
+        self.bank.publish(image)
+
+
+def test_clearing_gives_each_port_and_meter_one_change():
+    control = control_of(FakeClock(), ports=20)
+    for n in range(400):
+        port = 5020 + n % 20
+        kind = ("no_answer", "freeze", "offline", "delay")[n % 4]
+        spec = {"type": kind, "delay_ms": 10} if kind == "delay" else {"type": kind}
+        control.create_fault(dict(spec, scope={"port": port}) if n % 3 else spec)
+    assert not any(meter.unit.live or meter.unit.online for meter in control.meters)
+    pushed = []
+    control._on_request_faults = pushed.append
+    banks = [CountingBank(meter.unit.bank) for meter in control.meters]
+    for meter, bank in zip(control.meters, banks):
+        meter.unit.bank = bank
+    assert control.clear_faults() == 400
+    assert pushed == [dict.fromkeys(range(5020, 5040), ())], "every port told once"
+    assert [bank.published for bank in banks] == [1] * 20, "every meter published once"
+    assert all(meter.unit.live and meter.unit.online for meter in control.meters)
+    assert all(meter.unit.shown[0] is meter.unit.meter.reading for meter in control.meters)
+    assert control.faults() == [] and control.fleet_summary()["faults"] == 0
+    assert all(control.fault_ids(meter) == [] for meter in control.meters)
+    assert all(control.request_faults(port) == () for port in range(5020, 5040))
 
 
 def test_at_most_max_faults_are_active_and_one_more_changes_nothing():
@@ -223,6 +303,60 @@ def test_at_most_max_faults_are_active_and_one_more_changes_nothing():
     control.delete_fault("f7")
     assert control.create_fault({"type": "offline"})["id"] == "f1001"
     assert not any(meter.unit.online for meter in control.meters)
+
+
+def fault_timers() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith("fault-timer")]
+
+
+def test_timed_faults_end_from_one_thread_started_by_the_first_and_joined_on_close():
+    clock = FakeClock()
+    control = control_of(clock)
+    before = fault_timers()
+    control.create_fault({"type": "no_answer"})
+    assert fault_timers() == before, "no thread without a timed fault"
+    try:
+        timed = [control.start_fault({"type": "no_answer", "duration_s": 10.0 + n}) for n in range(50)]
+        frozen = control.start_fault({"type": "freeze", "scope": {"port": 5021}, "duration_s": 5})
+        assert len(fault_timers()) == len(before) + 1
+        assert not control.meter("5021").unit.live
+        clock.now += 30.0  # the thread notices a moved clock within its longest wait
+        wait_for(lambda: not control.is_active(frozen), timeout=5)
+        wait_for(lambda: not any(control.is_active(fault) for fault in timed[:21]), timeout=5)
+        assert all(control.is_active(fault) for fault in timed[21:])
+        assert control.meter("5021").unit.live
+        control.delete_fault(timed[30].id)  # its entry is dropped when its time comes
+        clock.now += 100.0
+        wait_for(lambda: not any(control.is_active(fault) for fault in timed), timeout=5)
+        assert [fault["id"] for fault in control.faults()] == ["f1"]
+    finally:
+        control.close()
+    assert fault_timers() == before
+
+
+def test_a_fault_whose_timer_cannot_start_leaves_nothing_behind(monkeypatch):
+    pushed = []
+    control = control_of(FakeClock())
+    control._on_request_faults = pushed.append
+
+    def cannot_start(thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", cannot_start)
+    for spec in ({"type": "no_answer", "duration_s": 5}, {"type": "offline", "duration_s": 5},
+                 {"type": "freeze", "scope": {"port": 5021}, "duration_s": 5}):
+        with pytest.raises(RuntimeError):
+            control.create_fault(spec)
+    monkeypatch.undo()
+    assert control.faults() == [] and pushed == []
+    assert all(meter.unit.live and meter.unit.online for meter in control.meters)
+    assert control.fault_ids(control.meter("5020")) == [] and control.request_faults(5020) == ()
+    try:
+        shown = control.create_fault({"type": "offline", "duration_s": 5})
+        assert [fault["id"] for fault in control.faults()] == [shown["id"]]
+        assert not control.meter("5020").unit.online
+    finally:
+        control.close()
 
 
 def registers(control: Control, meter_id: str = "5020") -> list[int]:
