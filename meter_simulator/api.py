@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote
 
 from . import dashboard
 from .control import Control, ControlError
-from .faults import FaultError, UnknownError
+from .faults import FaultError, FaultLimitError, UnknownError
 from .pins import PinError
 from .web import Answer, Request, error_answer, json_answer
 
@@ -220,6 +220,8 @@ class Api:
             return handler(request, parse_qs(request.query), **arguments)
         except UnknownError as exc:
             return error_answer(404, str(exc))
+        except FaultLimitError as exc:
+            return error_answer(409, str(exc))
         except REFUSALS as exc:
             return error_answer(400, str(exc).splitlines()[0] if str(exc) else "bad request")
 

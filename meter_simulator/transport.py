@@ -475,7 +475,6 @@ class ConnectionHandler(ModbusServer.ModbusService):
             self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
             raise ModbusServer.NetworkError("reset by a fault")
 
-
     def hold(self, delay_s: float) -> None:
         """Wait delay_s (only this connection waits) while watching the socket: what the client
         sends meanwhile joins the read-ahead; NetworkError when it closes (a reset raises

@@ -103,3 +103,18 @@ def test_the_cores_own_refusals_stay_4xx(sim, path, body, status):
     answer = api(request(method, path.format(m=sim.meter_ids[0]), body))
     assert answer.status == status, answer.body
     assert sim.meter()["total"] == before["total"] and sim.faults() == []
+
+
+def test_one_fault_past_the_limit_is_409_and_changes_nothing(sim, monkeypatch):
+    monkeypatch.setattr("meter_simulator.faults.MAX_FAULTS", 2)
+    api = Api(sim.control)
+    try:
+        for _ in range(2):
+            assert api(request("POST", "/api/faults", b'{"type": "no_answer", "count": 1}')).status == 201
+        answer = api(request("POST", "/api/faults", b'{"type": "no_answer", "count": 1}'))
+        assert answer.status == 409
+        assert json.loads(answer.body) == {
+            "error": "too many faults: 2 are active, the most a run keeps; end some first"}
+        assert len(sim.faults()) == 2
+    finally:
+        sim.clear_faults()
