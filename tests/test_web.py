@@ -198,6 +198,7 @@ def test_a_full_port_answers_health_checks_on_the_reserve_and_closes_the_rest(ca
             with socket.create_connection(("127.0.0.1", server.port), timeout=10) as other:
                 other.sendall(b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                 assert closed_by_server(other), "a request past the limit was served"
+            wait_for(lambda: not server.reserve)  # it came on the reserve: given back as it ends
             for _ in range(2):  # the reserve is given back after each check
                 connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
                 connection.request("GET", "/healthz")
