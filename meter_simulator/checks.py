@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+SHOWN_DIGITS = 40  # a longer integer is shown as 1.000e+400: a one-line message stays short
+
 
 def is_integer(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -17,3 +19,16 @@ def is_number(value: object) -> bool:
 def is_finite_number(value: object) -> bool:
     """A number that is not inf or nan; an int of any size is one."""
     return is_integer(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+def is_long_integer(value: object) -> bool:
+    """An integer of more than SHOWN_DIGITS digits: shown by long_integer_text(), since str() of
+    one past 4300 digits raises ValueError."""
+    return is_integer(value) and abs(value) >= 10**SHOWN_DIGITS
+
+
+def long_integer_text(value: int) -> str:
+    """A long integer as 1.000e+400, exact to four digits (decimal reads it without str())."""
+    from decimal import Decimal  # rarely needed: not loaded with the core
+
+    return format(Decimal(value), ".3e")

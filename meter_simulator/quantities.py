@@ -46,6 +46,12 @@ INSTANTANEOUS = (
     "pv_power",
     "flow", "temperature", "pressure",
 )
+# The largest value a counter may hold (kWh, kvarh, kVAh, Ah or m3; also a maximum demand in W,
+# VA or A): a state file holding more is refused, and a map must encode every counter up to it.
+# Integration cannot get there: the largest readings pins allow (3 x 6553.5 V x 655.35 A, about
+# 12,900 kVA) at --speed 100000 add 1.3e9 kVAh a real hour, 88 years to 1e15 (1e12 would take a
+# month), and the API's total jump stops at 1e9.
+COUNTER_MAX = 1e15
 # settings of the device: a map may make them writable
 SETTINGS = ("unit_id", "demand_period")
 IDENTITY = ("online", "meter_type", "serial_number", "serial_number_high", "serial_number_low",

@@ -14,7 +14,9 @@ total and per phase, and its maximum demands in W, VA and A; a water or gas
 meter's volume_total in m3), whatever the profile, as floats written with
 Python's shortest round-trip repr, so a saved value comes back bit for bit.
 A counter missing from a meter loads as 0; a name that is not a counter of the
-meter type is refused (a typo must not start a counter from 0 unnoticed).
+meter type is refused (a typo must not start a counter from 0 unnoticed), and
+so is a value above quantities.COUNTER_MAX (1e15), which every map must be able
+to encode.
 
 A version-1 file (one total per meter: "totals": {"5021": 12.5, "5022/7": 0.25})
 still loads: each total becomes energy_import, split equally over
@@ -22,7 +24,8 @@ energy_import_l1..3 (electric), or volume_total, every other counter 0, and
 its "5022/7" keys become "5022-7". Saves always write version 2.
 
 A file that cannot be trusted is never taken for zero: load() raises StateError
-with one line naming the file and the problem. encode() refuses (ValueError)
+with one line naming the file and the problem, also for a hostile one (nesting
+deeper than the parser goes, integers of hundreds of digits). encode() refuses (ValueError)
 values that load() would refuse, so no save writes a file it cannot read back.
 save() writes a temporary file in the same folder, fsyncs it, renames it over
 the old one and fsyncs the folder, so a crash or a power cut leaves either the
@@ -44,7 +47,8 @@ import time
 from collections.abc import Mapping
 from typing import Union
 
-from .quantities import ELECTRIC_COUNTERS, FLOW_COUNTERS, MAX_DEMANDS, PHASES
+from .checks import is_finite_number, is_long_integer, long_integer_text
+from .quantities import COUNTER_MAX, ELECTRIC_COUNTERS, FLOW_COUNTERS, MAX_DEMANDS, PHASES
 
 try:
     import fcntl
@@ -63,6 +67,7 @@ TOTAL_COUNTERS = {"electric": "energy_import", "water": "volume_total", "gas": "
 START_OVER = "move the file away to start from 0"
 ENCODER = json.JSONEncoder(allow_nan=False)  # one line, shortest repr; json.dumps builds one a call
 FLOAT_TYPE = frozenset((float,))
+SHOWN_CHARS = 60  # a value from the file is cut here in a message
 
 # a meter's saved values by counter name, or (as a version-1 file holds it) its total alone
 MeterValues = Union[Mapping[str, float], float]
@@ -108,11 +113,25 @@ def totals(meter_type: str, meters: Mapping[str, Mapping[str, float]]) -> dict[s
     return {key: values.get(name, 0.0) for key, values in meters.items()}
 
 
+def shown(value) -> str:
+    """A value from the file as a message shows it, on one line and short."""
+    if is_long_integer(value):
+        return long_integer_text(value)
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"a {type(value).__name__} nested too deeply"
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
+
+
 def checked(key: str, name: str, value) -> float:
-    """The value as a float; ValueError naming the meter and the counter unless a number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value < 0:
-        raise ValueError(f"the {name} of meter {key!r} is {value!r}, not a number >= 0")
+    """The value as a float; ValueError naming the meter and the counter unless a number from 0 to
+    COUNTER_MAX (an int of any size is compared exactly, before float() could overflow)."""
+    if not is_finite_number(value) or value < 0:
+        raise ValueError(f"the {name} of meter {key!r} is {shown(value)}, not a number >= 0")
+    if value > COUNTER_MAX:
+        raise ValueError(f"the {name} of meter {key!r} is {shown(value)}, above the largest a counter "
+                         f"holds ({COUNTER_MAX:g})")
     return float(value)
 
 
@@ -123,7 +142,7 @@ def meter_values(meter_type: str, key: str, values) -> dict[str, float]:
     if complete(names, values):
         return dict(values)
     if not isinstance(values, Mapping):
-        raise ValueError(f"meter {key!r} is {values!r}, not an object of counters")
+        raise ValueError(f"meter {key!r} is {shown(values)}, not an object of counters")
     for name in values:
         if name not in names:
             raise ValueError(f"meter {key!r} has {name!r}, not a counter of {meter_type} meters")
@@ -131,15 +150,15 @@ def meter_values(meter_type: str, key: str, values) -> dict[str, float]:
 
 
 def complete(names: tuple[str, ...], values) -> bool:
-    """True for a dict of exactly these names, in this order, each a finite float >= 0 (what a
-    save writes and a meter's state_values() gives): checked in loops that run in C, since a
-    fleet has thousands of meters of 53 values. A NaN or an infinity makes the sum NaN or
-    infinite; so may two huge values, and then meter_values() looks at each value."""
+    """True for a dict of exactly these names, in this order, each a finite float from 0 to
+    COUNTER_MAX (what a save writes and a meter's state_values() gives): checked in loops that
+    run in C, since a fleet has thousands of meters of 53 values. A NaN or an infinity makes the
+    sum NaN or infinite, and then meter_values() looks at each value."""
     if not isinstance(values, dict) or tuple(values) != names:
         return False
     numbers = values.values()
     return (set(map(type, numbers)) <= FLOAT_TYPE and math.isfinite(sum(numbers))
-            and min(numbers, default=0.0) >= 0.0)
+            and min(numbers, default=0.0) >= 0.0 and max(numbers, default=0.0) <= COUNTER_MAX)
 
 
 def encode(meter_type: str, meters: Mapping[str, MeterValues], saved_at_s: float) -> bytes:
@@ -182,13 +201,19 @@ def decode(data: bytes, meter_type: str) -> dict[str, dict[str, float]]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON, truncated or corrupt ({exc.msg}: line {exc.lineno} "
                          f"column {exc.colno})") from None
+    except RecursionError:  # [[[[...]]]] deeper than the parser's recursion
+        raise ValueError("not a state file (nested too deeply)") from None
+    except ValueError as exc:  # an integer longer than Python reads (4300 digits)
+        raise ValueError(f"not a state file ({str(exc).split(';')[0]})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ValueError(f"not a state file (no \"format\": \"{FORMAT}\")")
     version = document.get("version")
     if type(version) is not int or version not in READ_VERSIONS:
-        raise ValueError(f"version {version!r} is not supported (expected 1 or 2)")
+        raise ValueError(f"version {shown(version)} is not supported (expected 1 or 2)")
     if document.get("meter_type") != meter_type:
-        raise ValueError(f"it is for {document.get('meter_type')} meters, not {meter_type} meters")
+        named = document.get("meter_type")
+        raise ValueError(f"it is for {named if isinstance(named, str) else shown(named)} meters, "
+                         f"not {meter_type} meters")
     if version == 1:
         saved = document.get("totals")
         if not isinstance(saved, dict):
@@ -217,6 +242,8 @@ def load(path: str, meter_type: str) -> dict[str, dict[str, float]] | None:
         return decode(data, meter_type)
     except ValueError as exc:
         raise StateError(f"state file {path}: {exc}; {START_OVER}") from None
+    except RecursionError:  # a value nested almost as deep as the parser allows, compared or shown
+        raise StateError(f"state file {path}: not a state file (nested too deeply); {START_OVER}") from None
 
 
 def save(path: str, meter_type: str, meters: Mapping[str, MeterValues],

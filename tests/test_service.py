@@ -324,6 +324,12 @@ def test_a_reset_through_coil_10_is_saved_at_once(tmp_path):
 BAD_FILES = {
     "empty": (b"", "the file is empty"),
     "wrong type": (state.encode("gas", {"5020": 12.5}, 0), "it is for gas meters, not electric meters"),
+    # hostile: a counter of 400 digits (float() of it overflows), nesting past the parser's recursion
+    "400 digits": (state.encode("electric", {"5020": 12.5}, 0).replace(b"12.5", b"1" + b"0" * 400, 1),
+                   "the energy_import of meter '5020' is 1.000e+400, above the largest a counter holds "
+                   "(1e+15)"),
+    "nested too deeply": (state.encode("electric", {"5020": 12.5}, 0).replace(
+        b"12.5", b"[" * 100_000 + b"]" * 100_000, 1), "not a state file (nested too deeply)"),
 }
 
 

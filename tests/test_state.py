@@ -46,7 +46,7 @@ def version_1_bytes(totals, meter_type: str = "water") -> bytes:
 def odd_values(names, seed: int = 3) -> dict[str, float]:
     """A value for each name whose repr is as long as a float's gets, and some extremes."""
     rng = random.Random(seed)
-    extremes = [0.0, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 0.1 + 0.2, 1e-12]
+    extremes = [0.0, 5e-324, 2.2250738585072014e-308, quantities.COUNTER_MAX, 0.1 + 0.2, 1e-12]
     return {name: extremes[i] if i < len(extremes) else rng.random() * 10 ** rng.randrange(-3, 9)
             for i, name in enumerate(names)}
 
@@ -107,12 +107,12 @@ def test_each_meter_is_one_line_of_the_file(tmp_path):
     assert path.read_text().endswith(' "meters": {}\n}\n') and state.load(str(path), "gas") == {}
 
 
-def test_whole_numbers_and_the_largest_floats_are_numbers_too(tmp_path):
+def test_whole_numbers_and_the_largest_counters_are_numbers_too(tmp_path):
     path = tmp_path / "totals.json"
     path.write_bytes(document_bytes({"5021": {"energy_import": 12, "energy_export": 0}}, "electric"))
     loaded = state.load(str(path), "electric")["5021"]
     assert loaded["energy_import"] == 12.0 and all(type(value) is float for value in loaded.values())
-    largest = dict.fromkeys(ELECTRIC, 1.7976931348623157e308)  # their sum is infinite, each is finite
+    largest = dict.fromkeys(ELECTRIC, quantities.COUNTER_MAX)
     state.save(str(path), "electric", {"5021": largest, "5022": {"energy_import": 3}})
     assert same_bits(state.load(str(path), "electric"),
                      {"5021": largest, "5022": {**dict.fromkeys(ELECTRIC, 0.0), "energy_import": 3.0}})
@@ -207,6 +207,11 @@ UNWRITABLE = {  # values no save writes (the file could not be loaded back), and
     "infinite total": ({"5021-7": math.inf}, "the total of meter '5021-7' is inf, not a number >= 0"),
     "unknown name": ({"5021": {"energy_import": 1.0}},
                      "meter '5021' has 'energy_import', not a counter of water meters"),
+    "above the largest counter": ({"5021": {"volume_total": 1.0000000000000002e15}},
+                                  "the volume_total of meter '5021' is 1000000000000000.2, above "
+                                  "the largest a counter holds (1e+15)"),
+    "a total above it": ({"5021-7": 2e15}, "the total of meter '5021-7' is 2000000000000000.0, above "
+                                           "the largest a counter holds (1e+15)"),
 }
 
 
@@ -303,6 +308,36 @@ BAD_FILES = {  # the bytes, and the problem the message names (a regex: the JSON
                              re.escape("the total of meter '5022' is '12', not a number >= 0")),
     "version 1 with meters": (version_1_bytes({}).replace(b'"totals": {}', b'"meters": {}'),
                               re.escape('"totals" is missing or not an object')),
+    # hostile files: whatever is in them, one line
+    "above the largest counter": (document_bytes({"5021": {"volume_total": 1e16}}),
+                                  re.escape("the volume_total of meter '5021' is 1e+16, above the largest a "
+                                            "counter holds (1e+15)")),
+    "a whole number above it": (document_bytes({"5021": {"volume_total": 10**15 + 1}}),
+                                re.escape("the volume_total of meter '5021' is 1000000000000001, above the "
+                                          "largest a counter holds (1e+15)")),
+    "400 digits": (document_bytes({"5021": {"volume_total": 10**400}}),
+                   re.escape("the volume_total of meter '5021' is 1.000e+400, above the largest a counter "
+                             "holds (1e+15)")),
+    "400 digits below 0": (document_bytes({"5021": {"volume_total": -(10**400)}}),
+                           re.escape("the volume_total of meter '5021' is -1.000e+400, not a number >= 0")),
+    "version 1 400 digits": (version_1_bytes({"5021": 10**400}),
+                             re.escape("the total of meter '5021' is 1.000e+400, above the largest a counter "
+                                       "holds (1e+15)")),
+    "version of 400 digits": (valid_bytes().replace(b'"version": 2', b'"version": ' + b"9" * 400),
+                              re.escape("version 1.000e+400 is not supported (expected 1 or 2)")),
+    "meter type of 400 digits": (valid_bytes().replace(b'"water"', b"1" + b"0" * 400),
+                                 re.escape("it is for 1.000e+400 meters, not water meters")),
+    "a meter of 400 digits": (document_bytes({"5021": 10**400}),
+                              re.escape("meter '5021' is 1.000e+400, not an object of counters")),
+    "5000 digits": (document_bytes({"5021": {"volume_total": 0}}).replace(b": 0", b": " + b"9" * 5000),
+                    r"(not a state file \(Exceeds the limit \(4300 digits\) for integer string "
+                    r"conversion: value has 5000 digits\)|the volume_total of meter '5021' is "
+                    r"1\.000e\+5000, above .*)"),
+    "nested too deeply": (document_bytes({"5021": {"volume_total": 0}}).replace(
+        b": 0", b": " + b"[" * 100_000 + b"]" * 100_000), re.escape("not a state file (nested too deeply)")),
+    "a deep version": (valid_bytes().replace(b'"version": 2', b'"version": ' + b"[" * 300 + b"]" * 300),
+                       re.escape("version [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[...") +
+                       re.escape(" is not supported (expected 1 or 2)")),
 }
 
 
@@ -316,6 +351,13 @@ def test_a_file_that_cannot_be_used_is_an_error_never_zero(tmp_path, name):
     assert re.fullmatch(re.escape(f"state file {path}: ") + problem + re.escape(START_OVER),
                         str(caught.value)), str(caught.value)
     assert path.read_bytes() == data
+
+
+def test_the_largest_counter_loads_and_saves(tmp_path):
+    path = str(tmp_path / "totals.json")
+    meters = {"5021": {"volume_total": quantities.COUNTER_MAX}, "5022": {"volume_total": 10**15}}
+    state.save(path, "water", meters)
+    assert state.load(path, "water") == {"5021": {"volume_total": 1e15}, "5022": {"volume_total": 1e15}}
 
 
 def test_a_folder_in_place_of_the_file_is_an_error(tmp_path):
