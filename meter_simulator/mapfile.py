@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from . import points, quantities
-from .checks import is_integer, is_number
+from .checks import is_finite_number, is_integer, is_long_integer, long_integer_text
+from .demand import PERIODS_MIN
 
 TOP_KEYS = ("name", "type", "word_order", "write_functions", "block", "register")
 ENTRY_KEYS = ("address", "space", "type", "quantity", "value", "scale", "offset", "word_order", "length",
@@ -29,8 +29,22 @@ ADDRESS_MAX = 0xFFFF
 INTEGER_RANGES = {"uint16": (0, 2**16 - 1), "int16": (-(2**15), 2**15 - 1),
                   "uint32": (0, 2**32 - 1), "int32": (-(2**31), 2**31 - 1), "acc32": (0, 2**32 - 1),
                   "uint64": (0, 2**64 - 1), "int64": (-(2**63), 2**63 - 1), "acc64": (0, 2**64 - 1)}
-FLOAT32_MAX = 3.4028234663852886e38
 SPACE_WORDS = {"holding": "the holding registers", "input": "the input registers"}
+# |scale|: SunSpec's scale factors run from 10^-10 to 10^10, the built-in maps use 1 to 10,000.
+# With |offset| up to OFFSET_MAX every quantity up to twice quantities.COUNTER_MAX stays below
+# 1e26 once stored: a float32 holds it with 12 orders of magnitude to spare.
+SCALE_MIN, SCALE_MAX = 1e-10, 1e10
+OFFSET_MAX = 1e10  # above every reading (the largest, about 1.3e7 W) and any counter's start value
+# Reading and compiling a map costs time and memory by its entries (measured, one-register
+# entries: 1,000 take 0.1 s and 10 MB at the peak, 10,000 0.75 s and 88 MB, 65,536 8.5 s and
+# 579 MB); the largest real maps, SunSpec chains, hold a few hundred. A file is refused past
+# MAX_FILE_BYTES before it is parsed, and past MAX_POINTS entries before any is checked.
+MAX_POINTS = 10_000
+MAX_FILE_BYTES = 4 * 2**20  # 400 bytes an entry at MAX_POINTS; the built-in maps take 150
+SETTING_VALUES = {"unit_id": f"a unit id (0 to {quantities.UNIT_ID_MAX})",
+                  "demand_period": f"a demand period ({', '.join(map(str, PERIODS_MIN))} min)"}
+SHOWN_CHARS = 120  # a value quoted in a message is cut here: the message stays one short line
+NO_DEMAND = ("water", "gas")  # meter types without a demand model: their demand_period is not a setting
 
 
 def toml_parser():
@@ -53,33 +67,46 @@ def load(path: str | os.PathLike, meter_type: str | None = None) -> points.Profi
     meter_type is --type when the user gave it: a file that names another type is refused."""
     path = os.fspath(path)
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)  # a bigger file is refused unread
     except OSError as exc:
         raise MapError(f"profile {path}: cannot read it: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise MapError(f"profile {path}: larger than {MAX_FILE_BYTES // 2**20} MiB, too large for a map "
+                       f"(at most {MAX_POINTS:,} registers)")
     try:
         text = data.decode("utf-8-sig")  # a BOM, as some editors write, is not an error
     except UnicodeDecodeError as exc:
         raise MapError(f"profile {path}: cannot read it: not UTF-8 text (byte {exc.start})") from None
-    if path.lower().endswith(".json"):
-        try:
-            document = json.loads(text, object_pairs_hook=_unique_keys)
-        except json.JSONDecodeError as exc:
-            raise MapError(f"profile {path}: invalid JSON: {exc.msg} (at line {exc.lineno}, "
-                           f"column {exc.colno})") from None
-        except _DuplicateKey as exc:
-            raise MapError(f"profile {path}: invalid JSON: key {show(str(exc))} given twice") from None
-    else:
-        tomllib = toml_parser()
-        try:
-            document = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise MapError(f"profile {path}: invalid TOML: {exc}") from None
-    return parse(document, path, meter_type)
+    return parse(document_of(text, path), path, meter_type)
+
+
+def document_of(text: str, path: str) -> Any:
+    """The parsed file: JSON for a .json file, else TOML; MapError naming the problem (and the
+    line where the parser gives one) otherwise."""
+    language = "JSON" if path.lower().endswith(".json") else "TOML"
+    try:
+        if language == "JSON":
+            return json.loads(text, object_pairs_hook=_unique_keys)
+        return toml_parser().loads(text)
+    except json.JSONDecodeError as exc:
+        raise MapError(f"profile {path}: invalid JSON: {exc.msg} (at line {exc.lineno}, "
+                       f"column {exc.colno})") from None
+    except _DuplicateKey as exc:
+        raise MapError(f"profile {path}: invalid JSON: key {show(str(exc))} given twice") from None
+    except RecursionError:  # [[[[...]]]] deeper than the parser's recursion
+        raise MapError(f"profile {path}: invalid {language}: nested too deeply") from None
+    except ValueError as exc:  # TOMLDecodeError, or an integer longer than Python reads (4300 digits)
+        raise MapError(f"profile {path}: invalid {language}: {str(exc).split(';')[0]}") from None
 
 
 def parse(document: Any, source: str, meter_type: str | None = None) -> points.Profile:
     """The profile a parsed map document describes; source names it in errors and is its default name."""
-    return _Parser(source).profile(document, meter_type)
+    parser = _Parser(source)
+    try:
+        return parser.profile(document, meter_type)
+    except RecursionError:  # a value nested almost as deep as the parser allows, shown in a message
+        raise parser.fail("a value is nested too deeply") from None
 
 
 class _DuplicateKey(Exception):
@@ -96,11 +123,15 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def show(value: Any) -> str:
-    """A value as the message quotes it, on one line: "text", 20, true, [6, 16]."""
+    """A value as the message quotes it, on one line: "text", 20, true, [6, 16]; an integer of
+    more than checks.SHOWN_DIGITS digits as 1.000e+400, and anything past SHOWN_CHARS cut."""
+    if is_long_integer(value):
+        return long_integer_text(value)
     try:
-        return json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):  # a TOML date or time
-        return json.dumps(str(value), ensure_ascii=False)
+        text = json.dumps(value, ensure_ascii=False, default=str)  # default: a TOML date or time
+    except (ValueError, RecursionError):  # an integer past 4300 digits or deep nesting in a list
+        return f"a {type(value).__name__} too large to show"
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
 
 
 def unknown(what: str, value: Any, choices: tuple[str, ...], listed: bool = True) -> str:
@@ -135,6 +166,9 @@ class _Parser:
         for key in document:
             if key not in TOP_KEYS:
                 raise self.fail(unknown("top-level key", key, TOP_KEYS))
+        registers = document.get("register")
+        if isinstance(registers, list) and len(registers) > MAX_POINTS:  # before checking any of them
+            raise self.fail(f"{len(registers):,} registers: a map holds at most {MAX_POINTS:,}")
         name = document.get("name", Path(self.source).stem)
         if not isinstance(name, str) or not name.strip() or not name.isprintable():
             raise self.fail(f"name {show(name)} is not a one-line text")
@@ -189,7 +223,8 @@ class _Parser:
         return value
 
     def number(self, key: str, value: Any) -> float | int:
-        if not is_number(value) or not math.isfinite(value):
+        """A finite number as given: an int of any size stays exact, for exact range checks."""
+        if not is_finite_number(value):
             raise self.fail(f"{key} {show(value)} is not a finite number")
         return value
 
@@ -220,6 +255,32 @@ class _Parser:
             raise self.fail("address missing")
         self.address("address", address)
         space = self.space(entry.get("space", "holding"))
+        kind, length, own_order = self.layout(entry, address, word_order)
+        quantity, value = entry.get("quantity"), entry.get("value")
+        if ("quantity" in entry) == ("value" in entry):
+            raise self.fail("give either quantity or value, not both" if "quantity" in entry
+                            else "give a quantity or a value")
+        if "quantity" in entry:
+            self.quantity(quantity, kind)
+        else:
+            value = self.constant(value, kind, length)
+        scale, offset = self.scaling(entry, kind, quantity)
+        absolute = entry.get("absolute", False)
+        if not isinstance(absolute, bool):
+            raise self.fail(f"absolute {show(absolute)} is not true or false")
+        if absolute and (quantity is None or kind == "string"):
+            raise self.fail("absolute applies to a numeric quantity")
+        writable, allowed, minimum, maximum = self.writes(entry, quantity, value, kind, scale, offset)
+        meter_types = self.meter_types(entry.get("meter_types"), file_type)
+        if writable and quantity == "demand_period":
+            self.demand_period(allowed, file_type, meter_types)
+        return points.Point(address=address, space=space, type=kind, quantity=quantity, value=value,
+                            scale=float(scale), offset=float(offset), word_order=own_order, length=length,
+                            writable=writable, allowed=allowed, minimum=minimum, maximum=maximum,
+                            absolute=absolute, meter_types=meter_types, label=label)
+
+    def layout(self, entry: dict, address: int, word_order: str) -> tuple[str, int, str]:
+        """(type, length in registers, word order) of an entry."""
         kind = entry.get("type")
         if kind is None:
             raise self.fail("type missing")
@@ -237,44 +298,43 @@ class _Parser:
         else:
             length = points.TYPE_REGISTERS[kind]
         if address + length - 1 > ADDRESS_MAX:
-            raise self.fail(f"its {length} registers run past address 65535")
-        if "word_order" in entry:
-            own_order = self.word_order(entry["word_order"])
-            if text or length == 1:
-                raise self.fail(f"word_order applies to 32- and 64-bit types only, not {kind}")
-        else:
-            own_order = word_order
+            raise self.fail(f"its {show(length)} registers run past address 65535")
+        if "word_order" not in entry:
+            return kind, length, word_order
+        own_order = self.word_order(entry["word_order"])
+        if text or length == 1:
+            raise self.fail(f"word_order applies to 32- and 64-bit types only, not {kind}")
+        return kind, length, own_order
 
-        quantity, value = entry.get("quantity"), entry.get("value")
-        if ("quantity" in entry) == ("value" in entry):
-            raise self.fail("give either quantity or value, not both" if "quantity" in entry
-                            else "give a quantity or a value")
-        if "quantity" in entry:
-            self.quantity(quantity, kind)
-        else:
-            value = self.constant(value, kind, length)
-
+    def scaling(self, entry: dict, kind: str, quantity: str | None) -> tuple[float | int, float | int]:
+        """(scale, offset) of an entry, bounded so that every value it can show fits its type."""
         scale = self.number("scale", entry.get("scale", 1.0))
         offset = self.number("offset", entry.get("offset", 0.0))
         if scale == 0:
             raise self.fail("scale 0 would store every value as 0")
         for key in ("scale", "offset"):
-            if key in entry and text:
+            if key in entry and kind == "string":
                 raise self.fail(f"{key} applies to numbers, not to a string")
             if key in entry and quantity is None:
                 raise self.fail(f"{key} applies to a quantity: give the constant as the value to store")
-        absolute = entry.get("absolute", False)
-        if not isinstance(absolute, bool):
-            raise self.fail(f"absolute {show(absolute)} is not true or false")
-        if absolute and (quantity is None or text):
-            raise self.fail("absolute applies to a numeric quantity")
+        if not SCALE_MIN <= abs(scale) <= SCALE_MAX:  # an int of any size compares exactly
+            raise self.fail(f"scale {show(scale)} is out of range: its magnitude must be from "
+                            f"{SCALE_MIN:g} to {SCALE_MAX:g}")
+        if abs(offset) > OFFSET_MAX:
+            raise self.fail(f"offset {show(offset)} is out of range: -{OFFSET_MAX:g} to {OFFSET_MAX:g}")
+        return scale, offset
 
-        writable, allowed, minimum, maximum = self.writes(entry, quantity, value, kind, scale, offset)
-        meter_types = self.meter_types(entry.get("meter_types"), file_type)
-        return points.Point(address=address, space=space, type=kind, quantity=quantity, value=value,
-                            scale=float(scale), offset=float(offset), word_order=own_order, length=length,
-                            writable=writable, allowed=allowed, minimum=minimum, maximum=maximum,
-                            absolute=absolute, meter_types=meter_types, label=label)
+    def demand_period(self, allowed: tuple | None, file_type: str | None,
+                      meter_types: tuple[str, ...] | None) -> None:
+        """A writable demand_period: only for electric meters (the demand model's), and only the
+        periods the model takes, listed."""
+        types = meter_types or ((file_type,) if file_type else ())
+        without = [kind for kind in types if kind in NO_DEMAND]
+        if without:
+            raise self.fail(f"demand_period cannot be writable on a {without[0]} meter: it has no demand")
+        if allowed is None:
+            raise self.fail("a writable demand_period needs allowed: a list of the periods "
+                            f"({', '.join(map(str, PERIODS_MIN))} min)")
 
     def quantity(self, quantity: Any, kind: str) -> None:
         if not isinstance(quantity, str) or quantity not in quantities.NAME_SET:
@@ -302,8 +362,9 @@ class _Parser:
         self.fits("value", value, kind)
         return int(value) if kind in INTEGER_RANGES else value
 
-    def fits(self, key: str, stored: float, kind: str) -> None:
-        if not math.isfinite(stored):
+    def fits(self, key: str, stored: float | int, kind: str) -> None:
+        """stored (a finite number; an int of any size) fits the type: compared exactly."""
+        if not is_finite_number(stored):
             raise self.fail(f"{key} {show(stored)} does not fit {a(kind)}")
         if kind in INTEGER_RANGES:
             low, high = INTEGER_RANGES[kind]
@@ -311,8 +372,8 @@ class _Parser:
                 raise self.fail(f"{key} {show(stored)} is not a whole number, as {a(kind)} stores")
             if not low <= stored <= high:
                 raise self.fail(f"{key} {show(stored)} does not fit {a(kind)} ({low} to {high})")
-        elif kind == "float32" and abs(stored) > FLOAT32_MAX:
-            raise self.fail(f"{key} {show(stored)} does not fit a float32")
+        elif abs(stored) > points.FLOAT_MAX[kind]:
+            raise self.fail(f"{key} {show(stored)} does not fit {a(kind)}")
 
     def writes(self, entry: dict, quantity: str | None, value: Any, kind: str, scale: float,
                offset: float) -> tuple[bool, tuple | None, float | None, float | None]:
@@ -332,15 +393,7 @@ class _Parser:
                 raise self.fail(f"{key} applies to numbers, not to a string")
         allowed = entry.get("allowed")
         if allowed is not None:
-            if not isinstance(allowed, list) or not allowed:
-                raise self.fail(f"allowed {show(allowed)} is not a list of numbers")
-            for choice in allowed:
-                self.number("allowed value", choice)
-                stored = choice if quantity is None else (choice + offset) * scale
-                if kind in INTEGER_RANGES and quantity is not None:
-                    stored = round(stored)
-                self.fits("allowed value", stored, kind)
-            allowed = tuple(dict.fromkeys(allowed))
+            allowed = self.allowed(allowed, quantity, kind, scale, offset)
         minimum = None if "min" not in entry else self.number("min", entry["min"])
         maximum = None if "max" not in entry else self.number("max", entry["max"])
         if minimum is not None and maximum is not None and minimum > maximum:
@@ -354,6 +407,21 @@ class _Parser:
                 raise self.fail(f"value {show(value)} is above max {show(maximum)}")
         return writable, allowed, minimum, maximum
 
+    def allowed(self, allowed: Any, quantity: str | None, kind: str, scale: float, offset: float) -> tuple:
+        """The allowed values of a write, each one the setting takes (a quantity) and that fits."""
+        if not isinstance(allowed, list) or not allowed:
+            raise self.fail(f"allowed {show(allowed)} is not a list of numbers")
+        for choice in allowed:
+            self.number("allowed value", choice)
+            if quantity is None:
+                self.fits("allowed value", choice, kind)
+                continue
+            if not takes(quantity, choice):  # before any arithmetic: a choice may be a huge int
+                raise self.fail(f"allowed value {show(choice)} is not {SETTING_VALUES[quantity]}")
+            stored = (choice + offset) * scale
+            self.fits("allowed value", round(stored) if kind in INTEGER_RANGES else stored, kind)
+        return tuple(dict.fromkeys(allowed))
+
     def meter_types(self, value: Any, file_type: str | None) -> tuple[str, ...] | None:
         if value is None:
             return None
@@ -366,6 +434,14 @@ class _Parser:
             raise self.fail(f"meter_types {show(value)} leaves out the map's type {show(file_type)}: "
                             "the entry would never be served")
         return tuple(dict.fromkeys(value))
+
+
+def takes(setting: str, value: float) -> bool:
+    """True when the device takes value for a setting (quantities.SETTINGS): a unit id 0 to 247, a
+    demand period the demand model has (demand.PERIODS_MIN)."""
+    if setting == "demand_period":
+        return value in PERIODS_MIN
+    return 0 <= value <= quantities.UNIT_ID_MAX and value == int(value)
 
 
 def check_overlaps(found: tuple[points.Point, ...], fail) -> None:

@@ -54,6 +54,7 @@ INSTANTANEOUS = (
 COUNTER_MAX = 1e15
 # settings of the device: a map may make them writable
 SETTINGS = ("unit_id", "demand_period")
+UNIT_ID_MAX = 247  # the highest Modbus unit id: unit_id holds 0 to 247 (0 is broadcast)
 IDENTITY = ("online", "meter_type", "serial_number", "serial_number_high", "serial_number_low",
             "demand_time")
 STRINGS = ("version", "profile")  # text quantities, for string points only (serial_number too)

@@ -200,8 +200,8 @@ INVALID = [
      R + 'allowed value "2" is not a finite number'),
     (register(**U16, value=1, writable=True, allowed=[1, 70000]),
      R + "allowed value 70000 does not fit a uint16 (0 to 65535)"),
-    (register(**U16, quantity="demand_period", scale=1000, writable=True, allowed=[5, 70]),
-     R + "allowed value 70000 does not fit a uint16 (0 to 65535)"),
+    (register(**U16, quantity="demand_period", scale=2000, writable=True, allowed=[5, 60]),
+     R + "allowed value 120000 does not fit a uint16 (0 to 65535)"),
     (register(**U16, value=1, writable=True, min=5, max=3), R + "min 5 is above max 3"),
     (register(**U16, value=1, writable=True, min="1"), R + 'min "1" is not a finite number'),
     (register(**U16, value=7, writable=True, allowed=[1, 2]),
@@ -237,6 +237,34 @@ INVALID = [
      "register 2 (address 20): overlaps register 1 (address 20) in the holding registers"),
     # the register tables themselves
     ("register = [1]\n", "register 1: 1 is not a table"),
+    # scale and offset bounds: every value a valid map shows fits its type (the review's maps)
+    (register(address=20, type="float64", quantity="voltage_l1", scale=1e307),
+     R + "scale 1e+307 is out of range: its magnitude must be from 1e-10 to 1e+10"),
+    (register(address=20, type="float32", quantity="voltage_l1", scale=1e37),
+     R + "scale 1e+37 is out of range: its magnitude must be from 1e-10 to 1e+10"),
+    (register(address=20, type="float32", quantity="energy_import", scale=1e30),
+     R + "scale 1e+30 is out of range: its magnitude must be from 1e-10 to 1e+10"),
+    (register(**U16, quantity="flow", scale=-2e10),
+     R + "scale -20000000000.0 is out of range: its magnitude must be from 1e-10 to 1e+10"),
+    (register(**U16, quantity="flow", scale=1e-11),
+     R + "scale 1e-11 is out of range: its magnitude must be from 1e-10 to 1e+10"),
+    (register(**U16, quantity="flow", offset=-1e11),
+     R + "offset -100000000000.0 is out of range: -1e+10 to 1e+10"),
+    # a writable demand_period: listed periods of the demand model, electric meters only
+    (register(**U16, quantity="demand_period", writable=True),
+     R + "a writable demand_period needs allowed: a list of the periods (0, 5, 8, 10, 15, 20, 30, 60 min)"),
+    (register(**U16, quantity="demand_period", writable=True, allowed=[15, 7]),
+     R + "allowed value 7 is not a demand period (0, 5, 8, 10, 15, 20, 30, 60 min)"),
+    (register(**U16, quantity="demand_period", writable=True, allowed=[15.5]),
+     R + "allowed value 15.5 is not a demand period (0, 5, 8, 10, 15, 20, 30, 60 min)"),
+    ('type = "water"\n' + register(**U16, quantity="demand_period", writable=True, allowed=[15]),
+     R + "demand_period cannot be writable on a water meter: it has no demand"),
+    (register(**U16, quantity="demand_period", writable=True, allowed=[15], meter_types=["electric", "gas"]),
+     R + "demand_period cannot be writable on a gas meter: it has no demand"),
+    (register(**U16, quantity="unit_id", writable=True, allowed=[1, 248]),
+     R + "allowed value 248 is not a unit id (0 to 247)"),
+    (register(**U16, quantity="unit_id", writable=True, allowed=[-1]),
+     R + "allowed value -1 is not a unit id (0 to 247)"),
 ]
 
 
@@ -538,6 +566,124 @@ def test_the_first_problem_in_file_order_is_the_one_named():
     text = register(address=0, type="uint16", value=1) + register(address=0, type="uint16", value=99999)
     assert error_of(text) == ("profile mine.toml: register 2 (address 0): "
                               "value 99999 does not fit a uint16 (0 to 65535)")
+
+
+def test_scale_and_offset_may_reach_their_bounds():
+    text = (register(address=0, type="float32", quantity="energy_total", scale=1e10, offset=-1e10)
+            + register(address=2, type="int16", quantity="power_total", scale=-1e-10, offset=1e10))
+    first, second = mapfile.load(write(text)).points
+    assert (first.scale, first.offset, second.scale, second.offset) == (1e10, -1e10, -1e-10, 1e10)
+
+
+def test_a_writable_demand_period_is_fine_on_an_electric_entry_of_any_map():
+    entry = register(**U16, quantity="demand_period", writable=True, allowed=[0, 15, 60],
+                     meter_types=["electric"])
+    for text in ('type = "electric"\n' + entry, entry, 'type = "water"\n' + register(
+            **U16, quantity="demand_period")):  # read-only, a water meter's reads 0 as the contract says
+        assert len(mapfile.load(write(text)).points) == 1
+
+
+LONG = 10**400  # a 401-digit integer: float() and math.isfinite() of it raise OverflowError
+WIDE = "1.000e+400"  # how a message shows it
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    (register(address=LONG, type="uint16", value=1), f"register 1: address {WIDE} is not an integer 0-65535"),
+    (register(address=20, type="string", length=LONG, value="x"),
+     R + f"its {WIDE} registers run past address 65535"),
+    (register(**U16, value=LONG), R + f"value {WIDE} does not fit a uint16 (0 to 65535)"),
+    (register(address=20, type="int64", value=-LONG),
+     R + f"value -{WIDE} does not fit an int64 (-9223372036854775808 to 9223372036854775807)"),
+    (register(address=20, type="float32", value=LONG), R + f"value {WIDE} does not fit a float32"),
+    (register(address=20, type="float64", value=LONG), R + f"value {WIDE} does not fit a float64"),
+    (register(**U16, quantity="flow", scale=LONG),
+     R + f"scale {WIDE} is out of range: its magnitude must be from 1e-10 to 1e+10"),
+    (register(**U16, quantity="flow", offset=-LONG), R + f"offset -{WIDE} is out of range: -1e+10 to 1e+10"),
+    (register(**U16, value=1, writable=True, allowed=[1, LONG]),
+     R + f"allowed value {WIDE} does not fit a uint16 (0 to 65535)"),
+    (register(**U16, quantity="unit_id", writable=True, allowed=[LONG]),
+     R + f"allowed value {WIDE} is not a unit id (0 to 247)"),
+    (register(**U16, quantity="demand_period", writable=True, allowed=[-LONG]),
+     R + f"allowed value -{WIDE} is not a demand period (0, 5, 8, 10, 15, 20, 30, 60 min)"),
+    (register(**U16, value=1, writable=True, min=LONG), R + f"value 1 is below min {WIDE}"),
+    (register(**U16, value=1, writable=True, max=-LONG), R + f"value 1 is above max -{WIDE}"),
+    (register(**U16, value=1, writable=True, min=LONG, max=1), R + f"min {WIDE} is above max 1"),
+    (f"write_functions = [{LONG}]\n" + VOLTAGE, "write_functions [1000000000000000000000000000000000"),
+    (f"[[block]]\nstart = {LONG}\nend = 1\n" + VOLTAGE, f"block 1: start {WIDE} is not an integer 0-65535"),
+    (f"[[block]]\nstart = 0\nend = {-LONG}\n" + VOLTAGE, f"block 1: end -{WIDE} is not an integer 0-65535"),
+])
+@pytest.mark.parametrize("language", ["toml", "json"])
+def test_an_integer_of_hundreds_of_digits_in_any_number_is_one_line(text, problem, language):
+    if language == "json":  # the same document as JSON: huge integers stay integers there too
+        text, name = json.dumps(mapfile.toml_parser().loads(text)), "mine.json"
+    else:
+        name = "mine.toml"
+    message = error_of(text, name=name)
+    assert message.startswith(f"profile {name}: {problem}")
+    assert len(message) < 200
+
+
+def test_huge_bounds_of_a_write_are_compared_exactly():
+    (point,) = mapfile.load(write(register(**U16, value=1, writable=True, min=-LONG, max=LONG))).points
+    assert (point.minimum, point.maximum) == (-LONG, LONG)
+
+
+DEEP = 100_000  # far deeper than the parsers' recursion goes
+
+
+@pytest.mark.parametrize(("text", "name", "problem"), [
+    ("value = " + "[" * DEEP + "]" * DEEP + "\n", "mine.toml", "invalid TOML: nested too deeply"),
+    ("x = " + "{a = " * DEEP + "1" + "}" * DEEP + "\n", "mine.toml", "invalid TOML: nested too deeply"),
+    ('{"register": [{"value": ' + "[" * DEEP + "]" * DEEP + "}]}", "mine.json",
+     "invalid JSON: nested too deeply"),
+    ('{"name": ' + '{"a": ' * DEEP + "1" + "}" * DEEP + "}", "mine.json", "invalid JSON: nested too deeply"),
+])
+def test_nesting_deeper_than_the_parser_goes_is_one_line(text, name, problem):
+    assert error_of(text, name=name) == f"profile {name}: {problem}"
+
+
+def test_nesting_the_parser_reads_is_shown_cut_short():
+    text = json.dumps({"register": [{"address": 20, "type": "uint16", "value": [[[[[[[[1]]]]]]]] * 30}]})
+    message = error_of(text, name="mine.json")
+    assert message.startswith(R.join(("profile mine.json: ", "value [[[[[[[[1]]]]]]], [[[[[[[1]]]]]]], ")))
+    assert message.endswith('... is not a finite number')
+    nested = 300  # under the parser's limit, deeper than a message should show
+    text = json.dumps({"register": [{"address": 20, "type": "uint16", "value": 1}]})[:-3] + \
+        ', "meter_types": ' + "[" * nested + "]" * nested + "}]}"
+    assert error_of(text, name="mine.json") == (
+        "profile mine.json: register 1 (address 20): unknown meter type " + "[" * 117 + "... "
+        "(one of electric, water, gas)")
+
+
+@pytest.mark.parametrize("name", ["mine.toml", "mine.json"])
+def test_an_integer_longer_than_python_reads_is_one_line(name):
+    digits = "9" * 5000  # Python 3.11 (and 3.9.14, 3.10.7) refuse to read it: ValueError, no decode error
+    text = f"value = {digits}\n" if name.endswith(".toml") else f'{{"name": {digits}}}'
+    message = error_of(text, name=name)
+    assert message.startswith(f"profile {name}: ")
+    assert len(message) < 200
+
+
+def test_a_map_of_more_registers_than_the_limit_is_refused_before_they_are_checked():
+    text = "".join(f'[[register]]\naddress = {n}\ntype = "nope"\n'  # each would be refused (its type)
+                   for n in range(mapfile.MAX_POINTS + 1))
+    assert error_of(text) == "profile mine.toml: 10,001 registers: a map holds at most 10,000"
+
+
+def test_a_map_at_the_register_limit_loads():
+    text = "".join(f"[[register]]\naddress = {n}\ntype = \"uint16\"\nvalue = 0\n"
+                   for n in range(mapfile.MAX_POINTS))
+    assert len(mapfile.load(write(text)).points) == mapfile.MAX_POINTS
+
+
+def test_a_file_larger_than_the_limit_is_refused_unread():
+    with open("mine.toml", "w", encoding="utf-8") as file:
+        file.write(VOLTAGE)
+        file.write("# padding\n" * (mapfile.MAX_FILE_BYTES // 10))
+    with pytest.raises(mapfile.MapError) as caught:
+        mapfile.load("mine.toml")
+    assert str(caught.value) == ("profile mine.toml: larger than 4 MiB, too large for a map "
+                                 "(at most 10,000 registers)")
 
 
 def test_a_large_map_loads_quickly():
