@@ -11,8 +11,8 @@ import functools
 import os
 
 from . import mapfile
-from .codec import CompiledMap, compile_map
-from .points import Profile
+from .codec import CompiledMap, EncodeError, check_encodes, compile_map
+from .points import METER_TYPES, Profile
 
 FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "profiles")
 SEED = "seed"
@@ -52,9 +52,11 @@ def resolve(value: str, meter_type: str | None) -> Profile:
     given); ProfileError with one line when it cannot serve it."""
     if is_file(value):
         try:
-            return mapfile.load(value, meter_type)
+            profile = mapfile.load(value, meter_type)
         except mapfile.MapError as exc:
             raise ProfileError(str(exc)) from None
+        check(profile, meter_type)
+        return profile
     name = value.lower()
     if name not in BUILT_IN:
         raise ProfileError(f"--profile must be {', '.join(BUILT_IN)} or a map file (.toml), "
@@ -67,6 +69,17 @@ def resolve(value: str, meter_type: str | None) -> Profile:
 
 
 _COMPILED: dict[tuple[int, str], CompiledMap] = {}
+
+
+def check(profile: Profile, meter_type: str | None = None) -> None:
+    """ProfileError with one line unless the profile encodes every reachable tick for each meter
+    type it can serve: its own type, else --type (meter_type), else any. What compiles is kept."""
+    served = profile.meter_type or meter_type
+    for kind in (served,) if served else METER_TYPES:
+        try:
+            _COMPILED[(id(profile), kind)] = check_encodes(profile, kind)
+        except EncodeError as exc:
+            raise ProfileError(f"profile {profile.source}: {exc}") from None
 
 
 def compiled(profile: Profile, meter_type: str) -> CompiledMap:

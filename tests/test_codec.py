@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from meter_simulator import codec, mapfile, profiles, quantities
-from meter_simulator.device import MeterUnit
+from meter_simulator import codec, mapfile, points, profiles, quantities
+from meter_simulator.device import MeterUnit, serial_number
 from meter_simulator.meters import METER_TYPES, make_meter
 from meter_simulator.registers import Reading
 
@@ -188,3 +188,112 @@ def test_sdm630_float32_values_are_high_word_first():
     assert volts == pytest.approx(meter.reading.voltages_v[0], abs=1e-4)
     meter_id = struct.unpack(">f", struct.pack(">2H", *unit.bank.image.words(0x14, 2)))[0]
     assert meter_id == 3.0
+
+
+# --- floats that would not fit, and the check of every map at the extremes ---
+
+F32_MAX = 3.4028234663852886e38
+F64_MAX = 1.7976931348623157e308
+
+
+def unchecked(kind: str, scale: float, word_order: str = "big") -> points.Profile:
+    """A profile of one point past the map file's bounds, built by hand (mapfile refuses it)."""
+    point = points.Point(address=0, space="holding", type=kind, quantity="voltage_l1", scale=scale,
+                         word_order=word_order, length=points.TYPE_REGISTERS[kind],
+                         label="register 1 (address 0)")
+    return points.Profile(name="t", meter_type=None, points=(point,), source="t.toml")
+
+
+def first_float(profile: points.Profile, volts: float) -> float:
+    kind = profile.points[0].type
+    image = codec.compile_map(profile, "electric").encode(
+        Reading(total=0.0, rate=0.0, voltages_v=(volts, 0.0, 0.0)), {}, {}, Shown())
+    data = image.holding[0][2]
+    if profile.points[0].word_order == "little":
+        data = b"".join(data[i:i + 2] for i in range(len(data) - 2, -1, -2))
+    return struct.unpack(">f" if kind == "float32" else ">d", data)[0]
+
+
+@pytest.mark.parametrize("volts, shown", [
+    (math.inf, F32_MAX), (-math.inf, -F32_MAX), (math.nan, codec.NAN_STORED), (1.0000001, F32_MAX),
+    (-1.0000001, -F32_MAX), (1.0, F32_MAX), (0.5, struct.unpack(">f", struct.pack(">f", F32_MAX / 2))[0]),
+])
+@pytest.mark.parametrize("word_order", ["big", "little"])
+def test_a_float32_point_that_could_overflow_is_clamped_and_never_nan(volts, shown, word_order):
+    profile = unchecked("float32", F32_MAX, word_order)  # 1 V is the largest float32
+    assert codec.needs_clamp(profile.points[0])
+    assert first_float(profile, volts) == shown
+
+
+@pytest.mark.parametrize("volts, shown", [
+    (math.inf, F64_MAX), (-math.inf, -F64_MAX), (math.nan, 0.0), (2.0, F64_MAX), (-2.0, -F64_MAX),
+])
+def test_a_float64_point_that_could_overflow_serves_its_largest_value_never_inf(volts, shown):
+    assert first_float(unchecked("float64", 1e308), volts) == shown
+
+
+def test_a_nan_or_infinite_scale_is_clamped_too():
+    assert first_float(unchecked("float32", math.nan), 230.0) == codec.NAN_STORED
+    assert first_float(unchecked("float64", math.inf), 230.0) == F64_MAX
+
+
+@pytest.mark.parametrize("name", profiles.BUILT_IN)
+def test_no_float_point_of_a_valid_map_needs_the_clamp(name):
+    # the bounds on scale and offset make every value fit: a tick pays no clamp (about 5 % of an
+    # SDM630 meter's tick if every float point had one)
+    assert not any(codec.needs_clamp(point) for point in profiles.built_in(name).points if
+                   point.type in points.FLOAT_TYPES)
+    widest = mapfile.parse({"register": [{"address": 0, "type": "float32", "quantity": "energy_total",
+                                          "scale": -1e10, "offset": 1e10}]}, "t.toml")
+    assert not codec.needs_clamp(widest.points[0])
+    assert "v :=" not in codec.compile_map(widest, "electric").source
+    assert "v :=" in codec.compile_map(unchecked("float32", 1e30), "electric").source
+
+
+@pytest.mark.parametrize(("name", "meter_type"), [(name, "electric") for name in profiles.BUILT_IN]
+                         + [("seed", "water"), ("seed", "gas")])
+def test_the_built_in_maps_encode_every_source_at_its_extremes(name, meter_type):
+    compiled = codec.check_encodes(profiles.built_in(name), meter_type)
+    assert compiled.meter_type == meter_type
+
+
+def test_a_map_at_the_bounds_encodes_every_quantity_at_its_extremes_and_finite():
+    names = [n for n in quantities.NAMES if n not in quantities.STRINGS]
+    entries = [{"address": 4 * i, "type": kind, "quantity": name, "scale": 1e10, "offset": -1e10}
+               for i, name in enumerate(names) for kind in ("float32",)]
+    entries += [{"address": 4 * i + 2, "type": "int16", "quantity": name, "scale": -1e10}
+                for i, name in enumerate(names)]
+    entries.append({"address": 60000, "type": "float64", "value": 1.5, "writable": True})
+    entries.append({"address": 60004, "type": "string", "length": 3, "value": "ab", "writable": True})
+    profile = mapfile.parse({"register": entries}, "t.toml")
+    for meter_type in METER_TYPES:
+        compiled = codec.check_encodes(profile, meter_type)
+        image = compiled.encode(*codec.extreme_tick(compiled, "highest"))
+        floats = [struct.unpack(">f", struct.pack(">2H", *words(image, 4 * i, 2)))[0]
+                  for i in range(len(names))]
+        assert all(math.isfinite(value) for value in floats)
+
+
+def test_a_map_that_cannot_encode_is_refused_naming_the_register():
+    good = points.Point(address=0, space="holding", type="uint16", quantity="frequency",
+                        label="register 1 (address 0)")
+    bad = points.Point(address=4, space="input", type="int32", quantity="energy_import", scale=math.inf,
+                       label="register 2 (address 4)")  # round(inf) raises: mapfile refuses such a scale
+    profile = points.Profile(name="t", meter_type="electric", points=(good, bad), source="t.toml")
+    with pytest.raises(codec.EncodeError) as caught:
+        codec.check_encodes(profile, "electric")
+    assert str(caught.value) == ("register 2 (address 4): cannot be encoded for electric meters with every "
+                                 "reading at its lowest (ValueError: cannot convert float NaN to integer)")
+    with pytest.raises(profiles.ProfileError) as caught:
+        profiles.check(profile)
+    assert str(caught.value).startswith("profile t.toml: register 2 (address 4): cannot be encoded")
+
+
+def test_the_extreme_device_is_what_the_simulator_can_reach():
+    assert codec.SERIAL_NUMBER_MAX == serial_number(65535, quantities.UNIT_ID_MAX)
+    highest = codec.extreme_tick(codec.compile_map(profiles.built_in("sdm630"), "electric"), "highest")
+    reading, counters, demands, device = highest
+    assert reading.voltages_v == (6553.5,) * 3 and reading.powers_w[0] == 6553.5 * 655.35
+    assert set(counters.values()) == {quantities.COUNTER_MAX}
+    assert counters.keys() == set(quantities.ELECTRIC_COUNTERS + quantities.FLOW_COUNTERS)
+    assert (device.unit_id, device.demand_period, device.online) == (247, 60, 1)

@@ -2,14 +2,19 @@
 file served to a real client, gateway mode, read-only, and what a device profile refuses."""
 from __future__ import annotations
 
+import math
+import random
 import struct
 
 import pytest
 from pymodbus.client import ModbusTcpClient
 
-from meter_simulator import profiles
+from meter_simulator import profiles, quantities
+from meter_simulator.meters import make_meter
 from meter_simulator.options import UsageError, parse_args
-from support import ROOT, MeterProcess, free_port, run_program, unit_kw
+from meter_simulator.server import new_unit
+from meter_simulator.updater import Updater
+from support import ROOT, FakeClock, MeterProcess, free_port, run_program, unit_kw
 
 WATER_MAP = ROOT / "docs" / "examples" / "water-meter.toml"
 ELECTRIC_MAP = ROOT / "docs" / "examples" / "electric-meter.toml"
@@ -170,3 +175,48 @@ def test_a_fleet_of_device_meters_is_counted_at_24_kb_a_meter():
     assert str(caught.value) == ("--count 10000 makes 10,000 meters, which need about 234.4 MiB (24 kB "
                                  "a meter); this machine gives at most 128.0 MiB")
     assert parse_args(["--count", "10000", "--pv-kwp", "5"], memory_bytes=235 * 2 ** 20).count == 10000
+
+
+# --- maps that cannot break the encoder (the review's three maps) ---
+
+@pytest.mark.parametrize("kind, scale", [("float32", "1e37"), ("float64", "1e307")])
+def test_a_map_whose_floats_would_overflow_exits_2_with_one_line(tmp_path, kind, scale):
+    bad = tmp_path / "huge.toml"
+    bad.write_text(f'type = "electric"\n[[register]]\naddress = 0\ntype = "{kind}"\n'
+                   f'quantity = "voltage_l1"\nscale = {scale}\n')
+    done = run_program("--port", str(free_port()), "--profile", str(bad))
+    assert done.returncode == 2
+    first, rest = done.stderr.split("\n", 1)
+    assert first == (f"meter-simulator: profile {bad}: register 1 (address 0): scale {float(scale)!r} is out "
+                     "of range: its magnitude must be from 1e-10 to 1e+10")
+    assert rest.startswith(USAGE_FIRST) and "Traceback" not in done.stderr
+
+
+def test_the_largest_counter_on_a_float32_point_at_the_largest_scale_keeps_ticking(tmp_path):
+    path = tmp_path / "counters.toml"
+    entry = '[[register]]\naddress = {}\ntype = "float32"\nquantity = "{}"\nscale = {}\n'
+    path.write_text('type = "electric"\n' + entry.format(0, "energy_total", "1e10")
+                    + entry.format(2, "energy_import", "-1e10"))
+    profile = parse_args(["--profile", str(path)]).profile
+    clock = FakeClock()
+    unit = new_unit(make_meter("electric", random.Random(1)), profile)
+    updater = Updater([unit], clock=clock, speed=100000.0)
+    # every counter as large as a state file may hold, the readings as large as pins may make them
+    updater.set_values(unit, dict.fromkeys(unit.meter.state_values(), quantities.COUNTER_MAX))
+    updater.set_overrides(unit, {"voltage_l1": 6553.5, "voltage_l2": 6553.5, "voltage_l3": 6553.5,
+                                 "current_l1": 655.35, "current_l2": 655.35, "current_l3": 655.35})
+    for _ in range(10):
+        clock.now += 3600.0  # 100,000 hours a tick: 1.3e12 kVAh more
+        updater.tick()
+    assert not updater.failed and updater.ticks == 10
+    total, imported = struct.unpack(">2f", unit.bank.image.holding[0][2])
+    assert math.isfinite(total) and math.isfinite(imported)
+    assert total == pytest.approx(2e25, rel=0.01) and imported == pytest.approx(-1e25, rel=0.01)
+
+
+def test_a_map_file_is_encoded_at_its_extremes_for_every_type_it_can_serve(tmp_path):
+    path = tmp_path / "any.toml"  # no type: it may serve any meter type, and every one is checked
+    path.write_text('[[register]]\naddress = 0\ntype = "float32"\nquantity = "volume_total"\n')
+    profile = profiles.resolve(str(path), None)
+    assert {kind for (key, kind) in profiles._COMPILED if key == id(profile)} == {"electric", "water", "gas"}
+    assert profiles.compiled(profile, "water").profile is profile  # compiled once, by the check
