@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from pyModbusTCP.constants import EXP_DATA_ADDRESS, EXP_DATA_VALUE, EXP_NONE
 
-from . import codec, profiles, registers
+from . import codec, mapfile, profiles, registers
 from .meters import Meter
 from .points import Point, Profile
 from .quantities import MAX_DEMANDS
@@ -136,7 +136,8 @@ class MeterUnit:
     # --- writes into the map's writable registers (device profiles) ---
     def check_write(self, address: int, words: Sequence[int]) -> tuple[int, list[tuple[Point, float]]]:
         """(exception code, the values to store) for a write of words from address: whole writable
-        points only (else 0x02), each value allowed (else 0x03); nothing is stored here."""
+        points only (else 0x02), each value allowed and one the device takes (else 0x03); nothing is
+        stored here, so store() stores all of them or, refused, none."""
         writes: list[tuple[Point, Sequence[int]]] = []
         offset = 0
         while offset < len(words):
@@ -148,13 +149,21 @@ class MeterUnit:
         values = []
         for point, point_words in writes:
             value = codec.decode(point, list(point_words))
-            if not allowed(point, value):
+            if not allowed(point, value) or not self.takes(point, value):
                 return EXP_DATA_VALUE, []
             values.append((point, value))
         return EXP_NONE, values
 
+    def takes(self, point: Point, value: float) -> bool:
+        """True when the device can hold value (a finite number, allowed by the map) in a setting:
+        a unit id 0 to 247, or a demand period its demand model has; any value in a constant."""
+        if point.quantity == "demand_period" and self.meter.demand is None:
+            return False  # a water or gas meter served through a map without a type: no demand model
+        return point.quantity is None or mapfile.takes(point.quantity, value)
+
     def store(self, values: list[tuple[Point, float]]) -> None:
-        """Keep written values (checked by check_write); the caller publishes."""
+        """Keep written values (checked by check_write: none of these can fail); the caller
+        publishes."""
         for point, value in values:
             if point.quantity == "unit_id":
                 self.unit_id = int(value)

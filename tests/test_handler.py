@@ -13,6 +13,7 @@ import struct
 import pytest
 from pyModbusTCP.server import ModbusServer
 
+from meter_simulator import points
 from meter_simulator.handler import MeterDataHandler
 from meter_simulator.meters import make_meter
 from meter_simulator.registers import words_u32
@@ -396,3 +397,49 @@ def test_a_read_bug_answers_0x04_not_pymodbustcps_silent_0x01(meter, caplog, err
         assert meter.client.read(0x04, 0, 1) == (DEVICE_FAILURE, None)
     assert len([r for r in caplog.records if r.exc_info]) == 2
     assert meter.client.read(0x01, 0, 1) == (OK, [True])  # the other spaces still answer
+
+
+# --- a device map's settings: every value of a write is checked before any is stored ---
+
+def settings_unit(meter_type: str = "electric", **period):
+    """A unit served through a map with unit_id (uint16, holding 0) beside demand_period (uint16,
+    holding 1), both writable; period: the demand_period entry's own keys. Built by hand, as a map
+    file from before the demand_period rules could be (mapfile now asks for allowed)."""
+    unit_id = points.Point(address=0, space="holding", type="uint16", quantity="unit_id", writable=True,
+                           label="register 1 (address 0)")
+    demand_period = points.Point(address=1, space="holding", type="uint16", quantity="demand_period",
+                                 writable=True, label="register 2 (address 1)", **period)
+    profile = points.Profile(name="settings", meter_type=None, points=(unit_id, demand_period))
+    clock = FakeClock()
+    unit = new_unit(make_meter(meter_type, random.Random(3), 12 * 3600.0), profile, unit_id=5)
+    updater = Updater([unit], clock=clock)
+    return unit, Client(MeterDataHandler(updater, unit=unit))
+
+
+def test_a_write_with_a_demand_period_the_model_lacks_changes_nothing_and_answers_0x03(caplog):
+    unit, client = settings_unit()  # no allowed: the map takes any number
+    before = (unit.bank.image, unit.unit_id, unit.meter.demand.period_min)
+    with caplog.at_level(logging.DEBUG):
+        assert client.write_registers(0, [9, 7]) == (ILLEGAL_VALUE, None)
+    assert (unit.bank.image, unit.unit_id, unit.meter.demand.period_min) == before  # unit_id kept 5
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
+    assert client.write_registers(0, [9, 15]) == (OK, None)
+    assert (unit.unit_id, unit.meter.demand.period_min) == (9, 15)
+    assert client.read(0x03, 0, 2) == (OK, [9, 15])
+
+
+@pytest.mark.parametrize("words", [[248, 15], [0xFFFF, 15]])
+def test_a_unit_id_the_device_cannot_have_changes_nothing_and_answers_0x03(words):
+    unit, client = settings_unit()
+    assert client.write_registers(0, words) == (ILLEGAL_VALUE, None)
+    assert (unit.unit_id, unit.meter.demand.period_min) == (5, 60)
+    assert client.write_registers(0, [0, 15]) == (OK, None)  # 0 and 247 are unit ids
+    assert client.write_registers(0, [247, 15]) == (OK, None) and unit.unit_id == 247
+
+
+def test_a_demand_period_write_to_a_meter_without_demand_answers_0x03():
+    unit, client = settings_unit("water", allowed=(0, 15))  # a map without a type serves water too
+    assert unit.meter.demand is None
+    assert client.write_registers(0, [9, 15]) == (ILLEGAL_VALUE, None)
+    assert unit.unit_id == 5
+    assert client.write_registers(0, [9]) == (OK, None) and unit.unit_id == 9
