@@ -434,3 +434,15 @@ def culprit(profile: Profile, meter_type: str, tick: tuple) -> str:
 def reason(exc: BaseException) -> str:
     """An exception as one line: 'OverflowError: float too large to pack with f format'."""
     return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+SEGMENT_BYTES = 100  # a segment's (start, end, bytes) tuple and bytes object, besides its registers
+
+
+def image_bytes(profile: Profile, meter_type: str) -> int:
+    """The memory one encoded Image of the map takes: two bytes a readable register, a space's
+    segments once when both spaces read the same points (the seed map), and the objects."""
+    holding = space_segments(profile, meter_type, "holding")
+    inputs = space_segments(profile, meter_type, "input")
+    spaces = (holding,) if holding == inputs else (holding, inputs)
+    return sum(2 * (end - start) + SEGMENT_BYTES for segments in spaces for start, end, _ in segments)

@@ -10,6 +10,7 @@ from typing import Callable
 
 from docopt import Argument, DocoptExit, Option, Tokens, docopt, parse_argv, parse_options
 
+from .codec import image_bytes
 from .meters import METER_TYPES
 from .points import Profile
 from .profiles import ProfileError, resolve
@@ -61,6 +62,10 @@ BYTES_PER_METER = 16 * 1024
 # a device profile's larger image, or solar panels (measured: 2,470 SDM630 meters with panels add
 # 45 MB, 18 kB a meter; seed meters 14 kB; see docs/fleets.md)
 BYTES_PER_DEVICE_METER = 24 * 1024
+# a device profile's meter holds this many images of its map at once, at the peak (measured: 1,000
+# meters of a map with a 0-65535 block, a 128 kB image, add 406 kB a meter to the peak RSS and
+# 304 kB after some ticks: the allocator keeps freed images; see docs/fleets.md)
+IMAGES_PER_METER = 3
 
 
 class UsageError(Exception):
@@ -309,6 +314,13 @@ def check_fleet_size(count: int, unit_ids: tuple[int, ...] | None, memory_bytes:
                      f"meter); this machine gives at most {size(memory_bytes)}")
 
 
+def meter_bytes(profile: Profile | None, meter_type: str, pv_kwp: float) -> int:
+    """The memory one meter takes: the fixed cost of its kind, and the images of its map."""
+    if profile is None:
+        return BYTES_PER_DEVICE_METER if pv_kwp else BYTES_PER_METER
+    return BYTES_PER_DEVICE_METER + IMAGES_PER_METER * image_bytes(profile, meter_type)
+
+
 def size(nbytes: int) -> str:
     """An amount of memory as people write it: 37.7 GiB, 128.0 MiB."""
     return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
@@ -351,8 +363,7 @@ def parse_args(argv: Sequence[str], memory_bytes: int | None = None) -> Config:
         if http is None:
             raise UsageError("--http-token-file protects the control port: give --http too")
         http_token = token_file(args["--http-token-file"])
-    check_fleet_size(count, unit_ids, memory_bytes,
-                     BYTES_PER_METER if profile is None and not pv_kwp else BYTES_PER_DEVICE_METER)
+    check_fleet_size(count, unit_ids, memory_bytes, meter_bytes(profile, meter_type, pv_kwp))
     return Config(
         meter_type=meter_type,
         profile=profile,

@@ -297,3 +297,9 @@ def test_the_extreme_device_is_what_the_simulator_can_reach():
     assert set(counters.values()) == {quantities.COUNTER_MAX}
     assert counters.keys() == set(quantities.ELECTRIC_COUNTERS + quantities.FLOW_COUNTERS)
     assert (device.unit_id, device.demand_period, device.online) == (247, 60, 1)
+
+
+@pytest.mark.parametrize(("name", "nbytes"), [
+    ("seed", 2 * 102 + 100), ("sdm630", 2 * (0x2E + 2 + 4 + 0x17E) + 4 * 100), ("sunspec", 2 * 179 + 100)])
+def test_the_image_bytes_of_a_map(name, nbytes):
+    assert codec.image_bytes(profiles.built_in(name), "electric") == nbytes

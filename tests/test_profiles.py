@@ -11,7 +11,7 @@ from pymodbus.client import ModbusTcpClient
 
 from meter_simulator import profiles, quantities
 from meter_simulator.meters import make_meter
-from meter_simulator.options import UsageError, parse_args
+from meter_simulator.options import UsageError, check_fleet_size, meter_bytes, parse_args
 from meter_simulator.server import new_unit
 from meter_simulator.updater import Updater
 from support import ROOT, FakeClock, MeterProcess, free_port, run_program, unit_kw
@@ -169,10 +169,11 @@ def test_read_only_refuses_a_device_write_with_0x01():
         assert meter.stop()[0] == 0
 
 
-def test_a_fleet_of_device_meters_is_counted_at_24_kb_a_meter():
+def test_a_fleet_of_device_meters_is_counted_at_24_kb_a_meter_and_three_images():
+    # 24 kB and 3 x 1,268 bytes of image: 28,380 bytes a meter
     with pytest.raises(UsageError) as caught:
         parse_args(["--count", "10000", "--profile", "sdm630"], memory_bytes=128 * 2 ** 20)
-    assert str(caught.value) == ("--count 10000 makes 10,000 meters, which need about 234.4 MiB (24 kB "
+    assert str(caught.value) == ("--count 10000 makes 10,000 meters, which need about 270.7 MiB (27 kB "
                                  "a meter); this machine gives at most 128.0 MiB")
     assert parse_args(["--count", "10000", "--pv-kwp", "5"], memory_bytes=235 * 2 ** 20).count == 10000
 
@@ -220,3 +221,18 @@ def test_a_map_file_is_encoded_at_its_extremes_for_every_type_it_can_serve(tmp_p
     profile = profiles.resolve(str(path), None)
     assert {kind for (key, kind) in profiles._COMPILED if key == id(profile)} == {"electric", "water", "gas"}
     assert profiles.compiled(profile, "water").profile is profile  # compiled once, by the check
+
+
+# --- the memory guard counts the map ---
+
+def test_a_fleet_of_a_map_with_a_big_block_is_refused_on_a_small_machine(tmp_path):
+    path = tmp_path / "block.toml"  # a 0-65535 block: a 128 kB image, three of them a meter at the peak
+    path.write_text('type = "electric"\n[[block]]\nstart = 0\nend = 65535\n'
+                    '[[register]]\naddress = 0\ntype = "float32"\nquantity = "voltage_l1"\n')
+    with pytest.raises(UsageError) as caught:
+        parse_args(["--count", "10000", "--profile", str(path)], memory_bytes=2 * 2**30)
+    assert str(caught.value) == ("--count 10000 makes 10,000 meters, which need about 3.9 GiB (408 kB a "
+                                 "meter); this machine gives at most 2.0 GiB")
+    assert parse_args(["--count", "5000", "--profile", str(path)], memory_bytes=2 * 2**30).count == 5000
+    with pytest.raises(UsageError, match=r"^--count 10000 makes 10,000 meters, which need about 270\.7 MiB"):
+        check_fleet_size(10000, None, 2**27, meter_bytes(profiles.built_in("sdm630"), "electric", 0.0))
