@@ -127,35 +127,22 @@ def trickle(sock: socket.socket, data: bytes, every_s: float, stop: threading.Ev
     return thread
 
 
-def test_a_request_trickled_a_byte_at_a_time_is_cut_off_at_its_deadline():
-    """Each byte comes well within the idle timeout, so only a deadline for the whole head
-    ends it: the client gets 408 and its connection is closed, counted as late."""
-    server = serve(echo, idle_timeout_s=30, head_deadline_s=0.5)
+@pytest.mark.parametrize("deadline, sent, trickled", [
+    ("head_deadline_s", b"", b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 200),
+    ("body_deadline_s", b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 200\r\n\r\n", b"x" * 200),
+], ids=["head", "body"])
+def test_a_request_trickled_a_byte_at_a_time_is_cut_off_at_its_deadline(deadline, sent, trickled):
+    """Each byte comes well within the idle timeout, so only a deadline for the whole head (or
+    body) ends it: the client gets 408 and its connection is closed, counted as late."""
+    server = serve(echo, idle_timeout_s=30, **{deadline: 0.5})
     stop = threading.Event()
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
-            thread = trickle(slow, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 200,
-                             0.05, stop)
+            slow.sendall(sent)
+            thread = trickle(slow, trickled, 0.05, stop)
             status_line, headers, body = read_answer(slow)  # within the socket's 10 s timeout
             assert status_line.startswith("HTTP/1.1 408 "), status_line
             assert b'"error"' in body and headers["connection"] == "close"
-            assert closed_by_server(slow)
-        stop.set()
-        thread.join(5)
-        assert server.late == 1
-    finally:
-        stop.set()
-        server.stop()
-
-
-def test_a_body_trickled_a_byte_at_a_time_is_cut_off_at_its_deadline():
-    server = serve(echo, idle_timeout_s=30, body_deadline_s=0.5)
-    stop = threading.Event()
-    try:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
-            slow.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 200\r\n\r\n")
-            thread = trickle(slow, b"x" * 200, 0.05, stop)
-            assert read_answer(slow)[0].startswith("HTTP/1.1 408 ")
             assert closed_by_server(slow)
         stop.set()
         thread.join(5)
