@@ -370,7 +370,7 @@ class ControlServer(http.server.ThreadingHTTPServer):
         self._lock = threading.Lock()
         self.connections: dict = {}  # handler -> thread
         self.threads: set = set()  # every connection thread that may still run (joined on stop)
-        self.used = 0  # slots taken: accepted, until the connection's thread ends
+        self.slots: set = set()  # the sockets of the connections that hold a slot
         self.reserve: set = set()  # the sockets of connections served on the reserve
         self.refused = dict.fromkeys(REFUSAL_REASONS, 0)  # connections closed unserved, by reason
         self.late = 0  # requests that did not arrive whole within their deadline
@@ -397,8 +397,8 @@ class ControlServer(http.server.ThreadingHTTPServer):
             self._refuse(peer, "allow", "not in --allow")
             return False
         with self._lock:
-            if self.used < self.max_connections:
-                self.used += 1
+            if len(self.slots) < self.max_connections:
+                self.slots.add(request)
                 return True
             if len(self.reserve) < self.reserved_connections and is_loopback_peer(peer):
                 self.reserve.add(request)
@@ -443,12 +443,12 @@ class ControlServer(http.server.ThreadingHTTPServer):
             self._release(request)
 
     def _release(self, request) -> None:
-        """A served connection has ended: its slot (or its place on the reserve) is free."""
+        """A connection is over: its slot (or its place on the reserve) is free. Called when its
+        handler finishes, before the socket is closed, so a client that sees the close can
+        connect again at once; and after its thread, for a connection that never got that far."""
         with self._lock:
-            if request in self.reserve:
-                self.reserve.discard(request)
-            else:
-                self.used -= 1
+            self.slots.discard(request)
+            self.reserve.discard(request)
 
     def register(self, handler) -> None:
         with self._lock:
@@ -457,6 +457,7 @@ class ControlServer(http.server.ThreadingHTTPServer):
     def unregister(self, handler) -> None:
         with self._lock:
             self.connections.pop(handler, None)
+        self._release(handler.request)
 
     def handle_error(self, request, client_address) -> None:
         log.exception("control: error serving %s", client_address[0])
