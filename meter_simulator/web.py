@@ -10,7 +10,8 @@ within BODY_DEADLINE_S of the headers (408 and closed otherwise), so a client th
 trickles a byte at a time cannot keep its slot; between requests a connection may be
 idle for IDLE_TIMEOUT_S. While every slot is taken, RESERVED_CONNECTIONS more from
 loopback peers are served one health check each (a supervisor's /healthz must not
-fail because slow clients hold the port); any other request there is closed unanswered.
+fail because slow clients hold the port); any other request there, or none within
+RESERVE_DEADLINE_S, is closed unanswered.
 
 A request's target is parsed once, here; a request refused for what its line and
 headers say (the application's precheck: Host, token, origin, read-only, path,
@@ -175,7 +176,10 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
             self._handle_one_request()
         except RequestDeadline:
             self.server.timed_out(self)
-            self._answer_late()
+            if self.reserved:  # as any request past the limit but a health check: unanswered
+                self.close_connection = True
+            else:
+                self._answer_late()
         except OSError:  # an idle timeout, a reset, a closed socket: this connection is over
             self.close_connection = True
 

@@ -209,8 +209,7 @@ def test_a_silent_connection_on_the_reserve_is_closed_at_its_deadline():
         slot = held(server.port)
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as silent:
             wait_for(lambda: server.reserve)
-            assert read_answer(silent)[0].startswith("HTTP/1.1 408 ")
-            assert closed_by_server(silent)
+            assert closed_by_server(silent), "answered: only a health check is, on the reserve"
         wait_for(lambda: not server.reserve)
         assert server.late == 1
     finally:
