@@ -44,6 +44,7 @@ MAX_FILE_BYTES = 4 * 2**20  # 400 bytes an entry at MAX_POINTS; the built-in map
 SETTING_VALUES = {"unit_id": f"a unit id (0 to {quantities.UNIT_ID_MAX})",
                   "demand_period": f"a demand period ({', '.join(map(str, PERIODS_MIN))} min)"}
 SHOWN_CHARS = 120  # a value quoted in a message is cut here: the message stays one short line
+TOO_MANY_DIGITS = "an integer of more digits than can be read"
 NO_DEMAND = ("water", "gas")  # meter types without a demand model: their demand_period is not a setting
 
 
@@ -85,10 +86,11 @@ def document_of(text: str, path: str) -> Any:
     """The parsed file: JSON for a .json file, else TOML; MapError naming the problem (and the
     line where the parser gives one) otherwise."""
     language = "JSON" if path.lower().endswith(".json") else "TOML"
+    tomllib = toml_parser() if language == "TOML" else None
     try:
-        if language == "JSON":
+        if tomllib is None:
             return json.loads(text, object_pairs_hook=_unique_keys)
-        return toml_parser().loads(text)
+        return tomllib.loads(text)
     except json.JSONDecodeError as exc:
         raise MapError(f"profile {path}: invalid JSON: {exc.msg} (at line {exc.lineno}, "
                        f"column {exc.colno})") from None
@@ -96,8 +98,11 @@ def document_of(text: str, path: str) -> Any:
         raise MapError(f"profile {path}: invalid JSON: key {show(str(exc))} given twice") from None
     except RecursionError:  # [[[[...]]]] deeper than the parser's recursion
         raise MapError(f"profile {path}: invalid {language}: nested too deeply") from None
-    except ValueError as exc:  # TOMLDecodeError, or an integer longer than Python reads (4300 digits)
-        raise MapError(f"profile {path}: invalid {language}: {str(exc).split(';')[0]}") from None
+    except ValueError as exc:
+        if tomllib is not None and isinstance(exc, tomllib.TOMLDecodeError):
+            raise MapError(f"profile {path}: invalid TOML: {exc}") from None
+        # int() past sys.get_int_max_str_digits(), in words of our own: Python's vary by version
+        raise MapError(f"profile {path}: invalid {language}: {TOO_MANY_DIGITS}") from None
 
 
 def parse(document: Any, source: str, meter_type: str | None = None) -> points.Profile:

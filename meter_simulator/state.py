@@ -203,8 +203,8 @@ def decode(data: bytes, meter_type: str) -> dict[str, dict[str, float]]:
                          f"column {exc.colno})") from None
     except RecursionError:  # [[[[...]]]] deeper than the parser's recursion
         raise ValueError("not a state file (nested too deeply)") from None
-    except ValueError as exc:  # an integer longer than Python reads (4300 digits)
-        raise ValueError(f"not a state file ({str(exc).split(';')[0]})") from None
+    except ValueError:  # int() past sys.get_int_max_str_digits(); Python's words vary by version
+        raise ValueError("not a state file (an integer of more digits than can be read)") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ValueError(f"not a state file (no \"format\": \"{FORMAT}\")")
     version = document.get("version")

@@ -659,9 +659,9 @@ def test_nesting_the_parser_reads_is_shown_cut_short():
 def test_an_integer_longer_than_python_reads_is_one_line(name):
     digits = "9" * 5000  # Python 3.11 (and 3.9.14, 3.10.7) refuse to read it: ValueError, no decode error
     text = f"value = {digits}\n" if name.endswith(".toml") else f'{{"name": {digits}}}'
-    message = error_of(text, name=name)
-    assert message.startswith(f"profile {name}: ")
-    assert len(message) < 200
+    language = "TOML" if name.endswith(".toml") else "JSON"
+    assert error_of(text, name=name) == (f"profile {name}: invalid {language}: an integer of more "
+                                         "digits than can be read")  # the same on every Python
 
 
 def test_a_map_of_more_registers_than_the_limit_is_refused_before_they_are_checked():

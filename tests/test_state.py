@@ -330,9 +330,7 @@ BAD_FILES = {  # the bytes, and the problem the message names (a regex: the JSON
     "a meter of 400 digits": (document_bytes({"5021": 10**400}),
                               re.escape("meter '5021' is 1.000e+400, not an object of counters")),
     "5000 digits": (document_bytes({"5021": {"volume_total": 0}}).replace(b": 0", b": " + b"9" * 5000),
-                    r"(not a state file \(Exceeds the limit \(4300 digits\) for integer string "
-                    r"conversion: value has 5000 digits\)|the volume_total of meter '5021' is "
-                    r"1\.000e\+5000, above .*)"),
+                    re.escape("not a state file (an integer of more digits than can be read)")),
     "nested too deeply": (document_bytes({"5021": {"volume_total": 0}}).replace(
         b": 0", b": " + b"[" * 100_000 + b"]" * 100_000), re.escape("not a state file (nested too deeply)")),
     "a deep version": (valid_bytes().replace(b'"version": 2', b'"version": ' + b"[" * 300 + b"]" * 300),
