@@ -75,7 +75,7 @@ def test_scripts_holds_the_program_the_unit_and_the_tools():
     readme = (scripts / "bench" / "README.md").read_text(encoding="utf-8")
     tools = sorted(p.name for p in (scripts / "bench").iterdir()
                    if p.suffix in (".py", ".c"))
-    assert tools == ["benchmark.py", "kill9_loss.py", "loadgen.c", "ref_server.py",
+    assert tools == ["benchmark.py", "fault_scale.py", "kill9_loss.py", "loadgen.c", "ref_server.py",
                      "save_latency.py", "soak.py"]
     for tool in tools:
         assert f"[`{tool}`]({tool})" in readme, f"scripts/bench/README.md describes {tool}"
