@@ -1,5 +1,5 @@
 """`python -m meter_simulator`: the same program as the `meter-simulator` script."""
-from .cli import main
+from .app.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -2,7 +2,7 @@
 """Start a simulated meter: see `run_meter.py --help`."""
 import sys
 
-from meter_simulator.cli import main
+from meter_simulator.app.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from meter_simulator.fleet import Endpoint
-from meter_simulator.meters import make_meter
-from meter_simulator.server import MeterServer, new_unit
+from meter_simulator.device.fleet import Endpoint
+from meter_simulator.modbus.server import MeterServer, new_unit
+from meter_simulator.model.meters import make_meter
 from support import FakeClock, wait_for
 
 

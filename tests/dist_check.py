@@ -34,7 +34,7 @@ IN_SDIST = ["LICENSE", "README.md", "CHANGELOG.md", "pyproject.toml", "setup.cfg
             "meter_simulator/__init__.py", "scripts/run_meter.py",
             "scripts/systemd/meter-simulator@.service", "docs", "tests/support.py"]
 IN_WHEEL = ["meter_simulator/__init__.py", "meter_simulator/cli.py",
-            "meter_simulator/static/index.html", "meter_simulator/static/dashboard.js",
+            "meter_simulator/http/static/index.html", "meter_simulator/http/static/dashboard.js",
             f"{NAME}.dist-info/licenses/LICENSE", f"{NAME}.dist-info/entry_points.txt"]
 READ = """
 import sys

@@ -88,7 +88,7 @@ def test_without_read_only_the_same_writes_are_served(make_server):
 # --- --allow --------------------------------------------------------------------------------
 
 def test_allow_accepts_listed_clients_and_closes_others_at_once(make_server, caplog):
-    caplog.set_level(logging.WARNING, logger="meter_simulator.transport")
+    caplog.set_level(logging.WARNING, logger="meter_simulator.modbus")
     server = make_server(allow=(ipaddress.ip_network("127.0.0.1/32"),))
     assert served("127.0.0.1", server.port, source="127.0.0.1")
     for _ in range(20):

@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from meter_simulator.api import Api, HostCheck, host_and_port
+from meter_simulator.http.api import Api, HostCheck, host_and_port
+from meter_simulator.http.web import Request
 from meter_simulator.testing import MeterSimulator
-from meter_simulator.web import Request
 
 
 @pytest.mark.parametrize("header, parsed", [
@@ -106,7 +106,7 @@ def test_the_cores_own_refusals_stay_4xx(sim, path, body, status):
 
 
 def test_one_fault_past_the_limit_is_409_and_changes_nothing(sim, monkeypatch):
-    monkeypatch.setattr("meter_simulator.faults.MAX_FAULTS", 2)
+    monkeypatch.setattr("meter_simulator.device.faults.MAX_FAULTS", 2)
     api = Api(sim.control)
     try:
         for _ in range(2):

@@ -8,10 +8,11 @@ import struct
 
 import pytest
 
-from meter_simulator import codec, mapfile, points, profiles, quantities
-from meter_simulator.device import MeterUnit, serial_number
-from meter_simulator.meters import METER_TYPES, make_meter
-from meter_simulator.registers import Reading
+from meter_simulator.device.device import MeterUnit, serial_number
+from meter_simulator.maps import codec, mapfile, points, profiles
+from meter_simulator.model import quantities
+from meter_simulator.model.meters import METER_TYPES, make_meter
+from meter_simulator.model.reading import Reading
 
 
 class Shown:

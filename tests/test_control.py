@@ -7,13 +7,13 @@ import threading
 
 import pytest
 
-from meter_simulator import faults
-from meter_simulator.control import Control, ControlError
-from meter_simulator.faults import FaultError, Topology, UnknownError
-from meter_simulator.fleet import Endpoint
-from meter_simulator.meters import make_meter
-from meter_simulator.server import new_unit
-from meter_simulator.updater import Updater
+from meter_simulator.device import faults
+from meter_simulator.device.control import Control, ControlError
+from meter_simulator.device.faults import FaultError, Topology, UnknownError
+from meter_simulator.device.fleet import Endpoint
+from meter_simulator.device.updater import Updater
+from meter_simulator.modbus.server import new_unit
+from meter_simulator.model.meters import make_meter
 from support import FakeClock, wait_for
 
 SINGLE = Topology({5020: None, 5021: None})
@@ -393,7 +393,7 @@ def test_offline_fault_ends_in_the_online_state_the_meter_would_have():
 
 
 def test_an_offline_device_profile_is_unreachable():
-    from meter_simulator import profiles
+    from meter_simulator.maps import profiles
 
     clock = FakeClock()
     control = control_of(clock, profile=profiles.resolve("sdm630", "electric"))

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from test_control_http import ControlProcess, call, modbus_image, refused, snapshot
 
-from meter_simulator.options import short_usage
+from meter_simulator.app.options import short_usage
 from support import (
     BIND_ATTEMPTS,
     bindable,

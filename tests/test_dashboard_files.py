@@ -21,19 +21,19 @@ from urllib.parse import urlsplit
 import pytest
 from test_control_http import Reply, call, refused
 
-from meter_simulator.control import Control
-from meter_simulator.fleet import Endpoint
-from meter_simulator.meters import make_meter
-from meter_simulator.server import new_unit
+from meter_simulator.device.control import Control
+from meter_simulator.device.fleet import Endpoint
+from meter_simulator.device.updater import Updater
+from meter_simulator.modbus.server import new_unit
+from meter_simulator.model.meters import make_meter
 from meter_simulator.testing import MeterSimulator
-from meter_simulator.updater import Updater
 from support import FakeClock, connect, wait_for
 
 STILL = 3600  # seconds between ticks: no tick runs during a test
 TOKEN = "s3cret-dashboard"
 CSP = "default-src 'self'"
 JS_TYPES = ("text/javascript", "application/javascript")
-# path on the control port -> (file in meter_simulator/static, acceptable media types)
+# path on the control port -> (file in meter_simulator/http/static, acceptable media types)
 ASSETS = {
     "/": ("index.html", ("text/html",)),
     "/index.html": ("index.html", ("text/html",)),
@@ -55,7 +55,7 @@ FORBIDDEN_JS = ("XMLHttpRequest", "WebSocket", "EventSource", "sendBeacon", "imp
 
 def packaged(name: str) -> bytes:
     """A static file as the package ships it."""
-    return resources.files("meter_simulator").joinpath("static", name).read_bytes()
+    return resources.files("meter_simulator.http").joinpath("static", name).read_bytes()
 
 
 def http_port(sim: MeterSimulator) -> int:

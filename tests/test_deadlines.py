@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from meter_simulator.deadlines import COMPACT_ABOVE, Deadlines
+from meter_simulator.device.deadlines import COMPACT_ABOVE, Deadlines
 from support import FakeClock, wait_for
 
 

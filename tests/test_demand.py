@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from meter_simulator.demand import BUCKETS, DEFAULT_PERIOD_MIN, PERIODS_MIN, Demand, neutral_current
-from meter_simulator.meters import make_meter
-from meter_simulator.quantities import DEMANDS, MAX_DEMANDS
+from meter_simulator.model.demand import BUCKETS, DEFAULT_PERIOD_MIN, PERIODS_MIN, Demand, neutral_current
+from meter_simulator.model.meters import make_meter
+from meter_simulator.model.quantities import DEMANDS, MAX_DEMANDS
 
 MIN = 60.0
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from meter_simulator import cli
-from meter_simulator.acceptor import ACCEPT_BACKOFF_S, Acceptor, descriptor_limit
-from meter_simulator.options import Config
+from meter_simulator.app import main as cli
+from meter_simulator.app.options import Config
+from meter_simulator.net.acceptor import ACCEPT_BACKOFF_S, Acceptor, descriptor_limit
 from support import SCRIPT_COMMAND, accepts, free_port, wait_for
 
 resource = pytest.importorskip("resource")

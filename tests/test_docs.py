@@ -20,7 +20,9 @@ from urllib.parse import urlsplit
 import pytest
 from docopt import docopt
 
-from meter_simulator import options, registers, state
+from meter_simulator.app import options
+from meter_simulator.maps import seed as registers
+from meter_simulator.ops import state
 from support import ROOT, MeterProcess, mbpoll_values, meter_count, run_mbpoll, run_python
 
 README = ROOT / "README.md"

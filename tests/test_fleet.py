@@ -13,11 +13,12 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 from pyModbusTCP.client import ModbusClient
 
-from meter_simulator import fleet, registers
-from meter_simulator.cli import short_gil_slices
-from meter_simulator.server import MeterServer, new_unit
-from meter_simulator.transport import BindError
-from meter_simulator.updater import Updater
+from meter_simulator.app.main import short_gil_slices
+from meter_simulator.device import fleet
+from meter_simulator.device.updater import Updater
+from meter_simulator.maps import seed as registers
+from meter_simulator.modbus.server import MeterServer, new_unit
+from meter_simulator.net.listeners import BindError
 from support import MeterProcess, free_ports, run_program, u32, unit_kw, wait_for
 
 GATEWAY_FAILED = 0x0B
@@ -335,7 +336,7 @@ def test_the_programs_short_slices_give_back_exactly_the_interval_that_was_there
 
 EMBEDDED_MAIN = """
 import json, sys, threading
-from meter_simulator.cli import main
+from meter_simulator.app.main import main
 sys.setswitchinterval(float(sys.argv[1]))
 odd = sys.getswitchinterval()
 seen, done = set(), threading.Event()

@@ -13,12 +13,12 @@ import struct
 import pytest
 from pyModbusTCP.server import ModbusServer
 
-from meter_simulator import points
-from meter_simulator.handler import MeterDataHandler
-from meter_simulator.meters import make_meter
-from meter_simulator.registers import words_u32
-from meter_simulator.server import new_unit
-from meter_simulator.updater import Updater
+from meter_simulator.device.updater import Updater
+from meter_simulator.maps import points
+from meter_simulator.maps.seed import words_u32
+from meter_simulator.modbus.handler import MeterDataHandler
+from meter_simulator.modbus.server import new_unit
+from meter_simulator.model.meters import make_meter
 from support import FakeClock
 
 OK, ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE, DEVICE_FAILURE, GATEWAY_NO_RESPONSE = \
@@ -381,7 +381,7 @@ def test_a_handler_bug_answers_0x04_and_is_logged(meter, caplog):
         raise RuntimeError("bug")
 
     meter.updater.reset_total = broken
-    with caplog.at_level(logging.ERROR, logger="meter_simulator.handler"):
+    with caplog.at_level(logging.ERROR, logger="meter_simulator.modbus.handler"):
         assert meter.client.write_coil(10, ON) == (DEVICE_FAILURE, None)
     assert [r for r in caplog.records if r.levelno == logging.ERROR and r.exc_info]
 
@@ -392,7 +392,7 @@ def test_a_read_bug_answers_0x04_not_pymodbustcps_silent_0x01(meter, caplog, err
         raise error("bug")
 
     meter.unit.bank.get_holding_registers = broken
-    with caplog.at_level(logging.ERROR, logger="meter_simulator.handler"):
+    with caplog.at_level(logging.ERROR, logger="meter_simulator.modbus.handler"):
         assert meter.client.read(0x03, 0, 1) == (DEVICE_FAILURE, None)
         assert meter.client.read(0x04, 0, 1) == (DEVICE_FAILURE, None)
     assert len([r for r in caplog.records if r.exc_info]) == 2

@@ -12,8 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from meter_simulator.modbus.mbap import ConnectionHandler, IdleTimeout
+from meter_simulator.modbus.pdu import pdu_size_ok
 from meter_simulator.ratelimit import RateLimitedLog
-from meter_simulator.transport import ConnectionHandler, IdleTimeout, pdu_size_ok
 from support import FakeClock, closed_by_server, recv_exactly, wait_for
 
 MBAP = struct.Struct(">HHHB")
@@ -60,7 +61,7 @@ def rss_kb() -> int:
 # --- connection limit, idle timeout, slowloris, flood -------------------------------------
 
 def test_connection_past_max_clients_is_closed_and_the_others_are_served(make_server, caplog):
-    caplog.set_level(logging.WARNING, logger="meter_simulator.transport")
+    caplog.set_level(logging.WARNING, logger="meter_simulator.modbus")
     server = make_server(max_clients=3)
     clients = [connect(server.port) for _ in range(3)]
     try:
@@ -183,7 +184,7 @@ def test_slowloris_is_closed_after_the_idle_timeout_while_others_are_served(make
 
 
 def test_flood_past_the_limit_while_a_client_keeps_getting_answers(make_server, caplog):
-    caplog.set_level(logging.WARNING, logger="meter_simulator.transport")
+    caplog.set_level(logging.WARNING, logger="meter_simulator.modbus")
     server = make_server(max_clients=5)
     good = connect(server.port)
     flood: list[socket.socket] = []

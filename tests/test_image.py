@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from meter_simulator.image import Image, quantity_ok, read_request
+from meter_simulator.maps.image import Image, quantity_ok, read_request
 
 
 def pack_bits(bits) -> bytes:

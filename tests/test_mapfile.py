@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from meter_simulator import mapfile, points
+from meter_simulator.maps import mapfile, points
 from support import ROOT
 
 VOLTAGE = '[[register]]\naddress = 0\nspace = "input"\ntype = "float32"\nquantity = "voltage_l1"\n'

@@ -10,9 +10,9 @@ import random
 
 import pytest
 
-from meter_simulator import registers
-from meter_simulator.meters import BANDS, METER_TYPES, GasMeter, make_meter
-from meter_simulator.registers import image, words_u32
+from meter_simulator.maps import seed as registers
+from meter_simulator.maps.seed import image, words_u32
+from meter_simulator.model.meters import BANDS, METER_TYPES, GasMeter, make_meter
 
 STEPS_S = (0.05, 1.0, 60.0, 3600.0, 1e6)
 SEEDS = range(4)

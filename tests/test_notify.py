@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from meter_simulator.notify import Notifier, Watchdog, socket_address, watchdog_interval_s
-from meter_simulator.updater import Updater
+from meter_simulator.device.updater import Updater
+from meter_simulator.ops.notify import Notifier, Watchdog, socket_address, watchdog_interval_s
 from support import FakeClock, wait_for
 
 

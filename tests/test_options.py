@@ -8,8 +8,8 @@ import shlex
 import pytest
 
 from meter_simulator import __version__
-from meter_simulator.cli import machine_memory_bytes, main
-from meter_simulator.options import BYTES_PER_METER, USAGE, Config, UsageError, parse_args, short_usage
+from meter_simulator.app.main import machine_memory_bytes, main
+from meter_simulator.app.options import BYTES_PER_METER, USAGE, Config, UsageError, parse_args, short_usage
 
 
 def usage_default(option: str) -> str:

@@ -8,12 +8,12 @@ import random
 
 import pytest
 
-from meter_simulator import meters
-from meter_simulator.demand import neutral_current
-from meter_simulator.meters import ElectricMeter, fast_reading, in_band, make_meter
-from meter_simulator.processes import DAY_S
-from meter_simulator.quantities import ELECTRIC_COUNTERS, FLOW_COUNTERS, MAX_DEMANDS, PHASES
-from meter_simulator.registers import Reading
+from meter_simulator.model import meters
+from meter_simulator.model.demand import neutral_current
+from meter_simulator.model.meters import ElectricMeter, fast_reading, in_band, make_meter
+from meter_simulator.model.processes import DAY_S
+from meter_simulator.model.quantities import ELECTRIC_COUNTERS, FLOW_COUNTERS, MAX_DEMANDS, PHASES
+from meter_simulator.model.reading import Reading
 
 STEPS_S = (0.05, 1.0, 60.0, 3600.0, 1e6)
 NOON_S = 12 * 3600.0

@@ -13,10 +13,10 @@ import random
 
 import pytest
 
-from meter_simulator import meters, pins
-from meter_simulator.meters import make_meter, pinned_phases, scaled_to_power
-from meter_simulator.pins import PINNABLE, PinError, merged, value_range
-from meter_simulator.registers import image
+from meter_simulator.maps.seed import image
+from meter_simulator.model import meters, pins
+from meter_simulator.model.meters import make_meter, pinned_phases, scaled_to_power
+from meter_simulator.model.pins import PINNABLE, PinError, merged, value_range
 
 NOON_S = 12 * 3600.0
 ELECTRIC = PINNABLE["electric"]

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from meter_simulator.processes import DAY_S, Drift, OnOff, clamp, household_activity
+from meter_simulator.model.processes import DAY_S, Drift, OnOff, clamp, household_activity
 
 STEPS_S = (0.05, 1.0, 60.0, 3600.0, 1e6)
 

@@ -9,11 +9,12 @@ import struct
 import pytest
 from pymodbus.client import ModbusTcpClient
 
-from meter_simulator import profiles, quantities
-from meter_simulator.meters import make_meter
-from meter_simulator.options import UsageError, check_fleet_size, meter_bytes, parse_args
-from meter_simulator.server import new_unit
-from meter_simulator.updater import Updater
+from meter_simulator.app.options import UsageError, check_fleet_size, meter_bytes, parse_args
+from meter_simulator.device.updater import Updater
+from meter_simulator.maps import profiles
+from meter_simulator.modbus.server import new_unit
+from meter_simulator.model import quantities
+from meter_simulator.model.meters import make_meter
 from support import ROOT, FakeClock, MeterProcess, free_port, run_program, unit_kw
 
 WATER_MAP = ROOT / "docs" / "examples" / "water-meter.toml"

@@ -12,7 +12,7 @@ import pytest
 from pymodbus.client import ModbusTcpClient
 
 from meter_simulator import __version__
-from meter_simulator.options import USAGE
+from meter_simulator.app.options import USAGE
 from support import (
     SCRIPT_COMMAND,
     MeterProcess,

@@ -13,11 +13,11 @@ import threading
 
 import pytest
 
-from meter_simulator import registers
-from meter_simulator.fleet import Endpoint
-from meter_simulator.image import Image
-from meter_simulator.meters import make_meter
-from meter_simulator.server import MeterServer, new_bank, new_unit
+from meter_simulator.device.fleet import Endpoint
+from meter_simulator.maps import seed as registers
+from meter_simulator.maps.image import Image
+from meter_simulator.modbus.server import MeterServer, new_bank, new_unit
+from meter_simulator.model.meters import make_meter
 from support import MeterProcess, modbus_exchange
 
 READ_ALL = struct.pack(">BHH", 0x03, 0, registers.REGISTER_COUNT)

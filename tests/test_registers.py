@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from meter_simulator import registers
-from meter_simulator.registers import Reading, bits, image, u32_words, words_u32
+from meter_simulator.maps import seed as registers
+from meter_simulator.maps.seed import bits, image, u32_words, words_u32
+from meter_simulator.model.reading import Reading
 
 ELECTRIC = Reading(total=1234.56, rate=2345.6, voltages_v=(229.9, 231.0, 230.4),
                    currents_a=(3.21, 0.5, 10.02), frequency_hz=50.01, power_factor=0.953)

@@ -16,7 +16,7 @@ import pytest
 from pyModbusTCP.client import ModbusClient
 from test_notify import NotifySocket
 
-from meter_simulator import state
+from meter_simulator.ops import state
 from support import (
     BIND_ATTEMPTS,
     ROOT,

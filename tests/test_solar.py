@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from meter_simulator import solar
-from meter_simulator.solar import PEAK_H, PEAK_PER_KWP, SolarPanels, clear_sky
+from meter_simulator.model import solar
+from meter_simulator.model.solar import PEAK_H, PEAK_PER_KWP, SolarPanels, clear_sky
 
 H = 3600.0
 

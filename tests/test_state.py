@@ -10,12 +10,14 @@ import re
 
 import pytest
 
-from meter_simulator import quantities, registers, state
-from meter_simulator.fleet import Endpoint
-from meter_simulator.meters import make_meter
-from meter_simulator.saver import Saver, keyed_units
-from meter_simulator.server import new_unit
-from meter_simulator.updater import Updater
+from meter_simulator.device.fleet import Endpoint
+from meter_simulator.device.updater import Updater
+from meter_simulator.maps import seed as registers
+from meter_simulator.modbus.server import new_unit
+from meter_simulator.model import quantities
+from meter_simulator.model.meters import make_meter
+from meter_simulator.ops import state
+from meter_simulator.ops.saver import Saver, keyed_units
 from support import FakeClock, u32, wait_for
 
 # water meters, with totals whose shortest repr is long or tiny, and a gateway meter

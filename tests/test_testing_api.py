@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 from pymodbus.client import ModbusTcpClient
 
-from meter_simulator import options
+from meter_simulator.app import options
 from meter_simulator.testing import MeterSimulator
 from support import (
     ROOT,
@@ -590,7 +590,7 @@ def test_exit_joins_a_connection_thread_caught_before_or_after_serving(monkeypat
     """White-box, to hold the window open: a connection thread stopped in socketserver's
     finish_request (accepted, not serving yet) or shutdown_request (its client hung up, its
     handler done) when the exit comes. The exit joins it all the same (it lets go within 0.3 s)."""
-    from meter_simulator import transport
+    from meter_simulator.modbus import tcp as transport
 
     entered, release = threading.Event(), threading.Event()
     original = getattr(transport.MeterTCPServer, step)
@@ -746,7 +746,7 @@ import sys
 
 def test_nothing_loaded(request):
     assert request.config.pluginmanager.has_plugin("meter_simulator"), "the entry point's plugin"
-    assert "meter_simulator.server" not in sys.modules
+    assert "meter_simulator.modbus.server" not in sys.modules
     assert "pyModbusTCP" not in sys.modules
     assert "prometheus_client" not in sys.modules
 
@@ -760,7 +760,7 @@ def test_the_fixture_works_afterwards(meter_simulator):
 
 def test_importing_the_plugin_loads_neither_the_server_nor_pymodbustcp():
     code = ("import meter_simulator.testing.plugin, sys; "
-            "print('meter_simulator.server' in sys.modules, 'pyModbusTCP' in sys.modules)")
+            "print('meter_simulator.modbus.server' in sys.modules, 'pyModbusTCP' in sys.modules)")
     done = run_python(code)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False False"

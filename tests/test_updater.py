@@ -15,12 +15,12 @@ import types
 
 import pytest
 
-from meter_simulator import registers
-from meter_simulator import updater as updater_module
-from meter_simulator.meters import METER_TYPES, make_meter
-from meter_simulator.registers import bits, image, words_u32
-from meter_simulator.server import MeterBank, new_bank, new_unit
-from meter_simulator.updater import MeterUnit, Updater
+from meter_simulator.device import updater as updater_module
+from meter_simulator.device.updater import MeterUnit, Updater
+from meter_simulator.maps import seed as registers
+from meter_simulator.maps.seed import bits, image, words_u32
+from meter_simulator.modbus.server import MeterBank, new_bank, new_unit
+from meter_simulator.model.meters import METER_TYPES, make_meter
 from support import FakeClock, wait_for
 
 NOON_S = 12 * 3600.0
@@ -446,7 +446,7 @@ def test_a_failing_tick_logs_reports_and_stops(timers, caplog):
         raise RuntimeError("model bug")
 
     unit.meter.step = broken_step
-    with caplog.at_level(logging.ERROR, logger="meter_simulator.updater"):
+    with caplog.at_level(logging.ERROR, logger="meter_simulator.device.updater"):
         fire(timers, clock, 1001.0)
     assert updater.failed and failures == [1]
     assert len(timers) == 1  # not re-armed

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from meter_simulator.api import Api
-from meter_simulator.web import ControlServer, Request, error_answer, json_answer
+from meter_simulator.http.api import Api
+from meter_simulator.http.web import ControlServer, Request, error_answer, json_answer
 from support import closed_by_server, wait_for
 
 

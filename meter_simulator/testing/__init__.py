@@ -1,4 +1,5 @@
-"""Simulated meters inside a test suite: MeterSimulator, and the pytest plugin's fixtures.
+"""Simulated meters inside a test suite: MeterSimulator, and the pytest plugin's fixtures; imports
+app only (the Simulator one run is), and only when first used.
 
 Importing this package loads nothing of the server (the pytest plugin lives in
 meter_simulator.testing.plugin and is loaded in every pytest run once the package

@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from ..app import Simulator
-from ..options import UsageError, bearer_token, parse_args
+from ..app.options import UsageError, bearer_token, parse_args
+from ..app.simulator import Simulator
 
 # keyword -> command-line option (None: a flag)
 OPTIONS = {"type": "--type", "count": "--count", "unit_ids": "--unit-ids", "interval": "--interval",

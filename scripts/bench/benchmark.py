@@ -355,10 +355,10 @@ def tick_phase(seconds: float) -> None:
     import statistics
 
     sys.path.insert(0, str(ROOT))
-    from meter_simulator import fleet as fleet_plan
-    from meter_simulator import profiles
-    from meter_simulator.server import new_unit
-    from meter_simulator.updater import Updater
+    from meter_simulator.device import fleet as fleet_plan
+    from meter_simulator.device.updater import Updater
+    from meter_simulator.maps import profiles
+    from meter_simulator.modbus.server import new_unit
 
     def fleet_of(name: str) -> list:  # the same 1,000 meters (one seed) behind each map
         endpoints = fleet_plan.plan("electric", 1, FLEET_METERS, None, random.Random(1), 36000.0,

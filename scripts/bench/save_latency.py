@@ -35,9 +35,9 @@ from pyModbusTCP.client import ModbusClient
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 from meter_simulator import fleet, state  # noqa: E402
-from meter_simulator.saver import Saver  # noqa: E402
-from meter_simulator.server import new_unit  # noqa: E402
-from meter_simulator.updater import Updater  # noqa: E402
+from meter_simulator.device.updater import Updater  # noqa: E402
+from meter_simulator.modbus.server import new_unit  # noqa: E402
+from meter_simulator.ops.saver import Saver  # noqa: E402
 
 
 def bindable(port: int) -> bool:

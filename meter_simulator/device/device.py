@@ -1,0 +1,188 @@
+"""MeterUnit: one meter as a Modbus device: its model, its register map, its identity, and the
+bank it publishes one immutable encoded image to per tick.
+
+The device owns what a real meter keeps besides its readings: the meter id it
+shows (SDM630 holding 0x0014, SunSpec DA), its serial number, the values
+clients wrote into its writable registers, and whether it is online. Offline
+(coil 0, the control API or an offline fault) or frozen (a freeze fault), the
+readings a client sees stay those of the moment it stopped showing live values;
+the status register and coils still change. A device profile has no coils:
+offline, it does not answer at all (the handler sends 0x0B, as a gateway does).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyModbusTCP.constants import EXP_DATA_ADDRESS, EXP_DATA_VALUE, EXP_NONE
+
+from ..maps import codec, mapfile, profiles
+from ..maps import seed as registers
+from ..maps.points import Point, Profile
+from ..model.meters import Meter
+from ..model.quantities import MAX_DEMANDS
+
+# the counters a reset restarts (the seed map's total): electric import, or volume
+RESET_COUNTERS = ("energy_import", "energy_import_l1", "energy_import_l2", "energy_import_l3",
+                  "volume_total")
+WHOLE_SETTINGS = ("unit_id", "demand_period")  # settings that take whole numbers only
+
+
+def serial_number(port: int, meter_id: int) -> int:
+    """A meter's serial number: stable for the same port and unit id, distinct within a run."""
+    return port * 1000 + meter_id
+
+
+class MeterUnit:
+    """One meter as a Modbus device: its model, map and identity, the bank it is published to."""
+
+    def __init__(self, meter: Meter, bank, profile: Profile | None = None, *, unit_id: int = 1,
+                 serial: int = 0, key: str = "") -> None:
+        self.meter = meter
+        self.bank = bank  # anything with publish(image): a MeterBank serves the image
+        self.profile = profile if profile is not None else profiles.seed()
+        self.map = profiles.compiled(self.profile, meter.meter_type)
+        self.key = key  # the meter's id in the state file and the control API: "5021", "5021-7"
+        self.unit_id = unit_id  # the meter id it shows: its unit id in gateway mode, else 1
+        self.serial_number = serial
+        # values clients wrote into writable constants, by address (the map's value until then)
+        self.stored = {address: point.value for address, point in self.map.writable.items()
+                       if point.quantity is None}
+        self._online = True  # as coil 0 or the control API set it
+        self.offline_faults = 0  # active offline faults on this meter
+        self.freeze_faults = 0  # active freeze faults on this meter
+        self.unreachable = False  # a device profile's meter that is offline: no answers at all
+        self.comm_ok = True
+        self.integrated_s = 0.0  # simulated seconds since the last tick already in the total
+        self._frozen: tuple | None = None  # (reading, counters, demands) shown while not live
+        self._no_alarm = meter.reading.in_band
+        self.shown: tuple = (meter.reading, meter.counters, {})  # what the last publish showed
+
+    @property
+    def meter_type(self) -> str:
+        return self.meter.meter_type
+
+    # --- what the encoder reads (codec: the m of its expressions) ---
+    @property
+    def online(self) -> bool:
+        """What the status register and coil 0 show: online, and no offline fault active."""
+        return self._online and not self.offline_faults
+
+    @online.setter
+    def online(self, online: bool) -> None:
+        self._change(online=bool(online))
+
+    @property
+    def live(self) -> bool:
+        """True while clients see the readings of each tick (online, not frozen)."""
+        return self._online and not self.offline_faults and not self.freeze_faults
+
+    def add_fault(self, kind: str, step: int) -> None:
+        """A freeze or offline fault starts (step 1) or ends (step -1) on this meter; the caller
+        publishes."""
+        if kind == "freeze":
+            self._change(freeze=self.freeze_faults + step)
+        else:
+            self._change(offline=self.offline_faults + step)
+
+    def _change(self, *, online: bool | None = None, freeze: int | None = None,
+                offline: int | None = None) -> None:
+        was_live = self.live
+        if online is not None:
+            self._online = online
+        if freeze is not None:
+            self.freeze_faults = max(freeze, 0)
+        if offline is not None:
+            self.offline_faults = max(offline, 0)
+        if was_live and not self.live:  # what clients see from now on, until live again
+            demand = self.meter.demand
+            self._frozen = (self.meter.reading, dict(self.meter.counters),
+                            dict(demand.values) if demand is not None else {})
+        self.unreachable = not self.profile.coils and not self.online
+
+    @property
+    def demand_period(self) -> float:
+        return self.meter.demand.period_min if self.meter.demand is not None else 0
+
+    @property
+    def demand_time(self) -> float:
+        return self.meter.demand.time_min if self.meter.demand is not None else 0
+
+    # --- publishing ---
+    def publish(self) -> None:
+        """Publish the current readings (the frozen ones while offline or frozen) and status."""
+        if self.live:
+            reading, counters = self.meter.reading, self.meter.counters
+            demand = self.meter.demand
+            demands = demand.values if demand is not None else {}
+            self._no_alarm = reading.in_band
+        else:
+            reading, counters, demands = self._frozen
+        self.shown = (reading, counters, demands)
+        bits = registers.bits(self.online, self._no_alarm, self.comm_ok) if self.profile.coils else None
+        self.bank.publish(self.map.encode(reading, counters, demands, self, bits))
+
+    def publish_total(self, names: Sequence[str] = RESET_COUNTERS, maxima: bool = False) -> None:
+        """Publish changed counters (names) at once, even while not live (a reset must show);
+        maxima: the maximum demands changed too."""
+        if not self.live:
+            counters = self._frozen[1]
+            for name in names:
+                if name in self.meter.counters:
+                    counters[name] = self.meter.counters[name]
+            if maxima and self.meter.demand is not None:
+                demands = self.meter.demand.values
+                self._frozen[2].update((name, demands[name]) for name in MAX_DEMANDS)
+        self.publish()
+
+    # --- writes into the map's writable registers (device profiles) ---
+    def check_write(self, address: int, words: Sequence[int]) -> tuple[int, list[tuple[Point, float]]]:
+        """(exception code, the values to store) for a write of words from address: whole writable
+        points only (else 0x02), each value allowed and one the device takes (else 0x03); nothing is
+        stored here, so store() stores all of them or, refused, none."""
+        writes: list[tuple[Point, Sequence[int]]] = []
+        offset = 0
+        while offset < len(words):
+            point = self.map.writable.get(address + offset)
+            if point is None or offset + point.length > len(words):
+                return EXP_DATA_ADDRESS, []
+            writes.append((point, words[offset:offset + point.length]))
+            offset += point.length
+        values = []
+        for point, point_words in writes:
+            value = codec.decode(point, list(point_words))
+            if not allowed(point, value) or not self.takes(point, value):
+                return EXP_DATA_VALUE, []
+            values.append((point, value))
+        return EXP_NONE, values
+
+    def takes(self, point: Point, value: float) -> bool:
+        """True when the device can hold value (a finite number, allowed by the map) in a setting:
+        a unit id 0 to 247, or a demand period its demand model has; any value in a constant."""
+        if point.quantity == "demand_period" and self.meter.demand is None:
+            return False  # a water or gas meter served through a map without a type: no demand model
+        return point.quantity is None or mapfile.takes(point.quantity, value)
+
+    def store(self, values: list[tuple[Point, float]]) -> None:
+        """Keep written values (checked by check_write: none of these can fail); the caller
+        publishes."""
+        for point, value in values:
+            if point.quantity == "unit_id":
+                self.unit_id = int(value)
+            elif point.quantity == "demand_period":
+                self.meter.demand.period_min = int(value)
+            else:
+                self.stored[point.address] = value
+
+
+def allowed(point: Point, value) -> bool:
+    """True when a written value may be stored in a point."""
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return False
+        if point.quantity in WHOLE_SETTINGS and not value.is_integer():
+            return False
+    if point.allowed is not None and value not in point.allowed:
+        return False
+    if point.minimum is not None and value < point.minimum:
+        return False
+    return point.maximum is None or value <= point.maximum

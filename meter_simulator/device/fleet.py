@@ -1,0 +1,92 @@
+"""Which meters a run serves: one, N on consecutive ports, or a gateway of unit ids per port."""
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..maps.points import Profile
+from ..model.meters import make_meter
+from .device import serial_number
+from .updater import MeterUnit
+
+
+@dataclass
+class Endpoint:
+    """One listening port and the meters behind it."""
+
+    port: int
+    unit: MeterUnit | None = None  # a single meter answering every unit id
+    units_by_id: dict[int, MeterUnit] | None = None  # gateway mode: unit id -> meter
+
+    @property
+    def units(self) -> list[MeterUnit]:
+        return [self.unit] if self.unit is not None else list(self.units_by_id.values())
+
+
+def meter_key(port: int, unit_id: int | None = None) -> str:
+    """A meter's id in the state file and the control API: "5021", or "5021-7" for unit id 7 of
+    a gateway."""
+    return str(port) if unit_id is None else f"{port}-{unit_id}"
+
+
+def plan(meter_type: str, port: int, count: int, unit_ids: Sequence[int] | None,
+         rng: random.Random, time_of_day_s: float, new_unit, *, profile: Profile | None = None,
+         pv_kwp: float = 0.0) -> list[Endpoint]:
+    """count ports from port, each one meter or (with unit_ids) one meter per unit id.
+
+    Every meter draws its own random generator from rng, so the meters differ from
+    one another and the whole fleet is reproducible from one seed. new_unit makes a
+    MeterUnit (with its bank) from a meter, a profile (None: the seed map) and the meter's
+    identity: the meter id it shows (its unit id in gateway mode, else 1), its serial number
+    and its key.
+    """
+    endpoints = []
+    for offset in range(count):
+        # port 0: every endpoint binds a free port of its own (MeterServer.rekey names them)
+        endpoint_port = port + offset if port else 0
+
+        def meter(unit_id: int | None = None, meter_port: int = endpoint_port):
+            model = make_meter(meter_type, random.Random(rng.getrandbits(64)), time_of_day_s,
+                               pv_kwp=pv_kwp)
+            meter_id = 1 if unit_id is None else unit_id
+            return new_unit(model, profile, unit_id=meter_id, key=meter_key(meter_port, unit_id),
+                            serial=serial_number(meter_port, meter_id))
+
+        if unit_ids is None:
+            endpoints.append(Endpoint(endpoint_port, unit=meter()))
+        else:
+            endpoints.append(Endpoint(endpoint_port, units_by_id={uid: meter(uid) for uid in unit_ids}))
+    return endpoints
+
+
+def id_ranges(ids: Sequence[int]) -> str:
+    """Sorted ids as the --unit-ids syntax: 1-32, or 1,5,7, or 1-4,9."""
+    parts: list[str] = []
+    run_start = previous = None
+    for uid in list(ids) + [None]:
+        if uid is not None and previous is not None and uid == previous + 1:
+            previous = uid
+            continue
+        if run_start is not None:
+            parts.append(str(run_start) if run_start == previous else f"{run_start}-{previous}")
+        run_start = previous = uid
+    return ",".join(parts)
+
+
+def describe(meter_type: str, host_port: str, count: int, unit_ids: Sequence[int] | None,
+             profile: str = "seed") -> str:
+    """The start line: which meters serve on which port(s) and unit ids, through which profile
+    (named after the meter word, unless it is the seed map).
+
+    host_port names the first port; a fleet of ports adds -last (127.0.0.1:5020-5029).
+    """
+    meters = count * (len(unit_ids) if unit_ids is not None else 1)
+    where = host_port if count == 1 else f"{host_port}-{int(host_port.rsplit(':', 1)[1]) + count - 1}"
+    through = "" if profile == "seed" else f" ({profile})"
+    if meters == 1 and unit_ids is None:
+        return f"{meter_type} meter{through} serving Modbus/TCP on {where}"
+    text = f"{meters} {meter_type} meters{through} serving Modbus/TCP on {where}"
+    if unit_ids is not None:
+        text += f", unit ids {id_ranges(unit_ids)}" + (" on each port" if count > 1 else "")
+    return text

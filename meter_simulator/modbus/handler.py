@@ -1,0 +1,183 @@
+"""MeterDataHandler: the contract's read and write rules between pyModbusTCP and the meters.
+
+Reads come from the meter's published Image (input registers are served from
+the same image as holding registers, so FC 0x03 and 0x04 can never disagree);
+answer_read cuts a whole read answer from it for the server's fast path. Writes are
+checked whole before anything changes: the online coil/register and the reset
+coil are accepted, every other address is refused with 0x02, a bad value with
+0x03 (the value check first, as in the Modbus state diagrams).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import struct
+from typing import Callable
+
+from pyModbusTCP.constants import (
+    EXP_DATA_ADDRESS,
+    EXP_DATA_VALUE,
+    EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND,
+    EXP_ILLEGAL_FUNCTION,
+    EXP_NONE,
+    EXP_SLAVE_DEVICE_FAILURE,
+    WRITE_READ_MULTIPLE_REGISTERS,
+    WRITE_SINGLE_COIL,
+)
+from pyModbusTCP.server import DataHandler
+
+from ..device.updater import MeterUnit, Updater
+from ..maps import image
+from ..maps import seed as registers
+
+log = logging.getLogger(__name__)
+
+COIL_ON = 0xFF00
+COIL_OFF = 0x0000
+WRITABLE_COILS = {registers.COIL_ONLINE, registers.COIL_RESET}
+WRITABLE_REGISTERS = {registers.ONLINE}
+
+
+def answer(exp_code: int, data=None) -> DataHandler.Return:
+    """A handler result: data, or an exception code."""
+    return DataHandler.Return(exp_code=exp_code, data=data)
+
+
+def exception_pdu(function_code: int, exp_code: int) -> bytes:
+    """An exception answer: the function code with its high bit set, then the code."""
+    return bytes((function_code | 0x80, exp_code))
+
+
+def guarded(method: Callable) -> Callable:
+    """A handler method that never raises: a bug answers 0x04 and is logged once."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args):
+        try:
+            return method(self, *args)
+        except Exception:  # the protocol boundary: log, answer "server device failure"
+            log.exception("error in %s", method.__name__)
+            return answer(EXP_SLAVE_DEVICE_FAILURE)
+
+    return wrapper
+
+
+def span(address: int, count: int) -> range:
+    """The addresses a request touches."""
+    return range(address, address + count)
+
+
+class MeterDataHandler(DataHandler):
+    """Routes each request to its meter and turns coil/register writes into meter commands."""
+
+    def __init__(self, updater: Updater, *, unit: MeterUnit | None = None,
+                 units_by_id: dict[int, MeterUnit] | None = None, read_only: bool = False) -> None:
+        self.updater = updater
+        self.unit = unit  # the meter answering every unit id, or None with units_by_id
+        self.units_by_id = units_by_id  # gateway mode: unit id -> meter
+        self.read_only = read_only
+        first = unit if unit is not None else next(iter(units_by_id.values()))
+        super().__init__(data_bank=first.bank)
+
+    def unit_for(self, srv_info) -> MeterUnit | None:
+        """The meter a request is addressed to, by its unit id (None: no such meter)."""
+        return self.unit_for_id(srv_info.recv_frame.mbap.unit_id)
+
+    def unit_for_id(self, unit_id: int) -> MeterUnit | None:
+        """The meter that answers unit_id, or None (gateway mode, an unlisted id)."""
+        return self.unit if self.units_by_id is None else self.units_by_id.get(unit_id)
+
+    def _read(self, getter_name: str, address: int, count: int, srv_info) -> DataHandler.Return:
+        unit = self.unit_for(srv_info)
+        if unit is None:
+            return answer(EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
+        data = getattr(unit.bank, getter_name)(address, count)
+        return answer(EXP_DATA_ADDRESS) if data is None else answer(EXP_NONE, data)
+
+    def answer_read(self, unit_id: int, pdu: bytes) -> bytes:
+        """The answer PDU to a read request (FC 0x01 to 0x04, 5 bytes), exceptions included:
+        0x03 for a quantity outside the Modbus limits, 0x0B for a unit id no meter answers,
+        0x02 past the map, 0x04 (logged) for a bug."""
+        function_code = pdu[0]
+        try:
+            _, address, quantity = image.read_request(pdu)
+            if not image.quantity_ok(function_code, quantity):
+                return exception_pdu(function_code, EXP_DATA_VALUE)
+            unit = self.unit_for_id(unit_id)
+            if unit is None or unit.unreachable:  # no such meter, or an offline device
+                return exception_pdu(function_code, EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
+            published = unit.bank.image
+            if function_code < image.READ_HOLDING_REGISTERS and published.bits is None:
+                return exception_pdu(function_code, EXP_ILLEGAL_FUNCTION)  # a device has no coils
+            answer_pdu = published.read_answer(function_code, address, quantity)
+        except Exception:  # the protocol boundary: log, answer "server device failure"
+            log.exception("error in answer_read")
+            return exception_pdu(function_code, EXP_SLAVE_DEVICE_FAILURE)
+        return exception_pdu(function_code, EXP_DATA_ADDRESS) if answer_pdu is None else answer_pdu
+
+    @guarded
+    def read_coils(self, address, count, srv_info):
+        return self._read("get_coils", address, count, srv_info)
+
+    @guarded
+    def read_d_inputs(self, address, count, srv_info):
+        return self._read("get_discrete_inputs", address, count, srv_info)
+
+    @guarded
+    def read_h_regs(self, address, count, srv_info):
+        return self._read("get_holding_registers", address, count, srv_info)
+
+    @guarded
+    def read_i_regs(self, address, count, srv_info):
+        return self._read("get_input_registers", address, count, srv_info)
+
+    @guarded
+    def write_coils(self, address, bits_l, srv_info):
+        unit = self.unit_for(srv_info)
+        if unit is None:
+            return answer(EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
+        if self.read_only or not unit.profile.coils:
+            return answer(EXP_ILLEGAL_FUNCTION)
+        pdu = srv_info.recv_frame.pdu.raw
+        if pdu[0] == WRITE_SINGLE_COIL:
+            (raw_value,) = struct.unpack(">H", pdu[3:5])
+            if raw_value not in (COIL_ON, COIL_OFF):
+                return answer(EXP_DATA_VALUE)
+        if not set(span(address, len(bits_l))) <= WRITABLE_COILS:
+            return answer(EXP_DATA_ADDRESS)
+        for coil, value in zip(span(address, len(bits_l)), bits_l):
+            if coil == registers.COIL_ONLINE:
+                self.updater.set_online(unit, value)
+            elif coil == registers.COIL_RESET and value:
+                self.updater.reset_total(unit)
+        return answer(EXP_NONE)
+
+    @guarded
+    def write_h_regs(self, address, words_l, srv_info):
+        unit = self.unit_for(srv_info)
+        if unit is None:
+            return answer(EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
+        if self.read_only:
+            return answer(EXP_ILLEGAL_FUNCTION)
+        if not unit.profile.coils:
+            return self._write_device(unit, address, words_l, srv_info.recv_frame.pdu.raw[0])
+        writes = dict(zip(span(address, len(words_l)), words_l))
+        if writes.get(registers.ONLINE, 0) not in (0, 1):
+            return answer(EXP_DATA_VALUE)
+        if not set(writes) <= WRITABLE_REGISTERS:
+            return answer(EXP_DATA_ADDRESS)
+        pdu = srv_info.recv_frame.pdu.raw
+        if pdu[0] == WRITE_READ_MULTIPLE_REGISTERS:
+            # pyModbusTCP writes, then reads: a read past the map must refuse the write too
+            read_address, read_count = struct.unpack(">HH", pdu[1:5])
+            if read_address + read_count > registers.REGISTER_COUNT:
+                return answer(EXP_DATA_ADDRESS)
+        self.updater.set_online(unit, writes[registers.ONLINE] == 1)
+        return answer(EXP_NONE)
+
+    def _write_device(self, unit: MeterUnit, address: int, words_l, function_code: int):
+        """A write to a device profile's map: only by the function codes the device takes (an
+        SDM630 writes with FC 0x10 alone; FC 0x17 nowhere), whole writable points only."""
+        if function_code not in unit.profile.write_functions:
+            return answer(EXP_ILLEGAL_FUNCTION)
+        return answer(self.updater.write_registers(unit, address, list(words_l)))
