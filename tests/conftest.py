@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from meter_simulator.device.fleet import Endpoint
-from meter_simulator.modbus.server import MeterServer, new_unit
+from meter_simulator.device.fleet import PortPlan
+from meter_simulator.modbus.server import MeterServer, new_device
 from meter_simulator.model.meters import make_meter
 from support import FakeClock, wait_for
 
@@ -26,7 +26,7 @@ def start_server(meter_type: str = "electric", seed: int = 7, host: str = "127.0
                  **kwargs) -> MeterServer:
     """A real MeterServer on an ephemeral loopback port, started."""
     meter = make_meter(meter_type, random.Random(seed), 10 * 3600)
-    server = MeterServer(host, [Endpoint(0, unit=new_unit(meter))], **kwargs)
+    server = MeterServer(host, [PortPlan(0, device=new_device(meter))], **kwargs)
     server.start()
     return server
 

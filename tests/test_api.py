@@ -77,7 +77,7 @@ def test_an_empty_token_is_refused(sim, token):
 def test_an_error_that_is_no_refusal_of_the_core_is_a_logged_500(sim, monkeypatch, caplog):
     """An OverflowError (or any error the core did not raise as a refusal) after a change began is
     a bug, not the client's fault: it was answered 400 while the change stayed in place."""
-    def broken(unit, total):
+    def broken(device, total):
         raise OverflowError("float too large to pack with f format")
 
     monkeypatch.setattr(sim.control.updater, "jump_total", broken)

@@ -225,10 +225,10 @@ def test_offline_keeps_stale_readings_and_online_catches_up(make_server, how):
 
 def preset_total(server, total_kwh: float) -> None:
     """Give the meter a large total, as a restart from a saved state would."""
-    unit = server.updater.units[0]
+    device = server.updater.devices[0]
     with server.updater.lock:
-        unit.meter.set_total(total_kwh)
-        unit.publish_total()
+        device.meter.set_total(total_kwh)
+        device.publish_total()
 
 
 def test_reset_coil_restarts_the_total_and_is_never_lost_to_a_tick(make_server):

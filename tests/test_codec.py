@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from meter_simulator.device.device import MeterUnit, serial_number
+from meter_simulator.device.device import Device, serial_number
 from meter_simulator.maps import codec, mapfile, points, profiles
 from meter_simulator.model import quantities
 from meter_simulator.model.meters import METER_TYPES, make_meter
@@ -139,11 +139,11 @@ def test_every_quantity_encodes_for_every_meter_type_and_never_as_nan(meter_type
     profile = mapfile.parse(every_quantity_map(meter_type), "all.toml")
     meter = make_meter(meter_type, random.Random(3), 12 * 3600.0,
                        **({"pv_kwp": 10.0} if meter_type == "electric" else {}))
-    unit = MeterUnit(meter, _Bank(), profile, unit_id=7, serial=5021007)
+    device = Device(meter, _Bank(), profile, unit_id=7, serial=5021007)
     for _ in range(50):
         meter.step(600.0)
-        unit.publish()
-        data = unit.bank.image.holding[0][2]
+        device.publish()
+        data = device.bank.image.holding[0][2]
         values = struct.unpack(f">{len(data) // 4}f", data)
         assert all(math.isfinite(value) for value in values)
     named = dict(zip((n for n in quantities.NAMES if n not in quantities.STRINGS), values))
@@ -169,9 +169,9 @@ def test_the_built_in_maps_compile_and_their_spaces_are_as_documented(name):
     compiled = profiles.compiled(profile, "electric")
     assert profiles.compiled(profile, "electric") is compiled  # once per process
     meter = make_meter("electric", random.Random(1))
-    unit = MeterUnit(meter, _Bank(), profile)
-    unit.publish()
-    image = unit.bank.image
+    device = Device(meter, _Bank(), profile)
+    device.publish()
+    image = device.bank.image
     ranges = {"seed": ([(0, 102)], [(0, 102)]),
               "sdm630": ([(0, 0x2E), (0xF910, 0xF912), (0xFC00, 0xFC04)], [(0, 0x17E)]),
               "sunspec": ([(40000, 40179)], []),
@@ -183,11 +183,11 @@ def test_the_built_in_maps_compile_and_their_spaces_are_as_documented(name):
 
 def test_sdm630_float32_values_are_high_word_first():
     meter = make_meter("electric", random.Random(1))
-    unit = MeterUnit(meter, _Bank(), profiles.built_in("sdm630"), unit_id=3)
-    unit.publish()
-    volts = struct.unpack(">f", unit.bank.image.input[0][2][:4])[0]
+    device = Device(meter, _Bank(), profiles.built_in("sdm630"), unit_id=3)
+    device.publish()
+    volts = struct.unpack(">f", device.bank.image.input[0][2][:4])[0]
     assert volts == pytest.approx(meter.reading.voltages_v[0], abs=1e-4)
-    meter_id = struct.unpack(">f", struct.pack(">2H", *unit.bank.image.words(0x14, 2)))[0]
+    meter_id = struct.unpack(">f", struct.pack(">2H", *device.bank.image.words(0x14, 2)))[0]
     assert meter_id == 3.0
 
 

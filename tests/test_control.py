@@ -10,9 +10,9 @@ import pytest
 from meter_simulator.device import faults
 from meter_simulator.device.control import Control, ControlError
 from meter_simulator.device.faults import FaultError, Topology, UnknownError
-from meter_simulator.device.fleet import Endpoint
+from meter_simulator.device.fleet import PortPlan
 from meter_simulator.device.updater import Updater
-from meter_simulator.modbus.server import new_unit
+from meter_simulator.modbus.server import new_device
 from meter_simulator.model.meters import make_meter
 from support import FakeClock, wait_for
 
@@ -26,12 +26,12 @@ def control_of(clock: FakeClock, *, gateway: bool = False, seed: int | None = 1,
     of ports from 5020 up, or three in gateway mode on 5020."""
     rng = random.Random(5)
 
-    def unit():
-        return new_unit(make_meter(meter_type, random.Random(rng.getrandbits(32)), 12 * 3600), profile)
+    def device():
+        return new_device(make_meter(meter_type, random.Random(rng.getrandbits(32)), 12 * 3600), profile)
 
-    plan = [Endpoint(5020, units_by_id={1: unit(), 2: unit(), 7: unit()})] if gateway else \
-        [Endpoint(5020 + n, unit=unit()) for n in range(ports)]
-    updater = Updater([u for endpoint in plan for u in endpoint.units], interval_s=1.0, clock=clock)
+    plan = [PortPlan(5020, devices_by_id={1: device(), 2: device(), 7: device()})] if gateway else \
+        [PortPlan(5020 + n, device=device()) for n in range(ports)]
+    updater = Updater([u for endpoint in plan for u in endpoint.devices], interval_s=1.0, clock=clock)
     return Control(updater, plan, seed=seed, clock=clock)
 
 
@@ -111,17 +111,17 @@ def test_a_meter_fault_outside_gateway_mode_cannot_be_scoped_by_unit_id(kind, sc
                                   "scoped by unit_id: every meter answers every unit id; scope it by "
                                   "port or meter")
     assert control.faults() == []
-    assert all(meter.unit.live for meter in control.meters), "no meter went offline or froze"
+    assert all(meter.device.live for meter in control.meters), "no meter went offline or froze"
 
 
 def test_a_request_fault_outside_gateway_mode_may_be_scoped_by_unit_id():
     control = control_of(FakeClock())
     shown = control.create_fault({"type": "exception", "code": 6, "scope": {"unit_id": 3}})
     assert shown["scope"] == {"unit_id": 3}
-    assert all(meter.unit.live for meter in control.meters)
+    assert all(meter.device.live for meter in control.meters)
     gateway = control_of(FakeClock(), gateway=True)
     assert gateway.create_fault({"type": "freeze", "scope": {"unit_id": 7}})["scope"] == {"unit_id": 7}
-    assert [meter.unit.live for meter in gateway.meters] == [True, True, False]
+    assert [meter.device.live for meter in gateway.meters] == [True, True, False]
 
 
 def test_a_fault_hits_requests_in_its_scope_and_functions_only():
@@ -268,17 +268,17 @@ def test_clearing_gives_each_port_and_meter_one_change():
         kind = ("no_answer", "freeze", "offline", "delay")[n % 4]
         spec = {"type": kind, "delay_ms": 10} if kind == "delay" else {"type": kind}
         control.create_fault(dict(spec, scope={"port": port}) if n % 3 else spec)
-    assert not any(meter.unit.live or meter.unit.online for meter in control.meters)
+    assert not any(meter.device.live or meter.device.online for meter in control.meters)
     pushed = []
     control._on_request_faults = pushed.append
-    banks = [CountingBank(meter.unit.bank) for meter in control.meters]
+    banks = [CountingBank(meter.device.bank) for meter in control.meters]
     for meter, bank in zip(control.meters, banks):
-        meter.unit.bank = bank
+        meter.device.bank = bank
     assert control.clear_faults() == 400
     assert pushed == [dict.fromkeys(range(5020, 5040), ())], "every port told once"
     assert [bank.published for bank in banks] == [1] * 20, "every meter published once"
-    assert all(meter.unit.live and meter.unit.online for meter in control.meters)
-    assert all(meter.unit.shown[0] is meter.unit.meter.reading for meter in control.meters)
+    assert all(meter.device.live and meter.device.online for meter in control.meters)
+    assert all(meter.device.shown[0] is meter.device.meter.reading for meter in control.meters)
     assert control.faults() == [] and control.fleet_summary()["faults"] == 0
     assert all(control.fault_ids(meter) == [] for meter in control.meters)
     assert all(control.request_faults(port) == () for port in range(5020, 5040))
@@ -298,11 +298,11 @@ def test_at_most_max_faults_are_active_and_one_more_changes_nothing():
         assert str(refused.value) == ("too many faults: 1000 are active, the most a run keeps; "
                                       "end some first")
     assert len(control.faults()) == faults.MAX_FAULTS and len(pushed) == told
-    assert all(meter.unit.online for meter in control.meters)
+    assert all(meter.device.online for meter in control.meters)
     assert not [thread for thread in threading.enumerate() if thread.name == "fault-timer"]
     control.delete_fault("f7")
     assert control.create_fault({"type": "offline"})["id"] == "f1001"
-    assert not any(meter.unit.online for meter in control.meters)
+    assert not any(meter.device.online for meter in control.meters)
 
 
 def fault_timers() -> list[threading.Thread]:
@@ -319,12 +319,12 @@ def test_timed_faults_end_from_one_thread_started_by_the_first_and_joined_on_clo
         timed = [control.start_fault({"type": "no_answer", "duration_s": 10.0 + n}) for n in range(50)]
         frozen = control.start_fault({"type": "freeze", "scope": {"port": 5021}, "duration_s": 5})
         assert len(fault_timers()) == len(before) + 1
-        assert not control.meter("5021").unit.live
+        assert not control.meter("5021").device.live
         clock.now += 30.0  # the thread notices a moved clock within its longest wait
         wait_for(lambda: not control.is_active(frozen), timeout=5)
         wait_for(lambda: not any(control.is_active(fault) for fault in timed[:21]), timeout=5)
         assert all(control.is_active(fault) for fault in timed[21:])
-        assert control.meter("5021").unit.live
+        assert control.meter("5021").device.live
         control.delete_fault(timed[30].id)  # its entry is dropped when its time comes
         clock.now += 100.0
         wait_for(lambda: not any(control.is_active(fault) for fault in timed), timeout=5)
@@ -349,18 +349,18 @@ def test_a_fault_whose_timer_cannot_start_leaves_nothing_behind(monkeypatch):
             control.create_fault(spec)
     monkeypatch.undo()
     assert control.faults() == [] and pushed == []
-    assert all(meter.unit.live and meter.unit.online for meter in control.meters)
+    assert all(meter.device.live and meter.device.online for meter in control.meters)
     assert control.fault_ids(control.meter("5020")) == [] and control.request_faults(5020) == ()
     try:
         shown = control.create_fault({"type": "offline", "duration_s": 5})
         assert [fault["id"] for fault in control.faults()] == [shown["id"]]
-        assert not control.meter("5020").unit.online
+        assert not control.meter("5020").device.online
     finally:
         control.close()
 
 
 def registers(control: Control, meter_id: str = "5020") -> list[int]:
-    return control.meter(meter_id).unit.bank.image.words(0, 23)
+    return control.meter(meter_id).device.bank.image.words(0, 23)
 
 
 def test_freeze_keeps_the_registers_and_the_end_publishes_the_meter_at_once():
@@ -372,7 +372,7 @@ def test_freeze_keeps_the_registers_and_the_end_publishes_the_meter_at_once():
     clock.now += 1.0
     control.updater.tick()
     assert registers(control) == before
-    assert control.meter("5020").unit.online
+    assert control.meter("5020").device.online
     assert registers(control, "5021") != before  # the other meter moves on
     frozen_total = control.details("5020")["total"]
     control.clear_faults()
@@ -397,13 +397,13 @@ def test_an_offline_device_profile_is_unreachable():
 
     clock = FakeClock()
     control = control_of(clock, profile=profiles.resolve("sdm630", "electric"))
-    unit = control.meter("5020").unit
+    device = control.meter("5020").device
     control.create_fault({"type": "offline", "scope": {"meter": "5020"}})
-    assert unit.unreachable
+    assert device.unreachable
     control.clear_faults()
-    assert not unit.unreachable
+    assert not device.unreachable
     control.set_online("5020", False)
-    assert unit.unreachable
+    assert device.unreachable
 
 
 def test_a_short_fault_ending_by_its_timer_leaves_no_meter_frozen():
@@ -413,7 +413,7 @@ def test_a_short_fault_ending_by_its_timer_leaves_no_meter_frozen():
     control.close()
     for fault in list(control._faults.values()):
         control._end(fault, None)
-    assert all(meter.unit.live for meter in control.meters)
+    assert all(meter.device.live for meter in control.meters)
 
 
 def test_pins_are_published_at_once_and_the_total_integrates_them():

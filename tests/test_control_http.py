@@ -396,11 +396,11 @@ def check_details(doc: dict, meter_type: str, port: int) -> None:
     assert doc["online"] is True and doc["no_alarm"] is True
     assert doc["overrides"] == {} and doc["faults"] == []
     assert isinstance(doc["tick"], int) and doc["tick"] >= 0
-    for name, unit in READINGS[meter_type].items():
+    for name, device in READINGS[meter_type].items():
         value = doc["readings"][name]
         assert isinstance(value, (int, float)) and not isinstance(value, bool), (name, value)
-        if "units" in doc and unit is not None:  # SHOULD
-            assert doc["units"][name] == unit, name
+        if "units" in doc and device is not None:  # SHOULD
+            assert doc["units"][name] == device, name
 
 
 def test_electric_meter_details(fleet):

@@ -22,9 +22,9 @@ import pytest
 from test_control_http import Reply, call, refused
 
 from meter_simulator.device.control import Control
-from meter_simulator.device.fleet import Endpoint
+from meter_simulator.device.fleet import PortPlan
 from meter_simulator.device.updater import Updater
-from meter_simulator.modbus.server import new_unit
+from meter_simulator.modbus.server import new_device
 from meter_simulator.model.meters import make_meter
 from meter_simulator.testing import MeterSimulator
 from support import FakeClock, connect, wait_for
@@ -514,12 +514,12 @@ def mixed_control(clock: FakeClock) -> Control:
     hand), on a fake clock."""
     rng = random.Random(9)
 
-    def unit(meter_type: str):
-        return new_unit(make_meter(meter_type, random.Random(rng.getrandbits(32)), 12 * 3600))
+    def device(meter_type: str):
+        return new_device(make_meter(meter_type, random.Random(rng.getrandbits(32)), 12 * 3600))
 
-    plan = [Endpoint(5020, unit=unit("electric")), Endpoint(5021, unit=unit("electric")),
-            Endpoint(5022, unit=unit("water")), Endpoint(5023, unit=unit("gas"))]
-    updater = Updater([u for endpoint in plan for u in endpoint.units], interval_s=1.0, clock=clock)
+    plan = [PortPlan(5020, device=device("electric")), PortPlan(5021, device=device("electric")),
+            PortPlan(5022, device=device("water")), PortPlan(5023, device=device("gas"))]
+    updater = Updater([u for endpoint in plan for u in endpoint.devices], interval_s=1.0, clock=clock)
     return Control(updater, plan, seed=1, clock=clock)
 
 

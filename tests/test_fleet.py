@@ -17,7 +17,7 @@ from meter_simulator.app.main import short_gil_slices
 from meter_simulator.device import fleet
 from meter_simulator.device.updater import Updater
 from meter_simulator.maps import seed as registers
-from meter_simulator.modbus.server import MeterServer, new_unit
+from meter_simulator.modbus.server import MeterServer, new_device
 from meter_simulator.net.listeners import BindError
 from support import MeterProcess, free_ports, run_program, u32, unit_kw, wait_for
 
@@ -28,7 +28,7 @@ READINGS = slice(registers.RATE, registers.PRESSURE + 1)  # instantaneous values
 def fleet_server(count: int = 1, unit_ids=None, seed: int = 5, meter_type: str = "electric",
                  ports=None, **kwargs) -> MeterServer:
     """A started MeterServer over fleet.plan's meters, on ephemeral ports unless ports are given."""
-    endpoints = fleet.plan(meter_type, 0, count, unit_ids, random.Random(seed), 10 * 3600, new_unit)
+    endpoints = fleet.plan(meter_type, 0, count, unit_ids, random.Random(seed), 10 * 3600, new_device)
     for endpoint, port in zip(endpoints, ports or [0] * count):
         endpoint.port = port
     server = MeterServer("127.0.0.1", endpoints, **kwargs)
@@ -77,26 +77,26 @@ def all_different(images) -> bool:
 # --- the plan, pure ---
 
 def test_plan_gives_each_port_and_unit_id_a_meter_of_its_own():
-    endpoints = fleet.plan("water", 7000, 3, (1, 5, 7), random.Random(1), 0.0, new_unit)
+    endpoints = fleet.plan("water", 7000, 3, (1, 5, 7), random.Random(1), 0.0, new_device)
     assert [endpoint.port for endpoint in endpoints] == [7000, 7001, 7002]
-    units = [unit for endpoint in endpoints for unit in endpoint.units]
-    assert len(units) == 9 and len({id(unit.bank) for unit in units}) == 9
-    assert all(sorted(endpoint.units_by_id) == [1, 5, 7] for endpoint in endpoints)
-    for unit in units:  # a bank sized to the map
-        assert unit.bank.get_holding_registers(0, registers.REGISTER_COUNT) is not None
-        assert unit.bank.get_holding_registers(0, registers.REGISTER_COUNT + 1) is None
+    devices = [device for endpoint in endpoints for device in endpoint.devices]
+    assert len(devices) == 9 and len({id(device.bank) for device in devices}) == 9
+    assert all(sorted(endpoint.devices_by_id) == [1, 5, 7] for endpoint in endpoints)
+    for device in devices:  # a bank sized to the map
+        assert device.bank.get_holding_registers(0, registers.REGISTER_COUNT) is not None
+        assert device.bank.get_holding_registers(0, registers.REGISTER_COUNT + 1) is None
 
 
 @pytest.mark.parametrize("meter_type", ["electric", "water", "gas"])
 def test_a_seeded_fleet_is_reproducible_and_its_meters_differ(meter_type):
     def fleet_images(seed):
-        endpoints = fleet.plan(meter_type, 1, 4, (1, 2), random.Random(seed), 0.0, new_unit)
-        units = [unit for endpoint in endpoints for unit in endpoint.units]
+        endpoints = fleet.plan(meter_type, 1, 4, (1, 2), random.Random(seed), 0.0, new_device)
+        devices = [device for endpoint in endpoints for device in endpoint.devices]
         for _ in range(5):
-            for unit in units:
-                unit.meter.step(60.0)
-                unit.publish()
-        return [unit.bank.get_holding_registers(0, registers.REGISTER_COUNT) for unit in units]
+            for device in devices:
+                device.meter.step(60.0)
+                device.publish()
+        return [device.bank.get_holding_registers(0, registers.REGISTER_COUNT) for device in devices]
 
     first = fleet_images(42)
     assert first == fleet_images(42)
@@ -199,7 +199,7 @@ def updater_threads() -> int:
 
 def test_one_updater_and_one_accepting_thread_for_the_whole_fleet(servers):
     server = servers(count=20, unit_ids=range(1, 6), interval_s=0.05)
-    assert len(server.updater.units) == 100
+    assert len(server.updater.devices) == 100
     assert server.updater.wait_ticks(3, timeout=10)
     # a timer arms its successor before it ends, so two may overlap for an instant: never 100
     for _ in range(6):
@@ -308,27 +308,27 @@ def round_trips(interval_s: float) -> bool:
 def test_a_fleet_ticking_inside_another_program_leaves_the_switch_interval_alone(odd_switch_interval):
     """The meters in a user's test suite: MeterServer and Updater never touch process-wide state."""
     probe = SwitchIntervalProbe()
-    endpoints = fleet.plan("gas", 1, 40, None, random.Random(3), 0.0, new_unit)
-    units = [unit for endpoint in endpoints for unit in endpoint.units]
-    Updater(units).tick()
+    endpoints = fleet.plan("gas", 1, 40, None, random.Random(3), 0.0, new_device)
+    devices = [device for endpoint in endpoints for device in endpoint.devices]
+    Updater(devices).tick()
     assert sys.getswitchinterval() == odd_switch_interval
     server = MeterServer("127.0.0.1", endpoints, interval_s=3600)
     server.updater.tick()
     assert sys.getswitchinterval() == odd_switch_interval
-    Updater(units, tick_context=probe).tick()
+    Updater(devices, tick_context=probe).tick()
     assert probe.seen == [odd_switch_interval]
 
 
 def test_the_programs_short_slices_give_back_exactly_the_interval_that_was_there(odd_switch_interval):
     probe = SwitchIntervalProbe()
-    endpoints = fleet.plan("gas", 1, 40, None, random.Random(3), 0.0, new_unit)
-    units = [unit for endpoint in endpoints for unit in endpoint.units]
+    endpoints = fleet.plan("gas", 1, 40, None, random.Random(3), 0.0, new_device)
+    devices = [device for endpoint in endpoints for device in endpoint.devices]
     with short_gil_slices():
         during = sys.getswitchinterval()
-        Updater(units, tick_context=probe).tick()
+        Updater(devices, tick_context=probe).tick()
     assert during == pytest.approx(0.0002, abs=1e-6)
     assert sys.getswitchinterval() == odd_switch_interval  # to the microsecond, not one less
-    updater = Updater(units, tick_context=short_gil_slices)
+    updater = Updater(devices, tick_context=short_gil_slices)
     for _ in range(3):
         updater.tick()
     assert sys.getswitchinterval() == odd_switch_interval

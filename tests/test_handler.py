@@ -17,7 +17,7 @@ from meter_simulator.device.updater import Updater
 from meter_simulator.maps import points
 from meter_simulator.maps.seed import words_u32
 from meter_simulator.modbus.handler import MeterDataHandler
-from meter_simulator.modbus.server import new_unit
+from meter_simulator.modbus.server import new_device
 from meter_simulator.model.meters import make_meter
 from support import FakeClock
 
@@ -88,10 +88,10 @@ class Meter:
 
     def __init__(self, meter_type: str = "electric", seed: int = 3, read_only: bool = False) -> None:
         self.clock = FakeClock()
-        self.unit = new_unit(make_meter(meter_type, random.Random(seed), 12 * 3600.0))
-        self.updater = Updater([self.unit], speed=3600.0, clock=self.clock)
+        self.device = new_device(make_meter(meter_type, random.Random(seed), 12 * 3600.0))
+        self.updater = Updater([self.device], speed=3600.0, clock=self.clock)
         self.tick(3)  # three simulated hours: a total of some kWh
-        self.handler = MeterDataHandler(self.updater, unit=self.unit, read_only=read_only)
+        self.handler = MeterDataHandler(self.updater, device=self.device, read_only=read_only)
         self.client = Client(self.handler)
 
     def tick(self, count: int = 1) -> None:
@@ -101,12 +101,12 @@ class Meter:
 
     def state(self) -> tuple:
         """Everything a write could change: the published spaces and the model's total."""
-        bank = self.unit.bank
+        bank = self.device.bank
         return (bank.get_holding_registers(0, 102), bank.get_coils(0, 11),
-                bank.get_discrete_inputs(0, 11), self.unit.meter.total, self.unit.online)
+                bank.get_discrete_inputs(0, 11), self.device.meter.total, self.device.online)
 
     def total_counts(self) -> int:
-        return words_u32(*self.unit.bank.get_holding_registers(0, 2))
+        return words_u32(*self.device.bank.get_holding_registers(0, 2))
 
 
 @pytest.fixture
@@ -303,7 +303,7 @@ def test_input_registers_are_the_holding_registers(meter_type):
 def test_whole_spaces_read(meter):
     code, words = meter.client.read(0x03, 0, 102)
     assert code == OK and words[100] == 1 and words[101] == 0
-    assert words == meter.unit.bank.get_holding_registers(0, 102)
+    assert words == meter.device.bank.get_holding_registers(0, 102)
 
 
 # --- read-only ---
@@ -335,35 +335,36 @@ def test_a_single_meter_answers_every_unit_id(meter, unit_id):
 @pytest.fixture
 def gateway():
     clock = FakeClock()
-    units = {uid: new_unit(make_meter(meter_type, random.Random(uid), 12 * 3600.0))
+    devices = {uid: new_device(make_meter(meter_type, random.Random(uid), 12 * 3600.0))
              for uid, meter_type in ((1, "electric"), (5, "water"), (247, "gas"))}
-    updater = Updater(units.values(), speed=3600.0, clock=clock)
+    updater = Updater(devices.values(), speed=3600.0, clock=clock)
     for _ in range(3):
         clock.now += 1.0
         updater.tick()
-    return units, MeterDataHandler(updater, units_by_id=units)
+    return devices, MeterDataHandler(updater, devices_by_id=devices)
 
 
 def test_gateway_routes_by_unit_id(gateway):
-    units, handler = gateway
+    devices, handler = gateway
     for uid, code in ((1, 0), (5, 1), (247, 2)):
         assert Client(handler, uid).read(0x03, 101, 1) == (OK, [code])
-        assert Client(handler, uid).read(0x04, 0, 102) == (OK, units[uid].bank.get_holding_registers(0, 102))
+        expected = devices[uid].bank.get_holding_registers(0, 102)
+        assert Client(handler, uid).read(0x04, 0, 102) == (OK, expected)
 
 
 def test_gateway_writes_reach_only_the_addressed_meter(gateway):
-    units, handler = gateway
+    devices, handler = gateway
     assert Client(handler, 5).write_coil(0, OFF) == (OK, None)
-    assert [units[uid].bank.get_holding_registers(100, 1)[0] for uid in (1, 5, 247)] == [1, 0, 1]
+    assert [devices[uid].bank.get_holding_registers(100, 1)[0] for uid in (1, 5, 247)] == [1, 0, 1]
     assert Client(handler, 1).write_coil(10, ON) == (OK, None)
-    assert words_u32(*units[1].bank.get_holding_registers(0, 2)) == 0
-    assert units[247].meter.total > 0
+    assert words_u32(*devices[1].bank.get_holding_registers(0, 2)) == 0
+    assert devices[247].meter.total > 0
 
 
 @pytest.mark.parametrize("unit_id", [0, 2, 4, 6, 246, 248, 255])
 def test_gateway_unknown_unit_id_gets_0x0b(gateway, unit_id):
-    units, handler = gateway
-    before = [(u.bank.get_holding_registers(0, 102), u.bank.get_coils(0, 11)) for u in units.values()]
+    devices, handler = gateway
+    before = [(u.bank.get_holding_registers(0, 102), u.bank.get_coils(0, 11)) for u in devices.values()]
     client = Client(handler, unit_id)
     for function_code in READS:
         assert client.read(function_code, 0, 1) == (GATEWAY_NO_RESPONSE, None)
@@ -371,7 +372,8 @@ def test_gateway_unknown_unit_id_gets_0x0b(gateway, unit_id):
     assert client.write_coils(0, [False]) == (GATEWAY_NO_RESPONSE, None)
     assert client.write_register(100, 0) == (GATEWAY_NO_RESPONSE, None)
     assert client.write_registers(100, [0]) == (GATEWAY_NO_RESPONSE, None)
-    assert [(u.bank.get_holding_registers(0, 102), u.bank.get_coils(0, 11)) for u in units.values()] == before
+    after = [(u.bank.get_holding_registers(0, 102), u.bank.get_coils(0, 11)) for u in devices.values()]
+    assert after == before
 
 
 # --- the guard ---
@@ -391,7 +393,7 @@ def test_a_read_bug_answers_0x04_not_pymodbustcps_silent_0x01(meter, caplog, err
     def broken(*args):
         raise error("bug")
 
-    meter.unit.bank.get_holding_registers = broken
+    meter.device.bank.get_holding_registers = broken
     with caplog.at_level(logging.ERROR, logger="meter_simulator.modbus.handler"):
         assert meter.client.read(0x03, 0, 1) == (DEVICE_FAILURE, None)
         assert meter.client.read(0x04, 0, 1) == (DEVICE_FAILURE, None)
@@ -411,35 +413,35 @@ def settings_unit(meter_type: str = "electric", **period):
                                  writable=True, label="register 2 (address 1)", **period)
     profile = points.Profile(name="settings", meter_type=None, points=(unit_id, demand_period))
     clock = FakeClock()
-    unit = new_unit(make_meter(meter_type, random.Random(3), 12 * 3600.0), profile, unit_id=5)
-    updater = Updater([unit], clock=clock)
-    return unit, Client(MeterDataHandler(updater, unit=unit))
+    device = new_device(make_meter(meter_type, random.Random(3), 12 * 3600.0), profile, unit_id=5)
+    updater = Updater([device], clock=clock)
+    return device, Client(MeterDataHandler(updater, device=device))
 
 
 def test_a_write_with_a_demand_period_the_model_lacks_changes_nothing_and_answers_0x03(caplog):
-    unit, client = settings_unit()  # no allowed: the map takes any number
-    before = (unit.bank.image, unit.unit_id, unit.meter.demand.period_min)
+    device, client = settings_unit()  # no allowed: the map takes any number
+    before = (device.bank.image, device.unit_id, device.meter.demand.period_min)
     with caplog.at_level(logging.DEBUG):
         assert client.write_registers(0, [9, 7]) == (ILLEGAL_VALUE, None)
-    assert (unit.bank.image, unit.unit_id, unit.meter.demand.period_min) == before  # unit_id kept 5
+    assert (device.bank.image, device.unit_id, device.meter.demand.period_min) == before  # unit_id kept 5
     assert not [record for record in caplog.records if record.levelno >= logging.WARNING]
     assert client.write_registers(0, [9, 15]) == (OK, None)
-    assert (unit.unit_id, unit.meter.demand.period_min) == (9, 15)
+    assert (device.unit_id, device.meter.demand.period_min) == (9, 15)
     assert client.read(0x03, 0, 2) == (OK, [9, 15])
 
 
 @pytest.mark.parametrize("words", [[248, 15], [0xFFFF, 15]])
 def test_a_unit_id_the_device_cannot_have_changes_nothing_and_answers_0x03(words):
-    unit, client = settings_unit()
+    device, client = settings_unit()
     assert client.write_registers(0, words) == (ILLEGAL_VALUE, None)
-    assert (unit.unit_id, unit.meter.demand.period_min) == (5, 60)
+    assert (device.unit_id, device.meter.demand.period_min) == (5, 60)
     assert client.write_registers(0, [0, 15]) == (OK, None)  # 0 and 247 are unit ids
-    assert client.write_registers(0, [247, 15]) == (OK, None) and unit.unit_id == 247
+    assert client.write_registers(0, [247, 15]) == (OK, None) and device.unit_id == 247
 
 
 def test_a_demand_period_write_to_a_meter_without_demand_answers_0x03():
-    unit, client = settings_unit("water", allowed=(0, 15))  # a map without a type serves water too
-    assert unit.meter.demand is None
+    device, client = settings_unit("water", allowed=(0, 15))  # a map without a type serves water too
+    assert device.meter.demand is None
     assert client.write_registers(0, [9, 15]) == (ILLEGAL_VALUE, None)
-    assert unit.unit_id == 5
-    assert client.write_registers(0, [9]) == (OK, None) and unit.unit_id == 9
+    assert device.unit_id == 5
+    assert client.write_registers(0, [9]) == (OK, None) and device.unit_id == 9

@@ -421,14 +421,14 @@ def test_a_valid_map_builds_its_profile():
     assert profile.source == "mine.toml"
     assert profile.coils is False
     assert profile.blocks == (points.Block("input", 0, 99), points.Block("holding", 0xF000, 0xF00F))
-    volts, energy, serial, unit, pulse, pf, sf, export = profile.points
+    volts, energy, serial, device, pulse, pf, sf, export = profile.points
     assert volts == points.Point(address=0, space="input", type="float32", quantity="voltage_l1",
                                  word_order="little", length=2, label="register 1 (address 0)")
     assert (energy.length, energy.word_order, energy.scale, energy.offset) == (2, "big", 1000.0, 0.0)
     assert (serial.type, serial.length, serial.quantity) == ("string", 8, "serial_number")
     assert serial.space == "holding"
     assert serial.label == "register 3 (address 16)"
-    assert (unit.writable, unit.minimum, unit.maximum, unit.allowed) == (True, 1, 247, None)
+    assert (device.writable, device.minimum, device.maximum, device.allowed) == (True, 1, 247, None)
     assert (pulse.value, pulse.allowed, pulse.quantity, pulse.space) == (100, (60, 100, 200), None, "both")
     assert pulse.spaces() == ("holding", "input")
     assert (pf.length, pf.absolute, pf.offset, pf.word_order) == (4, True, 0.5, "little")

@@ -12,7 +12,7 @@ from pymodbus.client import ModbusTcpClient
 from meter_simulator.app.options import UsageError, check_fleet_size, meter_bytes, parse_args
 from meter_simulator.device.updater import Updater
 from meter_simulator.maps import profiles
-from meter_simulator.modbus.server import new_unit
+from meter_simulator.modbus.server import new_device
 from meter_simulator.model import quantities
 from meter_simulator.model.meters import make_meter
 from support import ROOT, FakeClock, MeterProcess, free_port, run_program, unit_kw
@@ -201,17 +201,17 @@ def test_the_largest_counter_on_a_float32_point_at_the_largest_scale_keeps_ticki
                     + entry.format(2, "energy_import", "-1e10"))
     profile = parse_args(["--profile", str(path)]).profile
     clock = FakeClock()
-    unit = new_unit(make_meter("electric", random.Random(1)), profile)
-    updater = Updater([unit], clock=clock, speed=100000.0)
+    device = new_device(make_meter("electric", random.Random(1)), profile)
+    updater = Updater([device], clock=clock, speed=100000.0)
     # every counter as large as a state file may hold, the readings as large as pins may make them
-    updater.set_values(unit, dict.fromkeys(unit.meter.state_values(), quantities.COUNTER_MAX))
-    updater.set_overrides(unit, {"voltage_l1": 6553.5, "voltage_l2": 6553.5, "voltage_l3": 6553.5,
+    updater.set_values(device, dict.fromkeys(device.meter.state_values(), quantities.COUNTER_MAX))
+    updater.set_overrides(device, {"voltage_l1": 6553.5, "voltage_l2": 6553.5, "voltage_l3": 6553.5,
                                  "current_l1": 655.35, "current_l2": 655.35, "current_l3": 655.35})
     for _ in range(10):
         clock.now += 3600.0  # 100,000 hours a tick: 1.3e12 kVAh more
         updater.tick()
     assert not updater.failed and updater.ticks == 10
-    total, imported = struct.unpack(">2f", unit.bank.image.holding[0][2])
+    total, imported = struct.unpack(">2f", device.bank.image.holding[0][2])
     assert math.isfinite(total) and math.isfinite(imported)
     assert total == pytest.approx(2e25, rel=0.01) and imported == pytest.approx(-1e25, rel=0.01)
 

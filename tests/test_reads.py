@@ -13,10 +13,10 @@ import threading
 
 import pytest
 
-from meter_simulator.device.fleet import Endpoint
+from meter_simulator.device.fleet import PortPlan
 from meter_simulator.maps import seed as registers
 from meter_simulator.maps.image import Image
-from meter_simulator.modbus.server import MeterServer, new_bank, new_unit
+from meter_simulator.modbus.server import MeterServer, new_bank, new_device
 from meter_simulator.model.meters import make_meter
 from support import MeterProcess, modbus_exchange
 
@@ -30,7 +30,7 @@ def read_words(sock: socket.socket, pdu: bytes = READ_ALL, unit_id: int = 1) -> 
 
 
 def bank_words(server: MeterServer, index: int = 0) -> list[int]:
-    return server.updater.units[index].bank.get_holding_registers(0, registers.REGISTER_COUNT)
+    return server.updater.devices[index].bank.get_holding_registers(0, registers.REGISTER_COUNT)
 
 
 @pytest.fixture
@@ -40,9 +40,9 @@ def still(make_server):
 
 
 def test_a_read_is_the_published_image(still):
-    unit = still.updater.units[0]
+    device = still.updater.devices[0]
     with socket.create_connection(("127.0.0.1", still.port), timeout=5) as sock:
-        assert read_words(sock) == list(struct.unpack(">102H", unit.bank.image.registers))
+        assert read_words(sock) == list(struct.unpack(">102H", device.bank.image.registers))
         for function_code in (0x03, 0x04):
             for address, quantity in ((0, 2), (10, 8), (100, 2), (101, 1), (0, 23)):
                 pdu = struct.pack(">BHH", function_code, address, quantity)
@@ -104,8 +104,8 @@ def test_ticks_racing_readers_never_leave_a_stale_answer(still):
 
 
 def test_writes_show_in_the_next_read(still):
-    unit = still.updater.units[0]
-    still.updater.set_total(unit, 1234.56)
+    device = still.updater.devices[0]
+    still.updater.set_total(device, 1234.56)
     with socket.create_connection(("127.0.0.1", still.port), timeout=5) as sock:
         assert read_words(sock)[registers.TOTAL:registers.TOTAL + 2] == [123456 & 0xFFFF, 123456 >> 16]
         coils = struct.pack(">BHH", 0x01, 0, registers.COIL_COUNT)
@@ -142,7 +142,7 @@ def test_a_bug_in_the_read_path_answers_0x04_and_is_logged(still, caplog):
         def read_answer(self, *args):
             raise RuntimeError("bug")
 
-    bank = still.updater.units[0].bank
+    bank = still.updater.devices[0].bank
     image, bank.image = bank.image, Broken()
     try:
         with socket.create_connection(("127.0.0.1", still.port), timeout=5) as sock:
@@ -153,8 +153,8 @@ def test_a_bug_in_the_read_path_answers_0x04_and_is_logged(still, caplog):
 
 
 def test_gateway_unit_ids_read_their_own_meters(make_server):
-    units = {unit_id: new_unit(make_meter("gas", random.Random(unit_id), 3600)) for unit_id in (1, 2)}
-    server = MeterServer("127.0.0.1", [Endpoint(0, units_by_id=units)], interval_s=3600)
+    devices = {unit_id: new_device(make_meter("gas", random.Random(unit_id), 3600)) for unit_id in (1, 2)}
+    server = MeterServer("127.0.0.1", [PortPlan(0, devices_by_id=devices)], interval_s=3600)
     server.start()
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:

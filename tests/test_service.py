@@ -445,8 +445,8 @@ def test_the_unit_files_pass_systemd_analyze_verify(tmp_path):
 
 def test_the_unit_runs_the_example_instance_as_documented(tmp_path, notify_socket):
     """ExecStart with the example environment file (on a free port), as systemd would expand it."""
-    unit = UNIT.read_text()
-    exec_start = re.search(r"^ExecStart=(.*)$", unit, re.M).group(1)
+    device = UNIT.read_text()
+    exec_start = re.search(r"^ExecStart=(.*)$", device, re.M).group(1)
     options = re.search(r"^METER_OPTIONS=(.*)$", ENV_FILE.read_text(), re.M).group(1).split()
     assert options[options.index("--port") + 1] == "5021"
     port = free_port()

@@ -10,10 +10,10 @@ import re
 
 import pytest
 
-from meter_simulator.device.fleet import Endpoint
+from meter_simulator.device.fleet import PortPlan
 from meter_simulator.device.updater import Updater
 from meter_simulator.maps import seed as registers
-from meter_simulator.modbus.server import new_unit
+from meter_simulator.modbus.server import new_device
 from meter_simulator.model import quantities
 from meter_simulator.model.meters import make_meter
 from meter_simulator.ops import state
@@ -368,25 +368,25 @@ def test_a_folder_in_place_of_the_file_is_an_error(tmp_path):
 
 # --- the saver, driven by hand: no thread unless it is started ---
 
-def fleet(meter_type: str = "electric", ports=(5021, 5022), unit_ids=None) -> list[Endpoint]:
+def fleet(meter_type: str = "electric", ports=(5021, 5022), unit_ids=None) -> list[PortPlan]:
     rng = random.Random(5)
 
-    def unit():
-        return new_unit(make_meter(meter_type, random.Random(rng.getrandbits(32)), 12 * 3600))
+    def device():
+        return new_device(make_meter(meter_type, random.Random(rng.getrandbits(32)), 12 * 3600))
 
     if unit_ids is None:
-        return [Endpoint(port, unit=unit()) for port in ports]
-    return [Endpoint(port, units_by_id={uid: unit() for uid in unit_ids}) for port in ports]
+        return [PortPlan(port, device=device()) for port in ports]
+    return [PortPlan(port, devices_by_id={uid: device() for uid in unit_ids}) for port in ports]
 
 
-def published_total(unit) -> int:
-    return u32(unit.bank.get_holding_registers(registers.TOTAL, 2))
+def published_total(device) -> int:
+    return u32(device.bank.get_holding_registers(registers.TOTAL, 2))
 
 
 def make_saver(tmp_path, plan, clock=None, **kwargs) -> Saver:
-    units = [unit for endpoint in plan for unit in endpoint.units]
-    updater = Updater(units, interval_s=1.0, speed=1000.0, clock=clock or FakeClock())
-    return Saver(str(tmp_path / "totals.json"), units[0].meter_type, plan, updater, **kwargs)
+    devices = [device for endpoint in plan for device in endpoint.devices]
+    updater = Updater(devices, interval_s=1.0, speed=1000.0, clock=clock or FakeClock())
+    return Saver(str(tmp_path / "totals.json"), devices[0].meter_type, plan, updater, **kwargs)
 
 
 def saved_totals(saver: Saver) -> dict[str, float]:
@@ -421,7 +421,7 @@ def test_restore_resumes_and_publishes_each_meter_and_keeps_the_others(tmp_path)
     plan = fleet()
     saver = make_saver(tmp_path, plan)
     assert saver.restore() == 1  # 5022 is new: it starts from 0
-    first, second = plan[0].unit, plan[1].unit
+    first, second = plan[0].device, plan[1].device
     assert same_bits({"5021": first.meter.state_values()}, {"5021": values})
     assert first.meter.total == 12.5 and published_total(first) == 1250
     assert set(second.meter.counters.values()) == {0.0} and published_total(second) == 0
@@ -436,21 +436,21 @@ def test_a_version_1_file_resumes_a_gateway_and_the_next_save_writes_version_2(t
     plan = fleet(ports=(5021,), unit_ids=(1, 7))
     saver = make_saver(tmp_path, plan)
     assert saver.restore() == 1  # 5021-7 is new
-    meter = plan[0].units_by_id[1].meter
+    meter = plan[0].devices_by_id[1].meter
     resumed = meter.state_values()
     # the counters as version 1 had them; the maxima none were saved: the present demands
     assert resumed == {**state.from_total("electric", 12.0),
                        **{name: meter.demand.values[name[len("max_"):]] for name in quantities.MAX_DEMANDS}}
     assert resumed["energy_import_l1"] == resumed["energy_import_l2"] == resumed["energy_import_l3"] == 4.0
-    assert published_total(plan[0].units_by_id[1]) == 1200
+    assert published_total(plan[0].devices_by_id[1]) == 1200
     assert saver.save()
     document = json.loads(path.read_text())
     assert document["version"] == 2 and "totals" not in document
     assert list(document["meters"]) == ["5021-9", "5022", "5021-1", "5021-7"]
     assert document["meters"]["5021-9"] == state.from_total("electric", 3.0)  # kept, in version 2 keys
     assert document["meters"]["5021-1"] == resumed
-    assert document["meters"]["5021-7"] == plan[0].units_by_id[7].meter.state_values()
-    assert set(plan[0].units_by_id[7].meter.counters.values()) == {0.0}
+    assert document["meters"]["5021-7"] == plan[0].devices_by_id[7].meter.state_values()
+    assert set(plan[0].devices_by_id[7].meter.counters.values()) == {0.0}
 
 
 def test_a_save_holds_the_values_of_the_last_tick(tmp_path):
@@ -460,7 +460,7 @@ def test_a_save_holds_the_values_of_the_last_tick(tmp_path):
     saver.updater.tick()
     assert saver.save()
     saved = state.load(saver.path, "electric")
-    assert same_bits(saved, {key: unit.meter.state_values() for key, unit in saver.units.items()})
+    assert same_bits(saved, {key: device.meter.state_values() for key, device in saver.devices.items()})
     assert all(values["energy_import"] > 0 and values["apparent_energy"] > 0 for values in saved.values())
 
 
@@ -469,7 +469,7 @@ def test_a_value_the_file_could_not_be_loaded_with_fails_the_save_and_writes_not
     saver = make_saver(tmp_path, fleet("water"))
     assert saver.save()
     before = (tmp_path / "totals.json").read_bytes()
-    monkeypatch.setattr(saver.units["5022"].meter, "state_values", lambda: {"volume_total": math.nan})
+    monkeypatch.setattr(saver.devices["5022"].meter, "state_values", lambda: {"volume_total": math.nan})
     with caplog.at_level(logging.WARNING, logger="meter_simulator"):
         assert not saver.save()
     assert saver.failure == "the volume_total of meter '5022' is nan, not a number >= 0"
@@ -482,7 +482,7 @@ def test_a_value_the_file_could_not_be_loaded_with_fails_the_save_and_writes_not
 def test_every_save_writes_the_file_also_when_no_total_moved(tmp_path):
     """An idle water meter whose file was removed or replaced: the next save puts it back."""
     saver = make_saver(tmp_path, fleet("water"))
-    saver.updater.set_total(saver.units["5021"], 12.5)
+    saver.updater.set_total(saver.devices["5021"], 12.5)
     path = tmp_path / "totals.json"
     assert saver.save()
     path.unlink()
@@ -496,7 +496,7 @@ def test_every_save_writes_the_file_also_when_no_total_moved(tmp_path):
 
 def test_stop_writes_the_file_also_when_no_total_moved(tmp_path):
     saver = make_saver(tmp_path, fleet("gas"), interval_s=86400)
-    saver.updater.set_total(saver.units["5022"], 3.25)
+    saver.updater.set_total(saver.devices["5022"], 3.25)
     saver.start()
     (tmp_path / "totals.json").unlink()
     saver.stop()
@@ -562,8 +562,8 @@ def test_a_failing_save_warns_once_retries_and_says_when_it_works_again(tmp_path
     blocker = tmp_path / "state"
     blocker.write_text("")  # the state file's folder is a regular file
     plan = fleet()
-    units = [unit for endpoint in plan for unit in endpoint.units]
-    updater = Updater(units, clock=FakeClock())
+    devices = [device for endpoint in plan for device in endpoint.devices]
+    updater = Updater(devices, clock=FakeClock())
     saver = Saver(str(blocker / "totals.json"), "electric", plan, updater, interval_s=5)
     with caplog.at_level(logging.DEBUG, logger="meter_simulator"):
         assert not saver.save()
@@ -586,7 +586,7 @@ def test_a_reset_wakes_the_saver_thread_at_once(tmp_path):
     saver.updater.on_reset = saver.save_soon
     saver.start()
     try:
-        saver.updater.reset_total(plan[0].unit)
+        saver.updater.reset_total(plan[0].device)
         wait_for(lambda: saved_totals(saver)["5021"] == 0.0, timeout=10)
         assert saved_totals(saver)["5022"] == 500.0
     finally:
@@ -602,5 +602,5 @@ def test_stop_saves_a_last_time(tmp_path):
     saver.updater.tick()
     saver.stop()
     saved = state.load(saver.path, "electric")
-    assert same_bits(saved, {key: unit.meter.state_values() for key, unit in saver.units.items()})
+    assert same_bits(saved, {key: device.meter.state_values() for key, device in saver.devices.items()})
     assert all(math.isfinite(total) and total > 0 for total in state.totals("electric", saved).values())

@@ -227,10 +227,10 @@ def test_the_default_meter_is_the_one_on_sim_port():
 
 def test_gateway_mode_names_meters_port_dash_unit_id():
     with MeterSimulator(unit_ids=[1, 2, 7], seed=3, interval=STILL) as sim:
-        assert sim.meter_ids == [f"{sim.port}-{unit}" for unit in (1, 2, 7)]
+        assert sim.meter_ids == [f"{sim.port}-{unit_id}" for unit_id in (1, 2, 7)]
         with pymodbus_client(sim.port) as client:
-            for unit in (1, 2, 7):
-                assert_registers_show(sim.read(f"{sim.port}-{unit}"), holding(client, unit_id=unit),
+            for unit_id in (1, 2, 7):
+                assert_registers_show(sim.read(f"{sim.port}-{unit_id}"), holding(client, unit_id=unit_id),
                                       "electric")
 
 
@@ -455,7 +455,7 @@ def test_a_port_that_cannot_be_bound_raises_and_leaves_nothing_behind():
 def test_keywords_take_python_values_and_act_as_their_options(tmp_path):
     with MeterSimulator(type="water", unit_ids=range(1, 4), read_only=True, interval=STILL,
                         idle_timeout=30, max_clients=2) as sim:
-        assert sim.meter_ids == [f"{sim.port}-{unit}" for unit in (1, 2, 3)]
+        assert sim.meter_ids == [f"{sim.port}-{unit_id}" for unit_id in (1, 2, 3)]
         with pymodbus_client(sim.port) as client:
             assert holding(client, 101, 1, unit_id=3) == [1]  # water
             method = client.write_coil

@@ -16,10 +16,10 @@ import types
 import pytest
 
 from meter_simulator.device import updater as updater_module
-from meter_simulator.device.updater import MeterUnit, Updater
+from meter_simulator.device.updater import Device, Updater
 from meter_simulator.maps import seed as registers
 from meter_simulator.maps.seed import bits, image, words_u32
-from meter_simulator.modbus.server import MeterBank, new_bank, new_unit
+from meter_simulator.modbus.server import MeterBank, new_bank, new_device
 from meter_simulator.model.meters import METER_TYPES, make_meter
 from support import FakeClock, wait_for
 
@@ -40,189 +40,189 @@ def busy_meter(meter_type: str, seed: int = 1):
 
 def build(meter_type: str = "electric", speed: float = 1.0, interval_s: float = 1.0):
     clock = FakeClock()
-    unit = new_unit(busy_meter(meter_type))
-    updater = Updater([unit], interval_s=interval_s, speed=speed, clock=clock)
-    return clock, unit, updater
+    device = new_device(busy_meter(meter_type))
+    updater = Updater([device], interval_s=interval_s, speed=speed, clock=clock)
+    return clock, device, updater
 
 
-def holding(unit) -> list[int]:
-    return unit.bank.get_holding_registers(0, registers.REGISTER_COUNT)
+def holding(device) -> list[int]:
+    return device.bank.get_holding_registers(0, registers.REGISTER_COUNT)
 
 
-def total_counts(unit) -> int:
-    return words_u32(*unit.bank.get_holding_registers(registers.TOTAL, 2))
+def total_counts(device) -> int:
+    return words_u32(*device.bank.get_holding_registers(registers.TOTAL, 2))
 
 
 def test_construction_publishes_the_first_image():
-    clock, unit, updater = build("water")
-    assert holding(unit) == image(unit.meter.reading, "water", online=True)
-    assert unit.bank.get_coils(0, 11) == bits(True, unit.meter.reading.in_band, True)
+    clock, device, updater = build("water")
+    assert holding(device) == image(device.meter.reading, "water", online=True)
+    assert device.bank.get_coils(0, 11) == bits(True, device.meter.reading.in_band, True)
     assert updater.ticks == 0
 
 
 @pytest.mark.parametrize("meter_type", METER_TYPES)
 @pytest.mark.parametrize("speed", (0.1, 1.0, 60.0, 100000.0))
 def test_dt_is_clock_delta_times_speed(meter_type, speed):
-    clock, unit, updater = build(meter_type, speed=speed)
+    clock, device, updater = build(meter_type, speed=speed)
     per_rate_s = TOTAL_PER_RATE_S[meter_type]
     expected = 0.0
     for delta_s in (0.05, 1.0, 2.5, 0.0, 30.0):
-        shown_rate = unit.meter.reading.rate
-        time_of_day_s = unit.meter.time_of_day_s
+        shown_rate = device.meter.reading.rate
+        time_of_day_s = device.meter.time_of_day_s
         clock.now += delta_s
         updater.tick()
         expected += shown_rate * delta_s * speed * per_rate_s
-        assert unit.meter.total == pytest.approx(expected, rel=1e-9, abs=1e-15)
-        assert unit.meter.time_of_day_s == pytest.approx((time_of_day_s + delta_s * speed) % 86400.0)
+        assert device.meter.total == pytest.approx(expected, rel=1e-9, abs=1e-15)
+        assert device.meter.time_of_day_s == pytest.approx((time_of_day_s + delta_s * speed) % 86400.0)
     assert updater.ticks == 5
 
 
 def test_a_clock_going_backwards_adds_nothing():
-    clock, unit, updater = build()
+    clock, device, updater = build()
     clock.now += 10.0
     updater.tick()
-    total = unit.meter.total
+    total = device.meter.total
     clock.now -= 5.0
     updater.tick()
-    assert unit.meter.total == total
+    assert device.meter.total == total
 
 
 @pytest.mark.parametrize("meter_type", METER_TYPES)
 def test_a_tick_publishes_the_whole_image_coils_and_discrete_inputs(meter_type):
-    clock, unit, updater = build(meter_type, speed=60.0)
+    clock, device, updater = build(meter_type, speed=60.0)
     for _ in range(20):
         clock.now += 1.0
         updater.tick()
-        reading = unit.meter.reading
-        assert holding(unit) == image(reading, meter_type, online=True)
+        reading = device.meter.reading
+        assert holding(device) == image(reading, meter_type, online=True)
         flags = bits(True, reading.in_band, True)
-        assert unit.bank.get_coils(0, 11) == flags
-        assert unit.bank.get_discrete_inputs(0, 11) == flags
+        assert device.bank.get_coils(0, 11) == flags
+        assert device.bank.get_discrete_inputs(0, 11) == flags
         assert flags[registers.COIL_NO_ALARM] is True
 
 
 @pytest.mark.parametrize("meter_type", METER_TYPES)
 def test_offline_keeps_stale_readings_and_keeps_integrating(meter_type):
-    clock, unit, updater = build(meter_type, speed=600.0)
+    clock, device, updater = build(meter_type, speed=600.0)
     clock.now += 1.0
     updater.tick()
-    before = holding(unit)
-    coils_before = unit.bank.get_coils(0, 11)
-    total_before = unit.meter.total
+    before = holding(device)
+    coils_before = device.bank.get_coils(0, 11)
+    total_before = device.meter.total
 
-    updater.set_online(unit, False)
+    updater.set_online(device, False)
     expected = total_before
     for _ in range(30):  # five simulated hours offline
-        shown_rate = unit.meter.reading.rate
+        shown_rate = device.meter.reading.rate
         clock.now += 1.0
         updater.tick()
         expected += shown_rate * 600.0 * TOTAL_PER_RATE_S[meter_type]
-        regs = holding(unit)
+        regs = holding(device)
         assert regs[0:23] == before[0:23]  # stale readings, total included
         assert regs[23:100] == [0] * 77
         assert regs[100] == 0
         assert regs[101] == before[101]
-        coils = unit.bank.get_coils(0, 11)
+        coils = device.bank.get_coils(0, 11)
         assert coils[0] is False  # offline
         assert coils[1] == coils_before[1]
         assert coils[2] is True  # the server still serves
-        assert unit.bank.get_discrete_inputs(0, 11) == coils
-    assert unit.meter.total == pytest.approx(expected, rel=1e-9)  # the model kept integrating
+        assert device.bank.get_discrete_inputs(0, 11) == coils
+    assert device.meter.total == pytest.approx(expected, rel=1e-9)  # the model kept integrating
     if meter_type == "electric":  # never idle: standby alone draws tens of W
-        assert unit.meter.total > total_before
+        assert device.meter.total > total_before
 
-    updater.set_online(unit, True)  # back online: the readings move again at once
-    regs = holding(unit)
-    assert regs == image(unit.meter.reading, meter_type, online=True)
-    assert regs[100] == 1 and unit.bank.get_coils(0, 1) == [True]
+    updater.set_online(device, True)  # back online: the readings move again at once
+    regs = holding(device)
+    assert regs == image(device.meter.reading, meter_type, online=True)
+    assert regs[100] == 1 and device.bank.get_coils(0, 1) == [True]
     # the total includes what was consumed while offline
-    assert total_counts(unit) == registers.scaled(expected, registers.TOTAL_SCALE)
+    assert total_counts(device) == registers.scaled(expected, registers.TOTAL_SCALE)
     if meter_type == "electric":
-        assert total_counts(unit) > words_u32(before[0], before[1])
+        assert total_counts(device) > words_u32(before[0], before[1])
 
 
 def test_offline_twice_and_online_twice_are_harmless():
-    clock, unit, updater = build()
-    updater.set_online(unit, False)
-    updater.set_online(unit, False)
-    assert holding(unit)[100] == 0
-    updater.set_online(unit, True)
-    updater.set_online(unit, True)
-    assert holding(unit)[100] == 1
+    clock, device, updater = build()
+    updater.set_online(device, False)
+    updater.set_online(device, False)
+    assert holding(device)[100] == 0
+    updater.set_online(device, True)
+    updater.set_online(device, True)
+    assert holding(device)[100] == 1
 
 
 @pytest.mark.parametrize("meter_type", METER_TYPES)
 def test_reset_publishes_zero_before_it_returns(meter_type):
-    clock, unit, updater = build(meter_type, speed=3600.0)
+    clock, device, updater = build(meter_type, speed=3600.0)
     for _ in range(5):
         clock.now += 1.0
         updater.tick()
-    assert total_counts(unit) > 0
-    rest = holding(unit)[2:]
-    updater.reset_total(unit)
-    assert total_counts(unit) == 0
-    assert holding(unit)[2:] == rest  # only the total changed
+    assert total_counts(device) > 0
+    rest = holding(device)[2:]
+    updater.reset_total(device)
+    assert total_counts(device) == 0
+    assert holding(device)[2:] == rest  # only the total changed
 
 
 def test_reset_counts_only_what_is_consumed_after_it():
-    clock, unit, updater = build("electric", speed=60.0)
+    clock, device, updater = build("electric", speed=60.0)
     clock.now += 1.0
     updater.tick()
-    shown_rate = unit.meter.reading.rate
+    shown_rate = device.meter.reading.rate
     clock.now += 0.25  # a quarter of the way to the next tick
-    updater.reset_total(unit)
-    assert unit.meter.total == 0.0
+    updater.reset_total(device)
+    assert device.meter.total == 0.0
     clock.now += 0.75
     updater.tick()
-    assert unit.meter.total == pytest.approx(shown_rate * 0.75 * 60.0 * TOTAL_PER_RATE_S["electric"])
+    assert device.meter.total == pytest.approx(shown_rate * 0.75 * 60.0 * TOTAL_PER_RATE_S["electric"])
 
 
 def test_reset_while_offline_shows_zero_and_keeps_other_readings_stale():
-    clock, unit, updater = build("gas", speed=3600.0)
+    clock, device, updater = build("gas", speed=3600.0)
     for _ in range(3):
         clock.now += 1.0
         updater.tick()
-    updater.set_online(unit, False)
-    stale = holding(unit)
-    updater.reset_total(unit)
-    regs = holding(unit)
+    updater.set_online(device, False)
+    stale = holding(device)
+    updater.reset_total(device)
+    regs = holding(device)
     assert regs[0:2] == [0, 0]
     assert regs[2:] == stale[2:]
     clock.now += 1.0
     updater.tick()  # a tick while offline does not bring the old total back
-    assert holding(unit)[0:2] == [0, 0]
-    updater.set_online(unit, True)
-    assert total_counts(unit) == registers.scaled(unit.meter.total, registers.TOTAL_SCALE)
-    assert unit.meter.total < 100.0  # only what was consumed since the reset
+    assert holding(device)[0:2] == [0, 0]
+    updater.set_online(device, True)
+    assert total_counts(device) == registers.scaled(device.meter.total, registers.TOTAL_SCALE)
+    assert device.meter.total < 100.0  # only what was consumed since the reset
 
 
 def test_set_total_publishes_at_once():
-    clock, unit, updater = build("water")
-    updater.set_total(unit, 1234.56)
-    assert total_counts(unit) == 123456
-    assert unit.meter.total == 1234.56
+    clock, device, updater = build("water")
+    updater.set_total(device, 1234.56)
+    assert total_counts(device) == 123456
+    assert device.meter.total == 1234.56
 
 
 def test_on_reset_is_called_after_the_reset():
-    clock, unit, updater = build()
+    clock, device, updater = build()
     seen = []
     updater.on_reset = lambda u: seen.append((u, total_counts(u)))
-    updater.reset_total(unit)
-    assert seen == [(unit, 0)]
+    updater.reset_total(device)
+    assert seen == [(device, 0)]
 
 
 def test_several_units_tick_together():
     clock = FakeClock()
-    units = [new_unit(busy_meter(t, seed=3)) for t in METER_TYPES]
-    updater = Updater(units, speed=600.0, clock=clock)
+    devices = [new_device(busy_meter(t, seed=3)) for t in METER_TYPES]
+    updater = Updater(devices, speed=600.0, clock=clock)
     clock.now += 1.0
     updater.tick()
-    updater.set_online(units[1], False)
-    updater.reset_total(units[2])
-    assert [holding(u)[101] for u in units] == [0, 1, 2]
-    assert [holding(u)[100] for u in units] == [1, 0, 1]
-    assert total_counts(units[2]) == 0
-    assert total_counts(units[0]) > 0
+    updater.set_online(devices[1], False)
+    updater.reset_total(devices[2])
+    assert [holding(u)[101] for u in devices] == [0, 1, 2]
+    assert [holding(u)[100] for u in devices] == [1, 0, 1]
+    assert total_counts(devices[2]) == 0
+    assert total_counts(devices[0]) > 0
 
 
 class YieldingBank(MeterBank):
@@ -244,8 +244,8 @@ def test_a_reset_racing_ticks_is_never_lost():
     counter = itertools.count()
     clock = lambda: float(next(counter))  # noqa: E731 - every reading of the clock moves it a second
     bank = YieldingBank(new_bank().image)
-    unit = MeterUnit(busy_meter("electric"), bank)
-    updater = Updater([unit], speed=60.0, clock=clock)
+    device = Device(busy_meter("electric"), bank)
+    updater = Updater([device], speed=60.0, clock=clock)
     big_kwh = 1_000_000.0
     done = threading.Event()
 
@@ -260,13 +260,13 @@ def test_a_reset_racing_ticks_is_never_lost():
     try:
         ticks_before = updater.ticks
         for _ in range(RACE_ITERATIONS):
-            updater.set_total(unit, big_kwh)
+            updater.set_total(device, big_kwh)
             time.sleep(0)  # hand the GIL to the ticker: the reset below lands mid-tick
-            updater.reset_total(unit)
-            shown = total_counts(unit)
+            updater.reset_total(device)
+            shown = total_counts(device)
             with updater.lock:  # no tick half done: the bank shows the meter's own total
-                published = total_counts(unit)
-                consumed = registers.scaled(unit.meter.total, registers.TOTAL_SCALE)
+                published = total_counts(device)
+                consumed = registers.scaled(device.meter.total, registers.TOTAL_SCALE)
             # 0 plus at most what the meter consumed since the reset, never the old total
             assert shown <= published == consumed < big_kwh * registers.TOTAL_SCALE
     finally:
@@ -321,7 +321,7 @@ def fire(timers, clock: FakeClock, at: float) -> float:
 
 
 def test_first_deadline_is_one_interval_after_start(timers):
-    clock, unit, updater = build(interval_s=1.0)
+    clock, device, updater = build(interval_s=1.0)
     updater.start()
     assert len(timers) == 1 and timers[0].started
     assert timers[0].name == "meter-updater" and timers[0].daemon
@@ -329,7 +329,7 @@ def test_first_deadline_is_one_interval_after_start(timers):
 
 
 def test_deadlines_are_start_plus_k_intervals(timers):
-    clock, unit, updater = build(interval_s=1.0)
+    clock, device, updater = build(interval_s=1.0)
     updater.start()
     assert fire(timers, clock, 1001.0) == 1002.0  # on time
     assert fire(timers, clock, 1002.3) == 1003.0  # late: the next one is still on the grid
@@ -350,7 +350,7 @@ class StepClock:
 
 def test_ticks_longer_than_the_interval_warn_and_report_until_they_keep_up(caplog):
     clock = StepClock()
-    updater = Updater([new_unit(busy_meter("water")), new_unit(busy_meter("gas"))], interval_s=0.05,
+    updater = Updater([new_device(busy_meter("water")), new_device(busy_meter("gas"))], interval_s=0.05,
                       clock=clock)
     reports = []
     updater.on_overrun = reports.append
@@ -373,7 +373,7 @@ def test_ticks_longer_than_the_interval_warn_and_report_until_they_keep_up(caplo
 
 
 def test_a_timer_firing_early_never_ticks_twice_for_one_deadline(timers):
-    clock, unit, updater = build(interval_s=1.0)
+    clock, device, updater = build(interval_s=1.0)
     updater.start()
     assert fire(timers, clock, 1001.0) == 1002.0
     assert fire(timers, clock, 1001.9995) == 1003.0  # fired a hair before 1002: 1002 is done
@@ -382,21 +382,21 @@ def test_a_timer_firing_early_never_ticks_twice_for_one_deadline(timers):
 
 
 def test_a_stall_skips_the_missed_deadlines_and_integrates_the_whole_gap(timers):
-    clock, unit, updater = build(interval_s=1.0, speed=10.0)
+    clock, device, updater = build(interval_s=1.0, speed=10.0)
     updater.start()
     fire(timers, clock, 1001.0)
-    shown_rate = unit.meter.reading.rate
-    total = unit.meter.total
+    shown_rate = device.meter.reading.rate
+    total = device.meter.total
     assert fire(timers, clock, 1009.7) == 1010.0  # 1002 to 1009 skipped, not replayed
     assert updater.ticks == 2
     assert updater.skipped_ticks == 7  # the tick due at 1002 ran late; 1003 to 1009 never ran
-    assert unit.meter.total == pytest.approx(
+    assert device.meter.total == pytest.approx(
         total + shown_rate * 8.7 * 10.0 * TOTAL_PER_RATE_S["electric"])
 
 
 @pytest.mark.parametrize("interval_s", (0.05, 1.0, 3600.0))
 def test_no_drift_over_many_late_ticks(timers, interval_s):
-    clock, unit, updater = build(interval_s=interval_s)
+    clock, device, updater = build(interval_s=interval_s)
     start = clock.now
     updater.start()
     rng = random.Random(4)
@@ -414,7 +414,7 @@ def test_no_drift_over_many_late_ticks(timers, interval_s):
 
 
 def test_stop_cancels_the_armed_timer_and_no_tick_follows(timers):
-    clock, unit, updater = build()
+    clock, device, updater = build()
     updater.start()
     fire(timers, clock, 1001.0)
     updater.stop()
@@ -428,7 +428,7 @@ def test_stop_cancels_the_armed_timer_and_no_tick_follows(timers):
 
 
 def test_stop_before_start_and_start_after_stop(timers):
-    clock, unit, updater = build()
+    clock, device, updater = build()
     updater.stop()
     updater.stop()
     updater.start()  # a stopped updater never arms again
@@ -438,14 +438,14 @@ def test_stop_before_start_and_start_after_stop(timers):
 def test_a_failing_tick_logs_reports_and_stops(timers, caplog):
     failures = []
     clock = FakeClock()
-    unit = new_unit(busy_meter("electric"))
-    updater = Updater([unit], clock=clock, on_failure=lambda: failures.append(1))
+    device = new_device(busy_meter("electric"))
+    updater = Updater([device], clock=clock, on_failure=lambda: failures.append(1))
     updater.start()
 
     def broken_step(dt_s, integrated_s=0.0):
         raise RuntimeError("model bug")
 
-    unit.meter.step = broken_step
+    device.meter.step = broken_step
     with caplog.at_level(logging.ERROR, logger="meter_simulator.device.updater"):
         fire(timers, clock, 1001.0)
     assert updater.failed and failures == [1]
@@ -460,9 +460,9 @@ def updater_threads() -> list[threading.Thread]:
 
 
 def test_start_and_stop_with_a_real_timer_leave_no_thread():
-    unit = new_unit(busy_meter("electric"))
+    device = new_device(busy_meter("electric"))
     seen_before = len(updater_threads())
-    updater = Updater([unit], interval_s=0.05, speed=60.0)
+    updater = Updater([device], interval_s=0.05, speed=60.0)
     updater.start()
     try:
         assert updater.wait_ticks(3, timeout=20)
@@ -470,11 +470,11 @@ def test_start_and_stop_with_a_real_timer_leave_no_thread():
         updater.stop()
         updater.stop()
     wait_for(lambda: len(updater_threads()) <= seen_before, timeout=10)
-    assert unit.meter.total > 0.0  # the ticks integrated
+    assert device.meter.total > 0.0  # the ticks integrated
     assert not updater.failed
 
 
 def test_wait_ticks_times_out_without_ticks():
-    clock, unit, updater = build()
+    clock, device, updater = build()
     assert updater.wait_ticks(1, timeout=0.01) is False
     assert updater.wait_ticks(0, timeout=0.01) is True

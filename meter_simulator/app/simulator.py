@@ -15,7 +15,7 @@ from typing import Callable
 
 from ..device import fleet
 from ..device.control import Control
-from ..modbus.server import MeterServer, new_unit
+from ..modbus.server import MeterServer, new_device
 from ..net.listeners import BindError
 from ..ops.service import Service
 from .options import Config
@@ -39,7 +39,7 @@ def build_server(config: Config, on_failure=None,
     """The meters and their Modbus server for a configuration (not started)."""
     rng = random.Random(config.seed)
     endpoints = fleet.plan(config.meter_type, config.port, config.count, config.unit_ids, rng,
-                           start_time_of_day_s(rng, config.seed is not None), new_unit,
+                           start_time_of_day_s(rng, config.seed is not None), new_device,
                            profile=config.profile, pv_kwp=config.pv_kwp)
     return MeterServer(config.host, endpoints, interval_s=config.interval_s, speed=config.speed,
                        read_only=config.read_only, max_clients=config.max_clients,

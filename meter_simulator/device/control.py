@@ -25,8 +25,8 @@ from ..model import pins
 from . import faults
 from .deadlines import Deadlines
 from .faults import Fault, FaultError, FaultLimitError, Topology, UnknownError
-from .fleet import Endpoint, meter_key
-from .updater import MeterUnit, Updater
+from .fleet import PortPlan, meter_key
+from .updater import Device, Updater
 
 log = logging.getLogger(__name__)
 
@@ -41,23 +41,23 @@ class ControlError(ValueError):
 class Meter:
     """One served meter as the control API names it."""
 
-    __slots__ = ("id", "port", "unit_id", "unit")
+    __slots__ = ("id", "port", "unit_id", "device")
 
-    def __init__(self, port: int, unit_id: int | None, unit: MeterUnit) -> None:
+    def __init__(self, port: int, unit_id: int | None, device: Device) -> None:
         self.id = meter_key(port, unit_id)
         self.port = port
         self.unit_id = unit_id  # None outside gateway mode
-        self.unit = unit
+        self.device = device
 
     @property
     def panels(self) -> bool:
-        return getattr(self.unit.meter, "panels", None) is not None
+        return getattr(self.device.meter, "panels", None) is not None
 
 
 class Control:
     """Overrides, online state, totals and faults of a run's meters."""
 
-    def __init__(self, updater: Updater, plan: Sequence[Endpoint], *, seed: int | None = None,
+    def __init__(self, updater: Updater, plan: Sequence[PortPlan], *, seed: int | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  on_request_faults: Callable[[dict[int, tuple]], None] | None = None) -> None:
         self.updater = updater
@@ -66,17 +66,17 @@ class Control:
         self._on_request_faults = on_request_faults
         self.meters: list[Meter] = []
         for endpoint in sorted(plan, key=lambda endpoint: endpoint.port):  # the API lists by port
-            if endpoint.unit is not None:
-                self.meters.append(Meter(endpoint.port, None, endpoint.unit))
+            if endpoint.device is not None:
+                self.meters.append(Meter(endpoint.port, None, endpoint.device))
             else:
-                self.meters.extend(Meter(endpoint.port, unit_id, unit)
-                                   for unit_id, unit in sorted(endpoint.units_by_id.items()))
+                self.meters.extend(Meter(endpoint.port, unit_id, device)
+                                   for unit_id, device in sorted(endpoint.devices_by_id.items()))
         self.by_id = {meter.id: meter for meter in self.meters}
         self._meters_on: dict[int, list[Meter]] = {}  # by port
         for meter in self.meters:
             self._meters_on.setdefault(meter.port, []).append(meter)
-        self.topology = Topology({endpoint.port: (frozenset(endpoint.units_by_id)
-                                                  if endpoint.units_by_id is not None else None)
+        self.topology = Topology({endpoint.port: (frozenset(endpoint.devices_by_id)
+                                                  if endpoint.devices_by_id is not None else None)
                                   for endpoint in plan})
         self.started_s = clock()
         self._lock = threading.Lock()  # the faults: list, index, counts, deadlines
@@ -100,12 +100,12 @@ class Control:
 
     def _shown(self, meter: Meter) -> tuple[dict, dict, bool, bool]:
         """(readings, overrides, online, no alarm) as published now, taken under the lock."""
-        unit = meter.unit
+        device = meter.device
         with self.updater.lock:
-            values = readings.values(unit.meter_type, unit.shown, unit, meter.panels)
-            overrides = dict(unit.meter.overrides)
-            online = unit.online
-            no_alarm = unit.shown[0].in_band if unit.live else unit._no_alarm
+            values = readings.values(device.meter_type, device.shown, device, meter.panels)
+            overrides = dict(device.meter.overrides)
+            online = device.online
+            no_alarm = device.shown[0].in_band if device.live else device._no_alarm
         return values, overrides, online, no_alarm
 
     def readings(self, meter_id) -> dict[str, float]:
@@ -115,7 +115,7 @@ class Control:
     def summary(self, meter: Meter) -> dict:
         values, overrides, online, no_alarm = self._shown(meter)
         return {"id": meter.id, "port": meter.port, "unit_id": meter.unit_id,
-                "type": meter.unit.meter_type, "online": online, "no_alarm": no_alarm,
+                "type": meter.device.meter_type, "online": online, "no_alarm": no_alarm,
                 "total": values[total_name(meter)], "rate": values[rate_name(meter)],
                 "overrides": sorted(overrides), "faults": self.fault_ids(meter)}
 
@@ -156,11 +156,11 @@ class Control:
         self._expire_due()
         values, overrides, online, no_alarm = self._shown(meter)
         return {"id": meter.id, "port": meter.port, "unit_id": meter.unit_id,
-                "type": meter.unit.meter_type, "profile": meter.unit.profile.name,
+                "type": meter.device.meter_type, "profile": meter.device.profile.name,
                 "online": online, "no_alarm": no_alarm, "tick": self.updater.ticks,
                 "total": values[total_name(meter)], "rate": values[rate_name(meter)],
                 "readings": values,
-                "units": dict(readings.units(meter.unit.meter_type, meter.panels)),
+                "units": dict(readings.symbols(meter.device.meter_type, meter.panels)),
                 "overrides": overrides,
                 "faults": [fault.as_dict(self._clock()) for fault in self._faults_of(meter)]}
 
@@ -170,10 +170,10 @@ class Control:
         meter = self.meter(meter_id)
         if not isinstance(changes, Mapping):
             raise ControlError("overrides must be a JSON object of reading names and values")
-        unit = meter.unit
+        device = meter.device
         with self.updater.lock:
-            merged = pins.merged(unit.meter_type, unit.meter.overrides, changes, meter.panels)
-            self.updater.set_overrides(unit, merged)
+            merged = pins.merged(device.meter_type, device.meter.overrides, changes, meter.panels)
+            self.updater.set_overrides(device, merged)
         return self.details(meter.id)
 
     def release(self, meter_id, names: Sequence[str] | None = None) -> dict:
@@ -181,7 +181,7 @@ class Control:
         meter = self.meter(meter_id)
         if names is None:
             with self.updater.lock:
-                self.updater.set_overrides(meter.unit, {})
+                self.updater.set_overrides(meter.device, {})
             return self.details(meter.id)
         return self.set_overrides(meter_id, dict.fromkeys(names))
 
@@ -190,17 +190,17 @@ class Control:
         meter = self.meter(meter_id)
         if not isinstance(online, bool):
             raise ControlError(f"online must be true or false, not {online!r}")
-        self.updater.set_online(meter.unit, online)
+        self.updater.set_online(meter.device, online)
         return self.details(meter.id)
 
     def reset(self, meter_id) -> dict:
         """As a Modbus write of coil 10 ON; a device profile's meter resets every counter and
         maximum demand (its operator's reset: over Modbus its counters stay read-only)."""
         meter = self.meter(meter_id)
-        if meter.unit.profile.coils:
-            self.updater.reset_total(meter.unit)
+        if meter.device.profile.coils:
+            self.updater.reset_total(meter.device)
         else:
-            self.updater.reset_counters(meter.unit)
+            self.updater.reset_counters(meter.device)
         return self.details(meter.id)
 
     def set_total(self, meter_id, total) -> dict:
@@ -208,7 +208,7 @@ class Control:
         meter = self.meter(meter_id)
         if not is_finite_number(total) or not 0 <= total <= MAX_TOTAL:
             raise ControlError(f"total must be a number from 0 to {MAX_TOTAL:g}, not {total!r}")
-        self.updater.jump_total(meter.unit, float(total))
+        self.updater.jump_total(meter.device, float(total))
         return self.details(meter.id)
 
     # --- faults ---
@@ -361,7 +361,7 @@ class Control:
         if fault.is_request_fault:
             self._push({fault.scope.port})
         else:
-            self.updater.change_faults({meter.unit: {fault.type: 1} for meter in self._covered(fault)})
+            self.updater.change_faults({meter.device: {fault.type: 1} for meter in self._covered(fault)})
             self.applied_by_type[fault.type] += 1
             fault.applied += 1
         if fault.expires_s is not None:
@@ -373,7 +373,7 @@ class Control:
 
         The caller holds the faults' lock; the updater's is taken inside (never the other way)."""
         scopes: set[int | None] = set()
-        steps: dict[MeterUnit, dict[str, int]] = {}
+        steps: dict[Device, dict[str, int]] = {}
         for fault in ended:
             del self._faults[fault.id]
             scoped = self._faults_by_port[fault.scope.port]
@@ -385,7 +385,7 @@ class Control:
                 scopes.add(fault.scope.port)
             else:
                 for meter in self._covered(fault):
-                    by_kind = steps.setdefault(meter.unit, {})
+                    by_kind = steps.setdefault(meter.device, {})
                     by_kind[fault.type] = by_kind.get(fault.type, 0) - 1
         if scopes:
             self._push(scopes)
@@ -421,10 +421,10 @@ class Control:
         rows = []
         with self.updater.lock:
             for meter in self.meters:
-                unit = meter.unit
-                reading, counters, _ = unit.shown
-                rate = reading.rate if unit.meter_type != "electric" else sum(reading.powers_w)
-                rows.append((meter, unit.meter_type, unit.online, counters[unit.meter.total_counter],
+                device = meter.device
+                reading, counters, _ = device.shown
+                rate = reading.rate if device.meter_type != "electric" else sum(reading.powers_w)
+                rows.append((meter, device.meter_type, device.online, counters[device.meter.total_counter],
                              rate))
         return rows
 
@@ -435,11 +435,11 @@ def log_end(fault: Fault, reason: str) -> None:
 
 
 def total_name(meter: Meter) -> str:
-    return "energy_import" if meter.unit.meter_type == "electric" else "volume_total"
+    return "energy_import" if meter.device.meter_type == "electric" else "volume_total"
 
 
 def rate_name(meter: Meter) -> str:
-    return "power_total" if meter.unit.meter_type == "electric" else "flow"
+    return "power_total" if meter.device.meter_type == "electric" else "flow"
 
 
 __all__ = ["Control", "ControlError", "FaultError", "FaultLimitError", "UnknownError", "Meter"]

@@ -1,4 +1,4 @@
-"""MeterUnit: one meter as a Modbus device: its model, its register map, its identity, and the
+"""Device: one meter as a Modbus device: its model, its register map, its identity, and the
 bank it publishes one immutable encoded image to per tick.
 
 The device owns what a real meter keeps besides its readings: the meter id it
@@ -32,7 +32,7 @@ def serial_number(port: int, meter_id: int) -> int:
     return port * 1000 + meter_id
 
 
-class MeterUnit:
+class Device:
     """One meter as a Modbus device: its model, map and identity, the bank it is published to."""
 
     def __init__(self, meter: Meter, bank, profile: Profile | None = None, *, unit_id: int = 1,

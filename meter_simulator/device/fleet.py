@@ -8,20 +8,20 @@ from dataclasses import dataclass
 from ..maps.points import Profile
 from ..model.meters import make_meter
 from .device import serial_number
-from .updater import MeterUnit
+from .updater import Device
 
 
 @dataclass
-class Endpoint:
+class PortPlan:
     """One listening port and the meters behind it."""
 
     port: int
-    unit: MeterUnit | None = None  # a single meter answering every unit id
-    units_by_id: dict[int, MeterUnit] | None = None  # gateway mode: unit id -> meter
+    device: Device | None = None  # a single meter answering every unit id
+    devices_by_id: dict[int, Device] | None = None  # gateway mode: unit id -> meter
 
     @property
-    def units(self) -> list[MeterUnit]:
-        return [self.unit] if self.unit is not None else list(self.units_by_id.values())
+    def devices(self) -> list[Device]:
+        return [self.device] if self.device is not None else list(self.devices_by_id.values())
 
 
 def meter_key(port: int, unit_id: int | None = None) -> str:
@@ -31,13 +31,13 @@ def meter_key(port: int, unit_id: int | None = None) -> str:
 
 
 def plan(meter_type: str, port: int, count: int, unit_ids: Sequence[int] | None,
-         rng: random.Random, time_of_day_s: float, new_unit, *, profile: Profile | None = None,
-         pv_kwp: float = 0.0) -> list[Endpoint]:
+         rng: random.Random, time_of_day_s: float, new_device, *, profile: Profile | None = None,
+         pv_kwp: float = 0.0) -> list[PortPlan]:
     """count ports from port, each one meter or (with unit_ids) one meter per unit id.
 
     Every meter draws its own random generator from rng, so the meters differ from
-    one another and the whole fleet is reproducible from one seed. new_unit makes a
-    MeterUnit (with its bank) from a meter, a profile (None: the seed map) and the meter's
+    one another and the whole fleet is reproducible from one seed. new_device makes a
+    Device (with its bank) from a meter, a profile (None: the seed map) and the meter's
     identity: the meter id it shows (its unit id in gateway mode, else 1), its serial number
     and its key.
     """
@@ -50,13 +50,13 @@ def plan(meter_type: str, port: int, count: int, unit_ids: Sequence[int] | None,
             model = make_meter(meter_type, random.Random(rng.getrandbits(64)), time_of_day_s,
                                pv_kwp=pv_kwp)
             meter_id = 1 if unit_id is None else unit_id
-            return new_unit(model, profile, unit_id=meter_id, key=meter_key(meter_port, unit_id),
+            return new_device(model, profile, unit_id=meter_id, key=meter_key(meter_port, unit_id),
                             serial=serial_number(meter_port, meter_id))
 
         if unit_ids is None:
-            endpoints.append(Endpoint(endpoint_port, unit=meter()))
+            endpoints.append(PortPlan(endpoint_port, device=meter()))
         else:
-            endpoints.append(Endpoint(endpoint_port, units_by_id={uid: meter(uid) for uid in unit_ids}))
+            endpoints.append(PortPlan(endpoint_port, devices_by_id={uid: meter(uid) for uid in unit_ids}))
     return endpoints
 
 

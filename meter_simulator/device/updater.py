@@ -21,11 +21,11 @@ from contextlib import AbstractContextManager
 from typing import Callable
 
 from ..ratelimit import RateLimitedLog
-from .device import MeterUnit
+from .device import Device
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MeterUnit", "Updater"]
+__all__ = ["Device", "Updater"]
 
 
 # tick durations for /metrics: upper bounds in seconds (Prometheus histogram buckets)
@@ -48,12 +48,12 @@ class TickTimes:
 class Updater:
     """Steps all meters every interval_s of the clock, times speed, and publishes them."""
 
-    def __init__(self, units: Iterable[MeterUnit], *, interval_s: float = 1.0, speed: float = 1.0,
+    def __init__(self, devices: Iterable[Device], *, interval_s: float = 1.0, speed: float = 1.0,
                  clock: Callable[[], float] = time.monotonic,
                  on_tick: Callable[[], None] | None = None,
                  on_failure: Callable[[], None] | None = None,
                  tick_context: Callable[[], AbstractContextManager] | None = None) -> None:
-        self.units = list(units)
+        self.devices = list(devices)
         # wraps each tick; the program gives a fleet short GIL slices there (process-wide
         # state, so only the program may: see cli.short_gil_slices)
         self._tick_context = tick_context or contextlib.nullcontext
@@ -62,7 +62,7 @@ class Updater:
         self._clock = clock
         self._on_tick = on_tick
         self._on_failure = on_failure
-        self.on_reset: Callable[[MeterUnit], None] | None = None  # called after a reset, outside the lock
+        self.on_reset: Callable[[Device], None] | None = None  # called after a reset, outside the lock
         # called with overrun_s when ticks start or stop taking longer than the interval
         self.on_overrun: Callable[[float | None], None] | None = None
         self.overrun_s: float | None = None  # how long the last tick took, while ticks overrun
@@ -78,8 +78,8 @@ class Updater:
         self._timer: threading.Timer | None = None
         self._start = self._last = self._deadline = clock()
         with self.lock:
-            for unit in self.units:
-                unit.publish()
+            for device in self.devices:
+                device.publish()
 
     # --- the tick, public so tests drive it with a fake clock and no thread ---
     def tick(self) -> None:
@@ -88,10 +88,10 @@ class Updater:
             now = self._clock()
             dt_s = max(now - self._last, 0.0) * self.speed
             self._last = now
-            for unit in self.units:
-                unit.meter.step(dt_s, unit.integrated_s)
-                unit.integrated_s = 0.0
-                unit.publish()
+            for device in self.devices:
+                device.meter.step(dt_s, device.integrated_s)
+                device.integrated_s = 0.0
+                device.publish()
             took_s = self._clock() - now
         self.tick_seconds.add(took_s)
         self._check_duration(took_s)
@@ -105,7 +105,7 @@ class Updater:
         """Warn (rate-limited) while ticks take longer than the interval; report each change."""
         overrun = took_s > self.interval_s
         if overrun:
-            meters = f"{len(self.units)} meter" + ("s" if len(self.units) != 1 else "")
+            meters = f"{len(self.devices)} meter" + ("s" if len(self.devices) != 1 else "")
             self._log_overrun("a tick of %s took %.3f s, longer than the interval of %g s: "
                               "the schedule skips ticks (%d so far); a longer --interval or fewer "
                               "meters keep up", meters, took_s, self.interval_s, self.skipped_ticks)
@@ -127,92 +127,92 @@ class Updater:
             return self._ticked.wait_for(lambda: self.ticks >= target, timeout)
 
     # --- client commands, serialised with the tick ---
-    def catch_up(self, unit: MeterUnit) -> None:
+    def catch_up(self, device: Device) -> None:
         """Add what the unit showed since the last tick to its counters now (the caller holds
         the lock and is about to change what it shows); the next tick adds only the rest."""
         elapsed_s = max(self._clock() - self._last, 0.0) * self.speed
-        unit.meter.integrate(elapsed_s - unit.integrated_s)
-        unit.integrated_s = max(elapsed_s, unit.integrated_s)
+        device.meter.integrate(elapsed_s - device.integrated_s)
+        device.integrated_s = max(elapsed_s, device.integrated_s)
 
-    def reset_total(self, unit: MeterUnit) -> None:
+    def reset_total(self, device: Device) -> None:
         """The unit's total restarts from 0, published before this returns.
 
         What was consumed before the reset is first added to the old total, so the
         next tick adds to the new total only what was consumed after the reset.
         """
         with self.lock:
-            self.catch_up(unit)
-            unit.meter.reset_total()
-            unit.publish_total()
+            self.catch_up(device)
+            device.meter.reset_total()
+            device.publish_total()
         if self.on_reset is not None:
-            self.on_reset(unit)
+            self.on_reset(device)
 
-    def reset_counters(self, unit: MeterUnit) -> None:
+    def reset_counters(self, device: Device) -> None:
         """Every counter and maximum demand of the unit restarts from 0 (a device profile's
         reset by its operator), published before this returns."""
         with self.lock:
-            self.catch_up(unit)
-            unit.meter.reset_counters()
-            if unit.meter.demand is not None:
-                unit.meter.demand.zero_maxima()
-            unit.publish_total(tuple(unit.meter.counters), maxima=True)
+            self.catch_up(device)
+            device.meter.reset_counters()
+            if device.meter.demand is not None:
+                device.meter.demand.zero_maxima()
+            device.publish_total(tuple(device.meter.counters), maxima=True)
         if self.on_reset is not None:
-            self.on_reset(unit)
+            self.on_reset(device)
 
-    def jump_total(self, unit: MeterUnit, total: float) -> None:
+    def jump_total(self, device: Device, total: float) -> None:
         """The unit's total jumps to total (kWh or m3), split over the phases in their present
         proportions; integration goes on from there. Published before this returns."""
         with self.lock:
-            self.catch_up(unit)
-            unit.meter.set_total(total, proportional=True)
-            unit.publish_total()
+            self.catch_up(device)
+            device.meter.set_total(total, proportional=True)
+            device.publish_total()
         if self.on_reset is not None:
-            self.on_reset(unit)
+            self.on_reset(device)
 
-    def set_overrides(self, unit: MeterUnit, overrides) -> None:
+    def set_overrides(self, device: Device, overrides) -> None:
         """Pin the unit's readings (the whole set; empty releases all): what it showed until now
         is integrated first, and the pinned readings are published before this returns."""
         with self.lock:
-            self.catch_up(unit)
-            unit.meter.pin(overrides)
-            unit.publish()
+            self.catch_up(device)
+            device.meter.pin(overrides)
+            device.publish()
 
-    def change_faults(self, steps: Mapping[MeterUnit, Mapping[str, int]]) -> None:
+    def change_faults(self, steps: Mapping[Device, Mapping[str, int]]) -> None:
         """Freeze and offline faults start (a step of +n) or end (-n) on units, by kind; each
         unit's readings and status are published once, at once."""
         with self.lock:
-            for unit, by_kind in steps.items():
+            for device, by_kind in steps.items():
                 for kind, step in by_kind.items():
-                    unit.add_fault(kind, step)
-                unit.publish()
+                    device.add_fault(kind, step)
+                device.publish()
 
-    def set_total(self, unit: MeterUnit, total: float) -> None:
+    def set_total(self, device: Device, total: float) -> None:
         """Resume the unit from a saved total (kWh or m3), published before this returns."""
         with self.lock:
-            unit.meter.set_total(total)
-            unit.publish_total()
+            device.meter.set_total(total)
+            device.publish_total()
 
-    def set_values(self, unit: MeterUnit, values) -> None:
+    def set_values(self, device: Device, values) -> None:
         """Resume the unit from saved counters and maximum demands, published before this returns."""
         with self.lock:
-            unit.meter.restore_values(values)
-            unit.publish_total()
+            device.meter.restore_values(values)
+            device.publish_total()
 
-    def write_registers(self, unit: MeterUnit, address: int, words) -> int:
+    def write_registers(self, device: Device, address: int, words) -> int:
         """A client's write into the unit's writable registers: checked whole, then stored and
         published; the exception code (0: done)."""
         with self.lock:
-            code, values = unit.check_write(address, words)
+            code, values = device.check_write(address, words)
             if code == 0:
-                unit.store(values)
-                unit.publish()
+                device.store(values)
+                device.publish()
         return code
 
-    def set_online(self, unit: MeterUnit, online: bool) -> None:
+    def set_online(self, device: Device, online: bool) -> None:
         """Take the unit online or offline; offline, its readings stay as last published."""
         with self.lock:
-            unit.online = bool(online)
-            unit.publish()
+            device.online = bool(online)
+            device.publish()
 
     # --- schedule ---
     def start(self) -> None:

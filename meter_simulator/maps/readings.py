@@ -29,8 +29,8 @@ def names(meter_type: str, panels: bool = False) -> tuple[str, ...]:
     return ELECTRIC + ("pv_power",) if panels else ELECTRIC
 
 
-def unit(name: str, meter_type: str) -> str:
-    """The unit of a reading: V, A, W, kWh, m³, L/min, ... ('' for a power factor)."""
+def symbol(name: str, meter_type: str) -> str:
+    """The unit symbol of a reading: V, A, W, kWh, m³, L/min, ... ('' for a power factor)."""
     if name == "pressure":
         return "bar" if meter_type == "water" else "mbar"
     stems = (("max_demand_apparent", "VA"), ("max_demand_current", "A"), ("max_demand_", "W"),
@@ -52,18 +52,18 @@ def _compile(meter_type: str, panels: bool):
     items = ", ".join(f"{name!r}: {codec.expression(name, meter_type)}" for name in listed)
     namespace = dict(codec.HELPERS)
     exec(f"def values(r, c, d, m):\n    return {{{items}}}\n", namespace)  # noqa: S102 - our own names
-    return namespace["values"], {name: unit(name, meter_type) for name in listed}
+    return namespace["values"], {name: symbol(name, meter_type) for name in listed}
 
 
 def values(meter_type: str, shown: tuple, device, panels: bool = False) -> dict[str, float]:
     """Every reading of a meter by name, from what it published: shown is (reading, counters,
-    demands), device the MeterUnit (its settings)."""
+    demands), device the Device (its settings)."""
     reading, counters, demands = shown
     return _compile(meter_type, panels)[0](reading, counters, demands or _NO_DEMANDS, device)
 
 
-def units(meter_type: str, panels: bool = False) -> Mapping[str, str]:
-    """The unit of every reading values() gives."""
+def symbols(meter_type: str, panels: bool = False) -> Mapping[str, str]:
+    """The unit symbol of every reading values() gives."""
     return _compile(meter_type, panels)[1]
 
 

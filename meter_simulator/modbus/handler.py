@@ -26,7 +26,7 @@ from pyModbusTCP.constants import (
 )
 from pyModbusTCP.server import DataHandler
 
-from ..device.updater import MeterUnit, Updater
+from ..device.updater import Device, Updater
 from ..maps import image
 from ..maps import seed as registers
 
@@ -70,28 +70,28 @@ def span(address: int, count: int) -> range:
 class MeterDataHandler(DataHandler):
     """Routes each request to its meter and turns coil/register writes into meter commands."""
 
-    def __init__(self, updater: Updater, *, unit: MeterUnit | None = None,
-                 units_by_id: dict[int, MeterUnit] | None = None, read_only: bool = False) -> None:
+    def __init__(self, updater: Updater, *, device: Device | None = None,
+                 devices_by_id: dict[int, Device] | None = None, read_only: bool = False) -> None:
         self.updater = updater
-        self.unit = unit  # the meter answering every unit id, or None with units_by_id
-        self.units_by_id = units_by_id  # gateway mode: unit id -> meter
+        self.device = device  # the meter answering every unit id, or None with units_by_id
+        self.devices_by_id = devices_by_id  # gateway mode: unit id -> meter
         self.read_only = read_only
-        first = unit if unit is not None else next(iter(units_by_id.values()))
+        first = device if device is not None else next(iter(devices_by_id.values()))
         super().__init__(data_bank=first.bank)
 
-    def unit_for(self, srv_info) -> MeterUnit | None:
+    def unit_for(self, srv_info) -> Device | None:
         """The meter a request is addressed to, by its unit id (None: no such meter)."""
         return self.unit_for_id(srv_info.recv_frame.mbap.unit_id)
 
-    def unit_for_id(self, unit_id: int) -> MeterUnit | None:
+    def unit_for_id(self, unit_id: int) -> Device | None:
         """The meter that answers unit_id, or None (gateway mode, an unlisted id)."""
-        return self.unit if self.units_by_id is None else self.units_by_id.get(unit_id)
+        return self.device if self.devices_by_id is None else self.devices_by_id.get(unit_id)
 
     def _read(self, getter_name: str, address: int, count: int, srv_info) -> DataHandler.Return:
-        unit = self.unit_for(srv_info)
-        if unit is None:
+        device = self.unit_for(srv_info)
+        if device is None:
             return answer(EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
-        data = getattr(unit.bank, getter_name)(address, count)
+        data = getattr(device.bank, getter_name)(address, count)
         return answer(EXP_DATA_ADDRESS) if data is None else answer(EXP_NONE, data)
 
     def answer_read(self, unit_id: int, pdu: bytes) -> bytes:
@@ -103,10 +103,10 @@ class MeterDataHandler(DataHandler):
             _, address, quantity = image.read_request(pdu)
             if not image.quantity_ok(function_code, quantity):
                 return exception_pdu(function_code, EXP_DATA_VALUE)
-            unit = self.unit_for_id(unit_id)
-            if unit is None or unit.unreachable:  # no such meter, or an offline device
+            device = self.unit_for_id(unit_id)
+            if device is None or device.unreachable:  # no such meter, or an offline device
                 return exception_pdu(function_code, EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
-            published = unit.bank.image
+            published = device.bank.image
             if function_code < image.READ_HOLDING_REGISTERS and published.bits is None:
                 return exception_pdu(function_code, EXP_ILLEGAL_FUNCTION)  # a device has no coils
             answer_pdu = published.read_answer(function_code, address, quantity)
@@ -133,10 +133,10 @@ class MeterDataHandler(DataHandler):
 
     @guarded
     def write_coils(self, address, bits_l, srv_info):
-        unit = self.unit_for(srv_info)
-        if unit is None:
+        device = self.unit_for(srv_info)
+        if device is None:
             return answer(EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
-        if self.read_only or not unit.profile.coils:
+        if self.read_only or not device.profile.coils:
             return answer(EXP_ILLEGAL_FUNCTION)
         pdu = srv_info.recv_frame.pdu.raw
         if pdu[0] == WRITE_SINGLE_COIL:
@@ -147,20 +147,20 @@ class MeterDataHandler(DataHandler):
             return answer(EXP_DATA_ADDRESS)
         for coil, value in zip(span(address, len(bits_l)), bits_l):
             if coil == registers.COIL_ONLINE:
-                self.updater.set_online(unit, value)
+                self.updater.set_online(device, value)
             elif coil == registers.COIL_RESET and value:
-                self.updater.reset_total(unit)
+                self.updater.reset_total(device)
         return answer(EXP_NONE)
 
     @guarded
     def write_h_regs(self, address, words_l, srv_info):
-        unit = self.unit_for(srv_info)
-        if unit is None:
+        device = self.unit_for(srv_info)
+        if device is None:
             return answer(EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
         if self.read_only:
             return answer(EXP_ILLEGAL_FUNCTION)
-        if not unit.profile.coils:
-            return self._write_device(unit, address, words_l, srv_info.recv_frame.pdu.raw[0])
+        if not device.profile.coils:
+            return self._write_device(device, address, words_l, srv_info.recv_frame.pdu.raw[0])
         writes = dict(zip(span(address, len(words_l)), words_l))
         if writes.get(registers.ONLINE, 0) not in (0, 1):
             return answer(EXP_DATA_VALUE)
@@ -172,12 +172,12 @@ class MeterDataHandler(DataHandler):
             read_address, read_count = struct.unpack(">HH", pdu[1:5])
             if read_address + read_count > registers.REGISTER_COUNT:
                 return answer(EXP_DATA_ADDRESS)
-        self.updater.set_online(unit, writes[registers.ONLINE] == 1)
+        self.updater.set_online(device, writes[registers.ONLINE] == 1)
         return answer(EXP_NONE)
 
-    def _write_device(self, unit: MeterUnit, address: int, words_l, function_code: int):
+    def _write_device(self, device: Device, address: int, words_l, function_code: int):
         """A write to a device profile's map: only by the function codes the device takes (an
         SDM630 writes with FC 0x10 alone; FC 0x17 nowhere), whole writable points only."""
-        if function_code not in unit.profile.write_functions:
+        if function_code not in device.profile.write_functions:
             return answer(EXP_ILLEGAL_FUNCTION)
-        return answer(self.updater.write_registers(unit, address, list(words_l)))
+        return answer(self.updater.write_registers(device, address, list(words_l)))

@@ -18,8 +18,8 @@ from pyModbusTCP.server import DataBank, DeviceIdentification, ModbusServer
 
 from .. import __version__
 from ..device.device import serial_number
-from ..device.fleet import Endpoint, meter_key
-from ..device.updater import MeterUnit, Updater
+from ..device.fleet import PortPlan, meter_key
+from ..device.updater import Device, Updater
 from ..maps import seed as registers
 from ..maps.image import READ_FUNCTIONS, READ_INPUT_REGISTERS, Image
 from ..maps.points import Profile
@@ -78,10 +78,10 @@ def new_bank() -> MeterBank:
     return MeterBank(Image.of([0] * registers.REGISTER_COUNT, [False] * registers.COIL_COUNT))
 
 
-def new_unit(meter: Meter, profile: Profile | None = None, **identity) -> MeterUnit:
+def new_device(meter: Meter, profile: Profile | None = None, **identity) -> Device:
     """A meter with a bank of its own, served through a profile (default: the seed map);
-    identity: unit_id, serial and key (see MeterUnit)."""
-    return MeterUnit(meter, new_bank(), profile, **identity)
+    identity: unit_id, serial and key (see Device)."""
+    return Device(meter, new_bank(), profile, **identity)
 
 
 class MeterIdentification(DeviceIdentification):
@@ -142,8 +142,8 @@ class ModbusEndpoint(ModbusServer):
             session_data.response.pdu.raw = self.data_hdl.answer_read(
                 session_data.request.mbap.unit_id, pdu)
             return
-        unit = self.data_hdl.unit_for_id(session_data.request.mbap.unit_id)
-        if unit is not None and unit.unreachable:  # an offline device answers nothing at all
+        device = self.data_hdl.unit_for_id(session_data.request.mbap.unit_id)
+        if device is not None and device.unreachable:  # an offline device answers nothing at all
             session_data.response.pdu.build_except(func_code & 0x7F,
                                                    EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
             return
@@ -182,7 +182,7 @@ class ModbusEndpoint(ModbusServer):
 class MeterServer:
     """Modbus endpoints over meters that one updater steps, started and stopped together."""
 
-    def __init__(self, host: str, endpoints: list[Endpoint], *, interval_s: float = 1.0,
+    def __init__(self, host: str, endpoints: list[PortPlan], *, interval_s: float = 1.0,
                  speed: float = 1.0, read_only: bool = False, max_clients: int = 100,
                  idle_timeout_s: float = 120.0, allow=None,
                  on_failure: Callable[[], None] | None = None,
@@ -190,8 +190,8 @@ class MeterServer:
                  tick_context: Callable[[], AbstractContextManager] | None = None) -> None:
         self.host = host
         self.plan = endpoints
-        units = [unit for endpoint in endpoints for unit in endpoint.units]
-        self.updater = Updater(units, interval_s=interval_s, speed=speed,
+        devices = [device for endpoint in endpoints for device in endpoint.devices]
+        self.updater = Updater(devices, interval_s=interval_s, speed=speed,
                                on_failure=on_failure, on_tick=on_tick, tick_context=tick_context)
         self.acceptor: Acceptor | None = None  # one accepting thread for every endpoint
         self._services_by_port: dict[int, MeterTCPServer] = {}  # once bound
@@ -199,11 +199,11 @@ class MeterServer:
                                   "allow": allow}
         self.endpoints = [
             ModbusEndpoint(host=host, port=endpoint.port,
-                           data_hdl=MeterDataHandler(self.updater, unit=endpoint.unit,
-                                                     units_by_id=endpoint.units_by_id,
+                           data_hdl=MeterDataHandler(self.updater, device=endpoint.device,
+                                                     devices_by_id=endpoint.devices_by_id,
                                                      read_only=read_only),
-                           device_id=device_identification(units[0].meter_type,
-                                                           units[0].profile.name),
+                           device_id=device_identification(devices[0].meter_type,
+                                                           devices[0].profile.name),
                            transport_options=self.transport_options)
             for endpoint in endpoints]
 
@@ -246,11 +246,11 @@ class MeterServer:
             if endpoint.port == modbus.bound_port:
                 continue
             endpoint.port = modbus.port = modbus.bound_port
-            for unit_id, unit in (endpoint.units_by_id or {None: endpoint.unit}).items():
-                unit.key = meter_key(endpoint.port, unit_id)
-                unit.serial_number = serial_number(endpoint.port, unit.unit_id)
+            for unit_id, device in (endpoint.devices_by_id or {None: endpoint.device}).items():
+                device.key = meter_key(endpoint.port, unit_id)
+                device.serial_number = serial_number(endpoint.port, device.unit_id)
                 with self.updater.lock:
-                    unit.publish()
+                    device.publish()
 
     def serve(self) -> None:
         """Accept connections on the bound ports and start ticking."""

@@ -27,8 +27,8 @@ import threading
 from collections.abc import Mapping
 from typing import Callable
 
-from ..device.fleet import Endpoint
-from ..device.updater import MeterUnit, Updater
+from ..device.fleet import PortPlan
+from ..device.updater import Device, Updater
 from . import state
 
 log = logging.getLogger(__name__)
@@ -38,28 +38,28 @@ FOLDER_ERRNOS = frozenset((errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPER
                            errno.ENOSPC, errno.EDQUOT))
 
 
-def keyed_units(plan: list[Endpoint]) -> dict[str, MeterUnit]:
+def keyed_units(plan: list[PortPlan]) -> dict[str, Device]:
     """Every meter of a run by its state-file key (port, or port-unit id in gateway mode)."""
-    units = {}
+    devices = {}
     for endpoint in plan:
-        if endpoint.unit is not None:
-            units[state.meter_key(endpoint.port)] = endpoint.unit
+        if endpoint.device is not None:
+            devices[state.meter_key(endpoint.port)] = endpoint.device
         else:
-            for unit_id, unit in endpoint.units_by_id.items():
-                units[state.meter_key(endpoint.port, unit_id)] = unit
-    return units
+            for unit_id, device in endpoint.devices_by_id.items():
+                devices[state.meter_key(endpoint.port, unit_id)] = device
+    return devices
 
 
 class Saver:
     """Saves the counters of a run's meters to one state file, periodically and on demand."""
 
-    def __init__(self, path: str, meter_type: str, plan: list[Endpoint], updater: Updater, *,
+    def __init__(self, path: str, meter_type: str, plan: list[PortPlan], updater: Updater, *,
                  interval_s: float = 60.0,
                  on_result: Callable[[str | None], None] | None = None) -> None:
         self.path = path
         self.meter_type = meter_type
         self.interval_s = interval_s
-        self.units = keyed_units(plan)
+        self.devices = keyed_units(plan)
         self.updater = updater
         # the values of meters not in this run, written back untouched
         self.kept: dict[str, dict[str, float]] = {}
@@ -91,20 +91,20 @@ class Saver:
             raise
         if saved is None:
             log.info("state file %s does not exist yet: counters start from 0", self.path)
-            return len(self.units)
-        for key, unit in self.units.items():
+            return len(self.devices)
+        for key, device in self.devices.items():
             if key in saved:
-                self.updater.set_values(unit, saved[key])
-        self.kept = {key: values for key, values in saved.items() if key not in self.units}
-        missing = len(self.units) - (len(saved) - len(self.kept))
+                self.updater.set_values(device, saved[key])
+        self.kept = {key: values for key, values in saved.items() if key not in self.devices}
+        missing = len(self.devices) - (len(saved) - len(self.kept))
         log.info("state file %s: %d meters resumed, %d start from 0", self.path,
-                 len(self.units) - missing, missing)
+                 len(self.devices) - missing, missing)
         return missing
 
     def snapshot(self) -> dict[str, Mapping[str, float]]:
         """Every meter's values by key, copied under the updater's lock: one consistent moment."""
         with self.updater.lock:
-            values = {key: unit.meter.state_values() for key, unit in self.units.items()}
+            values = {key: device.meter.state_values() for key, device in self.devices.items()}
         return {**self.kept, **values}
 
     def save(self) -> bool:

@@ -181,7 +181,7 @@ class MeterSimulator:
         """Every meter's id ("5020", or "5020-7" in gateway mode), in the order of sim.ports: the
         same meters in the same order on every run with the same seed (free ports need not
         ascend; GET /api/meters lists by port)."""
-        return [unit.key for endpoint in self._running().server.plan for unit in endpoint.units]
+        return [device.key for endpoint in self._running().server.plan for device in endpoint.devices]
 
     @property
     def http_url(self) -> str | None:
@@ -195,7 +195,7 @@ class MeterSimulator:
 
     def _id(self, meter) -> str:
         """A meter's id; by default the meter on sim.port (free ports need not ascend)."""
-        return self._running().server.plan[0].units[0].key if meter is None else str(meter)
+        return self._running().server.plan[0].devices[0].key if meter is None else str(meter)
 
     # --- reading ---
     def read(self, meter=None) -> dict[str, float]:

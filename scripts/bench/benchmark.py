@@ -358,11 +358,11 @@ def tick_phase(seconds: float) -> None:
     from meter_simulator.device import fleet as fleet_plan
     from meter_simulator.device.updater import Updater
     from meter_simulator.maps import profiles
-    from meter_simulator.modbus.server import new_unit
+    from meter_simulator.modbus.server import new_device
 
     def fleet_of(name: str) -> list:  # the same 1,000 meters (one seed) behind each map
         endpoints = fleet_plan.plan("electric", 1, FLEET_METERS, None, random.Random(1), 36000.0,
-                                    new_unit, profile=profiles.resolve(name, "electric"))
+                                    new_device, profile=profiles.resolve(name, "electric"))
         return [unit for endpoint in endpoints for unit in endpoint.units]
 
     fleets = {name: fleet_of(name) for name in TICK_PROFILES}

@@ -35,7 +35,7 @@ def serve_pymodbustcp(port: int, count: int) -> None:
         server.stop()
 
 
-def serve_pymodbus(port: int, count: int, units: int) -> None:
+def serve_pymodbus(port: int, count: int, devices: int) -> None:
     from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
     from pymodbus.server import ModbusTcpServer
 
@@ -46,9 +46,9 @@ def serve_pymodbus(port: int, count: int, units: int) -> None:
                                    di=ModbusSequentialDataBlock(1, [False] * 16))
 
     def context() -> ModbusServerContext:
-        if units == 0:
+        if devices == 0:
             return ModbusServerContext(devices=device(), single=True)
-        return ModbusServerContext(devices={uid: device() for uid in range(1, units + 1)},
+        return ModbusServerContext(devices={uid: device() for uid in range(1, devices + 1)},
                                    single=False)
 
     async def main() -> None:
@@ -69,10 +69,10 @@ def serve_pymodbus(port: int, count: int, units: int) -> None:
 if __name__ == "__main__":
     args = docopt(__doc__)
     try:
-        port, count, units = int(args["PORT"]), int(args["COUNT"]), int(args["UNITS"] or 0)
+        port, count, devices = int(args["PORT"]), int(args["COUNT"]), int(args["UNITS"] or 0)
     except ValueError as exc:
         raise SystemExit(f"ref_server.py: {exc}") from None
     if args["pymodbustcp"]:
         serve_pymodbustcp(port, count)
     else:
-        serve_pymodbus(port, count, units)
+        serve_pymodbus(port, count, devices)

@@ -36,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 from meter_simulator import fleet, state  # noqa: E402
 from meter_simulator.device.updater import Updater  # noqa: E402
-from meter_simulator.modbus.server import new_unit  # noqa: E402
+from meter_simulator.modbus.server import new_device  # noqa: E402
 from meter_simulator.ops.saver import Saver  # noqa: E402
 
 
@@ -88,9 +88,9 @@ def measure(extra: list[str], seconds: float, count: int) -> list[float]:
 def snapshot_ms(count: int) -> list[float]:
     """How long a save holds the updater's lock (the in-memory copy), for count meters, in ms."""
     rng = random.Random(1)
-    plan = fleet.plan("electric", 20000, count, None, rng, 0.0, new_unit)
-    units = [unit for endpoint in plan for unit in endpoint.units]
-    saver = Saver(os.devnull, "electric", plan, Updater(units))
+    plan = fleet.plan("electric", 20000, count, None, rng, 0.0, new_device)
+    devices = [device for endpoint in plan for device in endpoint.devices]
+    saver = Saver(os.devnull, "electric", plan, Updater(devices))
     timings_ms = []
     for _ in range(200):
         start = time.perf_counter()
