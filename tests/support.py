@@ -1,4 +1,5 @@
-"""Test helpers: a fake clock, free ports, the real program in a subprocess, client compatibility."""
+"""Test helpers: a fake clock, free ports, the real program in a subprocess, client compatibility,
+the seed map's words as a client decodes them."""
 from __future__ import annotations
 
 import inspect
@@ -205,6 +206,40 @@ def unit_kw(method: Callable, unit_id: int = 1) -> dict:
 def u32(words) -> int:
     """A 32-bit value from two registers, low word first."""
     return (words[1] << 16) | words[0]
+
+
+# the seed map as the contract gives it: registers 0-1 the total x100 (low word first), 101 the type
+TOTAL_SCALE = 100
+METER_TYPE_CODES = {"electric": 0, "water": 1, "gas": 2}
+
+
+def total_counts(total: float) -> int:
+    """What registers 0-1 hold for a total (kWh or m3) before the roll-over: round(total x 100)."""
+    return int(round(total * TOTAL_SCALE))
+
+
+def words_u32(low: int, high: int) -> int:
+    """A 32-bit value from its low and high word (the seed map's order)."""
+    return u32((low, high))
+
+
+class _SeedShown:
+    """What the seed map shows of a device besides its readings (the codec's m)."""
+
+    unit_id, serial_number, stored, demand_period, demand_time = 1, 0, {}, 0, 0
+
+    def __init__(self, online: bool) -> None:
+        self.online = int(online)
+
+
+def seed_image(reading, meter_type: str, online: bool = True) -> list[int]:
+    """Registers 0-101 one reading encodes to through the program's seed map, as 16-bit words."""
+    from meter_simulator.maps import profiles
+
+    counters = {"energy_import": reading.total, "volume_total": reading.total}
+    encoded = profiles.compiled(profiles.seed(), meter_type).encode(reading, counters, {}, _SeedShown(online))
+    data = encoded.holding[0][2]
+    return list(struct.unpack(f">{len(data) // 2}H", data))
 
 
 def console_script(name: str = "meter-simulator") -> str | None:

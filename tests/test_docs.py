@@ -21,9 +21,8 @@ import pytest
 from docopt import docopt
 
 from meter_simulator.app import options
-from meter_simulator.maps import seed as registers
 from meter_simulator.ops import state
-from support import ROOT, MeterProcess, mbpoll_values, meter_count, run_mbpoll, run_python
+from support import METER_TYPE_CODES, ROOT, MeterProcess, mbpoll_values, meter_count, run_mbpoll, run_python
 
 README = ROOT / "README.md"
 PAGES = sorted((ROOT / "docs").glob("*.md"))
@@ -404,7 +403,7 @@ def check_mbpoll(block: Block, command: list[str], port: int, found: list[str]) 
     assert sorted(values) == list(range(reference, reference + step * count, step)), \
         f"{where}: {done.stdout}"
     if table in ("3", "4") and "--profile" not in found and reference <= 102 < reference + count:
-        expected = registers.METER_TYPE_CODES[meter_type(found)]
+        expected = METER_TYPE_CODES[meter_type(found)]
         assert values[102] == expected, f"{where}: register 101 is the meter type"
 
 

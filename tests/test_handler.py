@@ -15,11 +15,10 @@ from pyModbusTCP.server import ModbusServer
 
 from meter_simulator.device.updater import Updater
 from meter_simulator.maps import points
-from meter_simulator.maps.seed import words_u32
 from meter_simulator.modbus.handler import MeterDataHandler
 from meter_simulator.modbus.server import new_device
 from meter_simulator.model.meters import make_meter
-from support import FakeClock
+from support import FakeClock, words_u32
 
 OK, ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE, DEVICE_FAILURE, GATEWAY_NO_RESPONSE = \
     0, 0x01, 0x02, 0x03, 0x04, 0x0B

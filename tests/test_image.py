@@ -25,20 +25,19 @@ def image() -> Image:
 
 def test_registers_are_big_endian_words_in_address_order():
     image = Image.of([0x0102, 0xFFFF, 0], [True, False])
-    assert image.registers == bytes([1, 2, 0xFF, 0xFF, 0, 0])
-    assert image.register_count == 3
+    assert image.holding == image.input == ((0, 3, bytes([1, 2, 0xFF, 0xFF, 0, 0])),)
     assert image.bits == (True, False)
 
 
 def test_an_image_cannot_change():
     image = Image.of([1], [True])
     with pytest.raises(AttributeError):
-        image.registers = b"\0\0"
+        image.holding = ((0, 1, b"\0\0"),)
 
 
 @pytest.mark.parametrize("function_code", [0x03, 0x04])
 def test_a_register_read_is_a_slice_of_the_image(image, function_code):
-    words = list(struct.unpack(">102H", image.registers))
+    words = list(struct.unpack(">102H", image.holding[0][2]))
     for address in range(102):
         for quantity in range(1, min(125, 102 - address) + 1):
             answer = image.read_answer(function_code, address, quantity)

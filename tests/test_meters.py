@@ -10,9 +10,8 @@ import random
 
 import pytest
 
-from meter_simulator.maps import seed as registers
-from meter_simulator.maps.seed import image, words_u32
 from meter_simulator.model.meters import BANDS, METER_TYPES, GasMeter, make_meter
+from support import METER_TYPE_CODES, TOTAL_SCALE, seed_image, total_counts, words_u32
 
 STEPS_S = (0.05, 1.0, 60.0, 3600.0, 1e6)
 SEEDS = range(4)
@@ -91,7 +90,7 @@ def test_every_tick_in_band_consistent_and_exactly_integrated(meter_type, seed, 
         assert reading.total == meter.total
         assert meter.total >= previous_total
         assert reading.in_band  # coil 1 stays ON
-        shown = decode(image(reading, meter_type, online=True))
+        shown = decode(seed_image(reading, meter_type, online=True))
         check_bands(meter_type, shown)
         check_consistent(meter_type, shown)
 
@@ -104,13 +103,13 @@ def window_growth(meter_type: str, seed: int, dt_s: float, min_counts: float,
     for _ in range(20):
         meter.step(dt_s)
     meter.set_total(987654.32)  # a window that does not start from 0
-    counts_per_rate_s = TOTAL_PER_RATE_S[meter_type] * registers.TOTAL_SCALE
-    words = image(meter.reading, meter_type, online=True)
+    counts_per_rate_s = TOTAL_PER_RATE_S[meter_type] * TOTAL_SCALE
+    words = seed_image(meter.reading, meter_type, online=True)
     first = decode(words)["total_counts"]
     expected = 0.0
     for _ in range(max_steps):
         shown_rate = decode(words)["rate"]
-        words = image(meter.step(dt_s), meter_type, online=True)
+        words = seed_image(meter.step(dt_s), meter_type, online=True)
         expected += shown_rate * dt_s * counts_per_rate_s
         if expected >= min_counts:
             break
@@ -142,7 +141,7 @@ def test_reset_total_restarts_from_zero(meter_type):
     after = meter.reset_total()
     assert meter.total == 0.0 and after.total == 0.0
     assert after.rate == before.rate  # the instantaneous readings stay
-    assert image(after, meter_type, online=True)[0:2] == [0, 0]
+    assert seed_image(after, meter_type, online=True)[0:2] == [0, 0]
     shown_rate = after.rate
     meter.step(60.0)
     assert meter.total == pytest.approx(shown_rate * 60.0 * TOTAL_PER_RATE_S[meter_type])
@@ -163,14 +162,14 @@ def test_set_total(meter_type, saved, total):
 @pytest.mark.parametrize("meter_type", METER_TYPES)
 def test_total_register_rolls_over_and_keeps_counting(meter_type):
     meter = make_meter(meter_type, random.Random(2), NOON_S)
-    meter.set_total((2**32 - 50) / registers.TOTAL_SCALE)  # 50 counts before the roll-over
-    words = image(meter.reading, meter_type, online=True)
+    meter.set_total((2**32 - 50) / TOTAL_SCALE)  # 50 counts before the roll-over
+    words = seed_image(meter.reading, meter_type, online=True)
     rolled = False
     for _ in range(10_000):
         counts_before = decode(words)["total_counts"]
-        words = image(meter.step(3600.0), meter_type, online=True)
+        words = seed_image(meter.step(3600.0), meter_type, online=True)
         counts = decode(words)["total_counts"]
-        assert counts == registers.scaled(meter.total, registers.TOTAL_SCALE) % 2**32
+        assert counts == total_counts(meter.total) % 2**32
         rolled = rolled or counts < counts_before
         if rolled and counts > 0:
             break
@@ -202,17 +201,17 @@ def test_meter_types_have_their_classes():
     for meter_type in METER_TYPES:
         meter = make_meter(meter_type, random.Random(0))
         assert meter.meter_type == meter_type
-        assert image(meter.reading, meter_type, online=True)[101] == registers.METER_TYPE_CODES[meter_type]
+        assert seed_image(meter.reading, meter_type, online=True)[101] == METER_TYPE_CODES[meter_type]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_electric_readings_move_at_almost_every_tick(seed):
     meter = make_meter("electric", random.Random(seed), NOON_S)
-    words = image(meter.reading, "electric", online=True)
+    words = seed_image(meter.reading, "electric", online=True)
     moved = 0
     ticks = 600
     for _ in range(ticks):
-        new = image(meter.step(1.0), "electric", online=True)
+        new = seed_image(meter.step(1.0), "electric", online=True)
         moved += new[2:18] != words[2:18]
         words = new
     assert moved >= 0.95 * ticks

@@ -13,10 +13,10 @@ import random
 
 import pytest
 
-from meter_simulator.maps.seed import image
 from meter_simulator.model import meters, pins
 from meter_simulator.model.meters import make_meter, pinned_phases, scaled_to_power
 from meter_simulator.model.pins import PINNABLE, PinError, merged, value_range
+from support import seed_image
 
 NOON_S = 12 * 3600.0
 ELECTRIC = PINNABLE["electric"]
@@ -117,7 +117,7 @@ def test_power_total_scales_the_currents_so_the_phases_sum_to_it(power_w):
 def test_pinned_power_total_read_through_the_registers_is_within_1_percent_or_5_w(power_w):
     meter = electric(seed=3)
     for _ in range(5):
-        words = image(meter.pin({"power_total": power_w}), "electric", online=True)
+        words = seed_image(meter.pin({"power_total": power_w}), "electric", online=True)
         assert (words[2] | words[3] << 16) == round(power_w * 10)  # the rate register: exact
         # a client multiplying the registers' rounded V, I and PF lands within the contract's margin
         rounded_w = sum(round(v, 1) * round(i, 2) * round(pf, 3) for v, i, pf in zip(
@@ -408,7 +408,7 @@ def test_a_pinned_flow_is_shown_in_both_places_and_integrated(meter_type):
     meter = make_meter(meter_type, random.Random(2), 8 * 3600.0)
     reading = meter.pin({"flow": 12.34})
     assert reading.flow_l_min == reading.rate == 12.34
-    words = image(reading, meter_type, online=True)
+    words = seed_image(reading, meter_type, online=True)
     assert (words[2] | words[3] << 16) == words[20] == 123
     before = meter.total
     for _ in range(3):

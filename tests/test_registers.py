@@ -1,11 +1,12 @@
-"""The register map and its encoders: scale, rounding, clamping, roll-over, word order, the image."""
+"""The seed map as a client reads it: scale, rounding, clamping, roll-over, word order, the coils."""
 from __future__ import annotations
 
 import pytest
 
 from meter_simulator.maps import seed as registers
-from meter_simulator.maps.seed import bits, image, u32_words, words_u32
+from meter_simulator.maps.seed import bits
 from meter_simulator.model.reading import Reading
+from support import seed_image, words_u32
 
 ELECTRIC = Reading(total=1234.56, rate=2345.6, voltages_v=(229.9, 231.0, 230.4),
                    currents_a=(3.21, 0.5, 10.02), frequency_hz=50.01, power_factor=0.953)
@@ -20,61 +21,10 @@ NAMED = {
 }
 
 
-@pytest.mark.parametrize("physical, scale, stored", [
-    (230.04, 10, 2300), (230.06, 10, 2301), (0.0, 100, 0), (49.999, 100, 5000),
-    (0.9534, 1000, 953), (0.9536, 1000, 954), (1.0, 1000, 1000), (12.345678, 100, 1235),
-    (0.125, 10, 1),  # Python rounds halves to even: 1.25 -> 1
-    (-0.04, 10, 0),
-])
-def test_scaled_rounds_physical_times_scale(physical, scale, stored):
-    assert registers.scaled(physical, scale) == stored
-
-
-def test_scaled_is_round_of_physical_times_scale():
-    for physical in (0.05 * k for k in range(-100, 100)):
-        assert registers.scaled(physical, 10) == int(round(physical * 10))
-
-
-@pytest.mark.parametrize("physical, scale, offset, stored", [
-    (230.0, 10, 0, 2300),
-    (6553.5, 10, 0, 65535),  # exactly the top of a 16-bit register
-    (6553.6, 10, 0, 65535),  # one count over: clamped, not wrapped
-    (1e9, 100, 0, 65535),
-    (-1.0, 100, 0, 0),  # negative clamps to 0
-    (-0.004, 100, 0, 0),
-    (-50.0, 10, 50, 0),  # temperature at -50 degC: the bottom of the offset register
-    (-60.0, 10, 50, 0),
-    (6503.5, 10, 50, 65535),
-])
-def test_u16_clamps_instead_of_wrapping(physical, scale, offset, stored):
-    assert registers.u16(physical, scale, offset) == stored
-
-
-@pytest.mark.parametrize("value, words", [
-    (0, (0, 0)),
-    (1, (1, 0)),
-    (0xFFFF, (0xFFFF, 0)),
-    (0x10000, (0, 1)),
-    (0x12345678, (0x5678, 0x1234)),  # low word first
-    (2**32 - 1, (0xFFFF, 0xFFFF)),
-    (2**32, (0, 0)),  # the counter rolls over
-    (2**32 + 5, (5, 0)),
-    (3 * 2**32 + 0x00010002, (2, 1)),
-])
-def test_u32_words_low_word_first_and_modulo_2_32(value, words):
-    assert u32_words(value) == words
-    assert words_u32(*words) == value % 2**32
-
-
-def test_words_u32_inverts_u32_words():
-    for value in (0, 1, 65535, 65536, 123456789, 2**31, 2**32 - 1):
-        assert words_u32(*u32_words(value)) == value
-
-
 @pytest.mark.parametrize("meter_type, reading", [
     ("electric", ELECTRIC), ("water", WATER), ("gas", GAS)])
 def test_every_unnamed_address_reads_zero(meter_type, reading):
-    words = image(reading, meter_type, online=True)
+    words = seed_image(reading, meter_type, online=True)
     assert len(words) == registers.REGISTER_COUNT == 102
     assert all(0 <= w <= 0xFFFF for w in words)
     for address in set(range(102)) - NAMED[meter_type]:
@@ -85,13 +35,13 @@ def test_every_unnamed_address_reads_zero(meter_type, reading):
 @pytest.mark.parametrize("online", [True, False])
 def test_status_registers(meter_type, code, online):
     reading = {"electric": ELECTRIC, "water": WATER, "gas": GAS}[meter_type]
-    words = image(reading, meter_type, online=online)
+    words = seed_image(reading, meter_type, online=online)
     assert words[101] == code
     assert words[100] == (1 if online else 0)
 
 
 def test_electric_image():
-    words = image(ELECTRIC, "electric", online=True)
+    words = seed_image(ELECTRIC, "electric", online=True)
     assert words_u32(words[0], words[1]) == 123456
     assert words_u32(words[2], words[3]) == 23456
     assert words[10:13] == [2299, 2310, 2304]
@@ -106,7 +56,7 @@ def test_electric_image():
     ("gas", GAS, 432109, 333, 376, 2107),  # (-12.4 + 50) * 10 = 376
 ])
 def test_flow_meter_image(meter_type, reading, total, flow, temperature, pressure):
-    words = image(reading, meter_type, online=True)
+    words = seed_image(reading, meter_type, online=True)
     assert words_u32(words[0], words[1]) == total
     assert words_u32(words[2], words[3]) == flow  # registers 2-3 and 20 show the same flow
     assert words[20] == flow
@@ -119,7 +69,7 @@ def test_flow_meter_image(meter_type, reading, total, flow, temperature, pressur
     (-50.0, 0), (-20.0, 300), (0.0, 500), (12.34, 623), (40.0, 900), (-51.0, 0)])
 def test_temperature_offset(temperature_c, stored):
     reading = Reading(total=0.0, rate=0.0, temperature_c=temperature_c)
-    assert image(reading, "gas", online=True)[21] == stored
+    assert seed_image(reading, "gas", online=True)[21] == stored
 
 
 @pytest.mark.parametrize("total, counts", [
@@ -130,7 +80,7 @@ def test_temperature_offset(temperature_c, stored):
     (2 * 42949672.96 + 1.5, 150),
 ])
 def test_total_rolls_over_modulo_2_32(total, counts):
-    words = image(Reading(total=total, rate=0.0), "electric", online=True)
+    words = seed_image(Reading(total=total, rate=0.0), "electric", online=True)
     assert words_u32(words[0], words[1]) == counts
 
 
@@ -141,7 +91,7 @@ def test_total_rolls_over_modulo_2_32(total, counts):
     (6553.6, 65536),  # a 32-bit rate: the high word is used
 ])
 def test_rate_is_clamped_to_32_bits(rate, counts):
-    words = image(Reading(total=0.0, rate=rate), "electric", online=True)
+    words = seed_image(Reading(total=0.0, rate=rate), "electric", online=True)
     assert words_u32(words[2], words[3]) == counts
 
 
@@ -155,23 +105,14 @@ def test_rate_is_clamped_to_32_bits(rate, counts):
 ])
 def test_electric_instantaneous_values_clamp(field, value, address, stored):
     reading = Reading(total=0.0, rate=0.0, **{field: value})
-    words = image(reading, "electric", online=True)
+    words = seed_image(reading, "electric", online=True)
     assert words[address:address + len(stored)] == stored
 
 
 def test_flow_meter_instantaneous_values_clamp():
     reading = Reading(total=0.0, rate=0.0, flow_l_min=-1.0, temperature_c=7000.0, pressure=-2.0)
-    words = image(reading, "water", online=True)
+    words = seed_image(reading, "water", online=True)
     assert words[20:23] == [0, 65535, 0]
-
-
-def test_with_online_changes_only_register_100():
-    words = image(ELECTRIC, "electric", online=True)
-    offline = registers.with_online(words, online=False)
-    assert offline[100] == 0
-    assert offline[:100] == words[:100] and offline[101] == words[101]
-    assert registers.with_online(offline, online=True) == words
-    assert words[100] == 1  # the argument is not changed in place
 
 
 @pytest.mark.parametrize("online, no_alarm, comm_ok", [
@@ -188,10 +129,6 @@ def test_bits_comm_ok_defaults_on():
 
 
 def test_addresses_are_the_contracts():
-    assert (registers.TOTAL, registers.RATE, registers.VOLTAGE_L1, registers.CURRENT_L1,
-            registers.FREQUENCY, registers.POWER_FACTOR, registers.FLOW, registers.TEMPERATURE,
-            registers.PRESSURE, registers.ONLINE, registers.METER_TYPE) == \
-        (0, 2, 10, 13, 16, 17, 20, 21, 22, 100, 101)
+    assert (registers.ONLINE, registers.REGISTER_COUNT) == (100, 102)
     assert (registers.COIL_ONLINE, registers.COIL_NO_ALARM, registers.COIL_COMM_OK,
-            registers.COIL_RESET) == (0, 1, 2, 10)
-    assert registers.METER_TYPE_CODES == {"electric": 0, "water": 1, "gas": 2}
+            registers.COIL_RESET, registers.COIL_COUNT) == (0, 1, 2, 10, 11)

@@ -18,10 +18,10 @@ import pytest
 from meter_simulator.device import updater as updater_module
 from meter_simulator.device.updater import Device, Updater
 from meter_simulator.maps import seed as registers
-from meter_simulator.maps.seed import bits, image, words_u32
+from meter_simulator.maps.seed import bits
 from meter_simulator.modbus.server import MeterBank, new_bank, new_device
 from meter_simulator.model.meters import METER_TYPES, make_meter
-from support import FakeClock, wait_for
+from support import TOTAL_SCALE, FakeClock, seed_image, total_counts, wait_for, words_u32
 
 NOON_S = 12 * 3600.0
 # physical units of the total per (rate unit * s): kWh per W*s, m3 per (L/min)*s
@@ -49,13 +49,13 @@ def holding(device) -> list[int]:
     return device.bank.get_holding_registers(0, registers.REGISTER_COUNT)
 
 
-def total_counts(device) -> int:
-    return words_u32(*device.bank.get_holding_registers(registers.TOTAL, 2))
+def published_counts(device) -> int:
+    return words_u32(*device.bank.get_holding_registers(0, 2))
 
 
 def test_construction_publishes_the_first_image():
     clock, device, updater = build("water")
-    assert holding(device) == image(device.meter.reading, "water", online=True)
+    assert holding(device) == seed_image(device.meter.reading, "water", online=True)
     assert device.bank.get_coils(0, 11) == bits(True, device.meter.reading.in_band, True)
     assert updater.ticks == 0
 
@@ -94,7 +94,7 @@ def test_a_tick_publishes_the_whole_image_coils_and_discrete_inputs(meter_type):
         clock.now += 1.0
         updater.tick()
         reading = device.meter.reading
-        assert holding(device) == image(reading, meter_type, online=True)
+        assert holding(device) == seed_image(reading, meter_type, online=True)
         flags = bits(True, reading.in_band, True)
         assert device.bank.get_coils(0, 11) == flags
         assert device.bank.get_discrete_inputs(0, 11) == flags
@@ -133,12 +133,12 @@ def test_offline_keeps_stale_readings_and_keeps_integrating(meter_type):
 
     updater.set_online(device, True)  # back online: the readings move again at once
     regs = holding(device)
-    assert regs == image(device.meter.reading, meter_type, online=True)
+    assert regs == seed_image(device.meter.reading, meter_type, online=True)
     assert regs[100] == 1 and device.bank.get_coils(0, 1) == [True]
     # the total includes what was consumed while offline
-    assert total_counts(device) == registers.scaled(expected, registers.TOTAL_SCALE)
+    assert published_counts(device) == total_counts(expected)
     if meter_type == "electric":
-        assert total_counts(device) > words_u32(before[0], before[1])
+        assert published_counts(device) > words_u32(before[0], before[1])
 
 
 def test_offline_twice_and_online_twice_are_harmless():
@@ -157,10 +157,10 @@ def test_reset_publishes_zero_before_it_returns(meter_type):
     for _ in range(5):
         clock.now += 1.0
         updater.tick()
-    assert total_counts(device) > 0
+    assert published_counts(device) > 0
     rest = holding(device)[2:]
     updater.reset_total(device)
-    assert total_counts(device) == 0
+    assert published_counts(device) == 0
     assert holding(device)[2:] == rest  # only the total changed
 
 
@@ -192,21 +192,21 @@ def test_reset_while_offline_shows_zero_and_keeps_other_readings_stale():
     updater.tick()  # a tick while offline does not bring the old total back
     assert holding(device)[0:2] == [0, 0]
     updater.set_online(device, True)
-    assert total_counts(device) == registers.scaled(device.meter.total, registers.TOTAL_SCALE)
+    assert published_counts(device) == total_counts(device.meter.total)
     assert device.meter.total < 100.0  # only what was consumed since the reset
 
 
 def test_set_total_publishes_at_once():
     clock, device, updater = build("water")
     updater.set_total(device, 1234.56)
-    assert total_counts(device) == 123456
+    assert published_counts(device) == 123456
     assert device.meter.total == 1234.56
 
 
 def test_on_reset_is_called_after_the_reset():
     clock, device, updater = build()
     seen = []
-    updater.on_reset = lambda u: seen.append((u, total_counts(u)))
+    updater.on_reset = lambda u: seen.append((u, published_counts(u)))
     updater.reset_total(device)
     assert seen == [(device, 0)]
 
@@ -221,8 +221,8 @@ def test_several_units_tick_together():
     updater.reset_total(devices[2])
     assert [holding(u)[101] for u in devices] == [0, 1, 2]
     assert [holding(u)[100] for u in devices] == [1, 0, 1]
-    assert total_counts(devices[2]) == 0
-    assert total_counts(devices[0]) > 0
+    assert published_counts(devices[2]) == 0
+    assert published_counts(devices[0]) > 0
 
 
 class YieldingBank(MeterBank):
@@ -263,12 +263,12 @@ def test_a_reset_racing_ticks_is_never_lost():
             updater.set_total(device, big_kwh)
             time.sleep(0)  # hand the GIL to the ticker: the reset below lands mid-tick
             updater.reset_total(device)
-            shown = total_counts(device)
+            shown = published_counts(device)
             with updater.lock:  # no tick half done: the bank shows the meter's own total
-                published = total_counts(device)
-                consumed = registers.scaled(device.meter.total, registers.TOTAL_SCALE)
+                published = published_counts(device)
+                consumed = total_counts(device.meter.total)
             # 0 plus at most what the meter consumed since the reset, never the old total
-            assert shown <= published == consumed < big_kwh * registers.TOTAL_SCALE
+            assert shown <= published == consumed < big_kwh * TOTAL_SCALE
     finally:
         done.set()
         thread.join(timeout=30)

@@ -48,15 +48,6 @@ class Image:
         segments = (segment(0, struct.pack(f">{len(words)}H", *words)),)
         return cls(segments, segments, None if bits is None else tuple(bool(bit) for bit in bits))
 
-    @property
-    def registers(self) -> bytes:
-        """The holding registers' first segment (the whole seed map)."""
-        return self.holding[0][2] if self.holding else b""
-
-    @property
-    def register_count(self) -> int:
-        return len(self.registers) // 2
-
     def _slice(self, function_code: int, address: int, quantity: int) -> bytes | None:
         for start, end, data in (self.input if function_code == READ_INPUT_REGISTERS else self.holding):
             if start <= address and address + quantity <= end:
