@@ -106,7 +106,7 @@ def test_scopes(topology, scope, shown):
 def test_a_meter_fault_outside_gateway_mode_cannot_be_scoped_by_unit_id(kind, scope):
     control = control_of(FakeClock())
     with pytest.raises(FaultError) as refused:
-        control.create_fault({"type": kind, "scope": scope})
+        control.start_fault({"type": kind, "scope": scope})
     assert str(refused.value) == (f"{faults.article(kind)} {kind} fault outside gateway mode cannot be "
                                   "scoped by unit_id: every meter answers every unit id; scope it by "
                                   "port or meter")
@@ -116,18 +116,18 @@ def test_a_meter_fault_outside_gateway_mode_cannot_be_scoped_by_unit_id(kind, sc
 
 def test_a_request_fault_outside_gateway_mode_may_be_scoped_by_unit_id():
     control = control_of(FakeClock())
-    shown = control.create_fault({"type": "exception", "code": 6, "scope": {"unit_id": 3}})
+    shown = control.view(control.start_fault({"type": "exception", "code": 6, "scope": {"unit_id": 3}}))
     assert shown["scope"] == {"unit_id": 3}
     assert all(meter.device.live for meter in control.meters)
     gateway = control_of(FakeClock(), gateway=True)
-    assert gateway.create_fault({"type": "freeze", "scope": {"unit_id": 7}})["scope"] == {"unit_id": 7}
+    assert gateway.start_fault({"type": "freeze", "scope": {"unit_id": 7}}).scope.as_dict() == {"unit_id": 7}
     assert [meter.device.live for meter in gateway.meters] == [True, True, False]
 
 
 def test_a_fault_hits_requests_in_its_scope_and_functions_only():
     clock = FakeClock()
     control = control_of(clock, gateway=True)
-    control.create_fault({"type": "no_answer", "scope": {"meter": "5020-7"}, "functions": [3, 4]})
+    control.start_fault({"type": "no_answer", "scope": {"meter": "5020-7"}, "functions": [3, 4]})
     candidates = control.request_faults(5020)
     assert control.match(candidates, 7, 3) is not None
     assert control.match(candidates, 7, 4) is not None
@@ -139,7 +139,7 @@ def test_a_fault_hits_requests_in_its_scope_and_functions_only():
 def test_count_ends_a_fault_and_misses_do_not_count():
     clock = FakeClock()
     control = control_of(clock)
-    control.create_fault({"type": "exception", "code": 6, "count": 2, "functions": [3]})
+    control.start_fault({"type": "exception", "code": 6, "count": 2, "functions": [3]})
     candidates = control.request_faults(5020)
     assert control.match(candidates, 1, 4) is None  # another function: not counted
     assert control.fault("f1")["remaining"] == 2
@@ -155,7 +155,7 @@ def test_count_ends_a_fault_and_misses_do_not_count():
 def test_duration_ends_a_fault_on_the_clock_whether_or_not_it_applied():
     clock = FakeClock()
     control = control_of(clock)
-    shown = control.create_fault({"type": "close", "duration_s": 2.5})
+    shown = control.view(control.start_fault({"type": "close", "duration_s": 2.5}))
     assert shown["expires_in_s"] == 2.5
     candidates = control.request_faults(5020)
     clock.now += 2.0
@@ -170,8 +170,8 @@ def test_duration_ends_a_fault_on_the_clock_whether_or_not_it_applied():
 def test_the_oldest_fault_that_applies_acts_alone():
     clock = FakeClock()
     control = control_of(clock)
-    control.create_fault({"type": "exception", "code": 6, "functions": [4]})
-    control.create_fault({"type": "close", "count": 5})
+    control.start_fault({"type": "exception", "code": 6, "functions": [4]})
+    control.start_fault({"type": "close", "count": 5})
     candidates = control.request_faults(5020)
     assert control.match(candidates, 1, 3).id == "f2"  # f1 does not apply to FC 3
     assert control.match(candidates, 1, 4).id == "f1"
@@ -180,7 +180,7 @@ def test_the_oldest_fault_that_applies_acts_alone():
 
 def hit_pattern(seed: int | None) -> list[bool]:
     control = control_of(FakeClock(), seed=seed)
-    control.create_fault({"type": "no_answer", "probability": 0.3})
+    control.start_fault({"type": "no_answer", "probability": 0.3})
     candidates = control.request_faults(5020)
     return [control.match(candidates, 1, 3) is not None for _ in range(300)]
 
@@ -201,13 +201,13 @@ def test_a_request_fault_reaches_only_the_ports_it_may_act_on():
     pushed = []
     control = control_of(FakeClock(), ports=3)
     control._on_request_faults = pushed.append
-    control.create_fault({"type": "close", "scope": {"port": 5021}})
+    control.start_fault({"type": "close", "scope": {"port": 5021}})
     assert [{port: ids(held) for port, held in push.items()} for push in pushed] == [
         {5021: [["f1"], []]}]
-    control.create_fault({"type": "delay", "delay_ms": 5})
+    control.start_fault({"type": "delay", "delay_ms": 5})
     assert {port: ids(held) for port, held in pushed[-1].items()} == {
         5020: [[], ["f2"]], 5021: [["f1"], ["f2"]], 5022: [[], ["f2"]]}
-    control.create_fault({"type": "freeze", "scope": {"port": 5022}})
+    control.start_fault({"type": "freeze", "scope": {"port": 5022}})
     assert len(pushed) == 2, "a meter fault is no port's business"
     control.delete_fault("f1")
     assert {port: ids(held) for port, held in pushed[-1].items()} == {5021: [[], ["f2"]]}
@@ -218,10 +218,10 @@ def test_a_request_fault_reaches_only_the_ports_it_may_act_on():
 
 def test_a_ports_own_faults_and_every_ports_act_oldest_first():
     control = control_of(FakeClock())
-    control.create_fault({"type": "exception", "code": 6, "functions": [4]})  # f1, every port
-    control.create_fault({"type": "close", "scope": {"port": 5020}})  # f2
-    control.create_fault({"type": "no_answer"})  # f3, every port
-    control.create_fault({"type": "exception", "code": 4, "scope": {"port": 5020}})  # f4
+    control.start_fault({"type": "exception", "code": 6, "functions": [4]})  # f1, every port
+    control.start_fault({"type": "close", "scope": {"port": 5020}})  # f2
+    control.start_fault({"type": "no_answer"})  # f3, every port
+    control.start_fault({"type": "exception", "code": 4, "scope": {"port": 5020}})  # f4
     on_5020, on_5021 = control.request_faults(5020), control.request_faults(5021)
     assert (ids(on_5020), ids(on_5021)) == ([["f2", "f4"], ["f1", "f3"]], [[], ["f1", "f3"]])
     assert control.match(on_5020, 1, 4).id == "f1"
@@ -233,9 +233,9 @@ def test_a_ports_own_faults_and_every_ports_act_oldest_first():
 def test_a_meters_faults_are_found_without_looking_at_other_ports_faults(monkeypatch):
     control = control_of(FakeClock(), ports=3)
     for _ in range(200):
-        control.create_fault({"type": "no_answer", "scope": {"port": 5021}})
-    control.create_fault({"type": "offline", "scope": {"port": 5020}})  # f201
-    control.create_fault({"type": "exception", "code": 6})  # f202, every meter
+        control.start_fault({"type": "no_answer", "scope": {"port": 5021}})
+    control.start_fault({"type": "offline", "scope": {"port": 5020}})  # f201
+    control.start_fault({"type": "exception", "code": 6})  # f202, every meter
     looked_at = []
     covers = faults.Scope.covers
 
@@ -267,7 +267,7 @@ def test_clearing_gives_each_port_and_meter_one_change():
         port = 5020 + n % 20
         kind = ("no_answer", "freeze", "offline", "delay")[n % 4]
         spec = {"type": kind, "delay_ms": 10} if kind == "delay" else {"type": kind}
-        control.create_fault(dict(spec, scope={"port": port}) if n % 3 else spec)
+        control.start_fault(dict(spec, scope={"port": port}) if n % 3 else spec)
     assert not any(meter.device.live or meter.device.online for meter in control.meters)
     pushed = []
     control._on_request_faults = pushed.append
@@ -289,11 +289,11 @@ def test_at_most_max_faults_are_active_and_one_more_changes_nothing():
     control = control_of(FakeClock())
     control._on_request_faults = pushed.append
     for n in range(faults.MAX_FAULTS):
-        control.create_fault({"type": "no_answer", "scope": {"port": 5020 + n % 2}})
+        control.start_fault({"type": "no_answer", "scope": {"port": 5020 + n % 2}})
     told = len(pushed)
     for spec in ({"type": "offline"}, {"type": "close", "duration_s": 5}):
         with pytest.raises(faults.FaultLimitError) as refused:
-            control.create_fault(spec)
+            control.start_fault(spec)
         assert isinstance(refused.value, ValueError)
         assert str(refused.value) == ("too many faults: 1000 are active, the most a run keeps; "
                                       "end some first")
@@ -301,7 +301,7 @@ def test_at_most_max_faults_are_active_and_one_more_changes_nothing():
     assert all(meter.device.online for meter in control.meters)
     assert not [thread for thread in threading.enumerate() if thread.name == "fault-timer"]
     control.delete_fault("f7")
-    assert control.create_fault({"type": "offline"})["id"] == "f1001"
+    assert control.start_fault({"type": "offline"}).id == "f1001"
     assert not any(meter.device.online for meter in control.meters)
 
 
@@ -313,7 +313,7 @@ def test_timed_faults_end_from_one_thread_started_by_the_first_and_joined_on_clo
     clock = FakeClock()
     control = control_of(clock)
     before = fault_timers()
-    control.create_fault({"type": "no_answer"})
+    control.start_fault({"type": "no_answer"})
     assert fault_timers() == before, "no thread without a timed fault"
     try:
         timed = [control.start_fault({"type": "no_answer", "duration_s": 10.0 + n}) for n in range(50)]
@@ -346,13 +346,13 @@ def test_a_fault_whose_timer_cannot_start_leaves_nothing_behind(monkeypatch):
     for spec in ({"type": "no_answer", "duration_s": 5}, {"type": "offline", "duration_s": 5},
                  {"type": "freeze", "scope": {"port": 5021}, "duration_s": 5}):
         with pytest.raises(RuntimeError):
-            control.create_fault(spec)
+            control.start_fault(spec)
     monkeypatch.undo()
     assert control.faults() == [] and pushed == []
     assert all(meter.device.live and meter.device.online for meter in control.meters)
     assert control.fault_ids(control.meter("5020")) == [] and control.request_faults(5020) == ()
     try:
-        shown = control.create_fault({"type": "offline", "duration_s": 5})
+        shown = control.view(control.start_fault({"type": "offline", "duration_s": 5}))
         assert [fault["id"] for fault in control.faults()] == [shown["id"]]
         assert not control.meter("5020").device.online
     finally:
@@ -368,7 +368,7 @@ def test_freeze_keeps_the_registers_and_the_end_publishes_the_meter_at_once():
     control = control_of(clock)
     control.updater.speed = 3600.0
     before = registers(control)
-    control.create_fault({"type": "freeze", "scope": {"port": 5020}})
+    control.start_fault({"type": "freeze", "scope": {"port": 5020}})
     clock.now += 1.0
     control.updater.tick()
     assert registers(control) == before
@@ -383,7 +383,7 @@ def test_freeze_keeps_the_registers_and_the_end_publishes_the_meter_at_once():
 def test_offline_fault_ends_in_the_online_state_the_meter_would_have():
     clock = FakeClock()
     control = control_of(clock)
-    control.create_fault({"type": "offline"})
+    control.start_fault({"type": "offline"})
     assert not control.details("5020")["online"]
     control.set_online("5020", False)
     control.set_online("5021", True)
@@ -398,7 +398,7 @@ def test_an_offline_device_profile_is_unreachable():
     clock = FakeClock()
     control = control_of(clock, profile=profiles.resolve("sdm630", "electric"))
     device = control.meter("5020").device
-    control.create_fault({"type": "offline", "scope": {"meter": "5020"}})
+    control.start_fault({"type": "offline", "scope": {"meter": "5020"}})
     assert device.unreachable
     control.clear_faults()
     assert not device.unreachable
@@ -409,7 +409,7 @@ def test_an_offline_device_profile_is_unreachable():
 def test_a_short_fault_ending_by_its_timer_leaves_no_meter_frozen():
     control = control_of(FakeClock())
     for _ in range(20):
-        control.create_fault({"type": "freeze", "duration_s": 1e-6})
+        control.start_fault({"type": "freeze", "duration_s": 1e-6})
     control.close()
     for fault in list(control._faults.values()):
         control._end(fault, None)

@@ -543,8 +543,8 @@ def test_fleet_summary_by_type_state_and_faults():
 
         control.set_online("5022", False)
         assert (control.fleet_summary()["online"], control.fleet_summary()["offline"]) == (3, 1)
-        control.create_fault({"type": "no_answer", "scope": {"port": 5023}})
-        control.create_fault({"type": "offline", "scope": {"meter": "5020"}})
+        control.start_fault({"type": "no_answer", "scope": {"port": 5023}})
+        control.start_fault({"type": "offline", "scope": {"meter": "5020"}})
         found = control.fleet_summary()
         assert (found["faults"], found["online"], found["offline"]) == (2, 2, 2)
         control.clear_faults()
@@ -559,7 +559,7 @@ def test_fleet_summary_ends_a_fault_whose_duration_passed():
     clock = FakeClock()
     control = mixed_control(clock)
     try:
-        control.create_fault({"type": "no_answer", "duration_s": 600})
+        control.start_fault({"type": "no_answer", "duration_s": 600})
         assert control.fleet_summary()["faults"] == 1
         clock.now += 600.0  # its timer has not run yet (a loaded machine): the summary ends it
         assert control.fleet_summary()["faults"] == 0
@@ -571,7 +571,7 @@ def test_fleet_summary_ends_an_expired_meter_fault_before_counting_the_meters():
     clock = FakeClock()
     control = mixed_control(clock)
     try:
-        control.create_fault({"type": "offline", "scope": {"meter": "5020"}, "duration_s": 600})
+        control.start_fault({"type": "offline", "scope": {"meter": "5020"}, "duration_s": 600})
         found = control.fleet_summary()
         assert (found["faults"], found["online"], found["offline"]) == (1, 3, 1)
         clock.now += 600.0  # the fault's duration passes before its timer runs

@@ -496,7 +496,7 @@ BAD_SPECS = [
 def test_a_bad_spec_is_refused_whole_and_creates_nothing(sim):
     for spec in BAD_SPECS:
         with pytest.raises(ValueError) as refused:
-            sim.control.create_fault(spec)
+            sim.control.start_fault(spec)
         assert "\n" not in str(refused.value), spec
         assert sim.faults() == [], spec
     assert status(sim.port) == STATUS_ONLINE and sim.meter()["online"] is True

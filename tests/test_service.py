@@ -111,7 +111,8 @@ def read_total(port: int, unit_id: int = 1) -> int:
 def saved(path: Path, meter_type: str = "electric") -> dict[str, float]:
     """Each meter's total (registers 0-1) in the state file, by key (the file keeps every
     counter since version 2)."""
-    return state.totals(meter_type, state.load(str(path), meter_type) or {})
+    name = state.TOTAL_COUNTERS[meter_type]
+    return {key: values.get(name, 0.0) for key, values in (state.load(str(path), meter_type) or {}).items()}
 
 
 @pytest.fixture

@@ -7,13 +7,14 @@ import random
 import pytest
 
 from meter_simulator.model import solar
-from meter_simulator.model.solar import PEAK_H, PEAK_PER_KWP, SolarPanels, clear_sky
+from meter_simulator.model.solar import PEAK_PER_KWP, SolarPanels, clear_sky
 
 H = 3600.0
+PEAK_H = 13.0  # midway between sunrise and sunset
 
 
 def test_clear_sky_bell():
-    assert (solar.SUNRISE_H, PEAK_H, solar.SUNSET_H) == (6.0, 13.0, 20.0)
+    assert (solar.SUNRISE_H, solar.SUNSET_H) == (6.0, 20.0)
     assert clear_sky(PEAK_H * H) == pytest.approx(1.0)
     for hour in (0.0, 3.0, 5.99, 6.0, 20.0, 20.5, 23.99):
         assert clear_sky(hour * H) == 0.0

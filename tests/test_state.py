@@ -10,13 +10,13 @@ import re
 
 import pytest
 
-from meter_simulator.device.fleet import PortPlan
+from meter_simulator.device.fleet import PortPlan, meter_key
 from meter_simulator.device.updater import Updater
 from meter_simulator.modbus.server import new_device
 from meter_simulator.model import quantities
 from meter_simulator.model.meters import make_meter
 from meter_simulator.ops import state
-from meter_simulator.ops.saver import Saver, keyed_units
+from meter_simulator.ops.saver import Saver, devices_by_key
 from support import FakeClock, u32, wait_for
 
 # water meters, with totals whose shortest repr is long or tiny, and a gateway meter
@@ -133,7 +133,7 @@ def test_an_electric_meter_holds_every_counter_and_its_maximum_demands(tmp_path)
 
 @pytest.mark.parametrize("port, unit_id, key", [(5020, None, "5020"), (502, 7, "502-7")])
 def test_meter_keys_are_the_control_apis_ids(port, unit_id, key):
-    assert state.meter_key(port, unit_id) == key
+    assert meter_key(port, unit_id) == key
 
 
 def test_a_version_1_file_loads_its_totals_split_over_the_phases(tmp_path):
@@ -162,7 +162,7 @@ def test_a_meter_given_by_its_total_is_saved_as_a_version_1_total_loads(tmp_path
     state.save(path, "electric", {"5021": 12.5, "5022": 0})
     assert state.load(path, "electric") == {"5021": state.from_total("electric", 12.5),
                                             "5022": state.from_total("electric", 0.0)}
-    assert state.totals("electric", state.load(path, "electric")) == {"5021": 12.5, "5022": 0.0}
+    assert totals("electric", state.load(path, "electric")) == {"5021": 12.5, "5022": 0.0}
 
 
 def test_counters_missing_from_a_meter_load_as_0(tmp_path):
@@ -388,13 +388,18 @@ def make_saver(tmp_path, plan, clock=None, **kwargs) -> Saver:
     return Saver(str(tmp_path / "totals.json"), devices[0].meter_type, plan, updater, **kwargs)
 
 
+def totals(meter_type: str, meters: dict) -> dict[str, float]:
+    """Each meter's total (kWh or m3: what registers 0-1 show) by key."""
+    return {key: values.get(state.TOTAL_COUNTERS[meter_type], 0.0) for key, values in meters.items()}
+
+
 def saved_totals(saver: Saver) -> dict[str, float]:
-    return state.totals(saver.meter_type, state.load(saver.path, saver.meter_type))
+    return totals(saver.meter_type, state.load(saver.path, saver.meter_type))
 
 
 def test_keys_name_every_meter_of_a_fleet_and_a_gateway():
-    assert list(keyed_units(fleet(ports=(502, 503)))) == ["502", "503"]
-    assert list(keyed_units(fleet(ports=(502,), unit_ids=(1, 9)))) == ["502-1", "502-9"]
+    assert list(devices_by_key(fleet(ports=(502, 503)))) == ["502", "503"]
+    assert list(devices_by_key(fleet(ports=(502,), unit_ids=(1, 9)))) == ["502-1", "502-9"]
 
 
 @pytest.mark.parametrize("meter_type", ["electric", "water", "gas"])
@@ -602,4 +607,4 @@ def test_stop_saves_a_last_time(tmp_path):
     saver.stop()
     saved = state.load(saver.path, "electric")
     assert same_bits(saved, {key: device.meter.state_values() for key, device in saver.devices.items()})
-    assert all(math.isfinite(total) and total > 0 for total in state.totals("electric", saved).values())
+    assert all(math.isfinite(total) and total > 0 for total in totals("electric", saved).values())

@@ -212,10 +212,6 @@ class Control:
         return self.details(meter.id)
 
     # --- faults ---
-    def create_fault(self, spec) -> dict:
-        """A new fault from its description (POST /api/faults); the fault as the API shows it."""
-        return self.start_fault(spec).as_dict(self._clock())
-
     def view(self, fault: Fault) -> dict:
         """A fault as the API shows it, also after it has ended (the Python API's handle)."""
         with self._lock:

@@ -10,7 +10,6 @@ WORD_ORDERS = ("big", "little")  # big: high word first; little: low word first
 TYPE_REGISTERS = {"uint16": 1, "int16": 1, "uint32": 2, "int32": 2, "acc32": 2, "float32": 2,
                   "uint64": 4, "int64": 4, "acc64": 4, "float64": 4, "string": None}
 TYPES = tuple(TYPE_REGISTERS)
-INTEGER_TYPES = ("uint16", "int16", "uint32", "int32", "acc32", "uint64", "int64", "acc64")
 FLOAT_TYPES = ("float32", "float64")
 # the largest finite value of each float type: what a value beyond it is stored as (IEEE 754)
 FLOAT_MAX = {"float32": 3.4028234663852886e38, "float64": 1.7976931348623157e308}

@@ -62,4 +62,3 @@ STRINGS = ("version", "profile")  # text quantities, for string points only (ser
 NAMES = tuple(dict.fromkeys(INSTANTANEOUS + ELECTRIC_COUNTERS + DERIVED_COUNTERS + FLOW_COUNTERS
                             + DEMANDS + MAX_DEMANDS + SETTINGS + IDENTITY + STRINGS))
 NAME_SET = frozenset(NAMES)
-INDEX = {name: index for index, name in enumerate(NAMES)}

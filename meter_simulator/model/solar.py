@@ -15,7 +15,6 @@ from .processes import DAY_S, Drift, clamp
 
 SUNRISE_H = 6.0
 SUNSET_H = 20.0
-PEAK_H = (SUNRISE_H + SUNSET_H) / 2.0  # 13:00
 PEAK_PER_KWP = 0.8  # kW at the clear-sky peak per kWp: inverter and temperature losses
 MAX_KWP = 40.0  # a house's grid connection (contract: --pv-kwp 0 to 40)
 BELL_EXPONENT = 1.5  # sin**1.5: a flatter morning and evening than a plain sine

@@ -27,7 +27,7 @@ import threading
 from collections.abc import Mapping
 from typing import Callable
 
-from ..device.fleet import PortPlan
+from ..device.fleet import PortPlan, meter_key
 from ..device.updater import Device, Updater
 from . import state
 
@@ -38,15 +38,15 @@ FOLDER_ERRNOS = frozenset((errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPER
                            errno.ENOSPC, errno.EDQUOT))
 
 
-def keyed_units(plan: list[PortPlan]) -> dict[str, Device]:
+def devices_by_key(plan: list[PortPlan]) -> dict[str, Device]:
     """Every meter of a run by its state-file key (port, or port-unit id in gateway mode)."""
     devices = {}
     for endpoint in plan:
         if endpoint.device is not None:
-            devices[state.meter_key(endpoint.port)] = endpoint.device
+            devices[meter_key(endpoint.port)] = endpoint.device
         else:
             for unit_id, device in endpoint.devices_by_id.items():
-                devices[state.meter_key(endpoint.port, unit_id)] = device
+                devices[meter_key(endpoint.port, unit_id)] = device
     return devices
 
 
@@ -59,7 +59,7 @@ class Saver:
         self.path = path
         self.meter_type = meter_type
         self.interval_s = interval_s
-        self.devices = keyed_units(plan)
+        self.devices = devices_by_key(plan)
         self.updater = updater
         # the values of meters not in this run, written back untouched
         self.kept: dict[str, dict[str, float]] = {}

@@ -7,15 +7,12 @@ server have stopped, which saves the totals of the very last tick.
 """
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 
 from ..modbus.server import MeterServer
 from .notify import Notifier, Watchdog, watchdog_interval_s
 from .saver import Saver
-
-log = logging.getLogger(__name__)
 
 
 class Service:

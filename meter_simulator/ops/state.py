@@ -86,11 +86,6 @@ class StateInUse(StateError):
         self.holder = holder
 
 
-def meter_key(port: int, unit_id: int | None = None) -> str:
-    """A meter's key, the control API's id: "5021", or "5021-7" for unit id 7 in gateway mode."""
-    return str(port) if unit_id is None else f"{port}-{unit_id}"
-
-
 def counter_names(meter_type: str) -> tuple[str, ...]:
     """The values a state file holds for a meter of this type, in the order it writes them."""
     return ELECTRIC_COUNTERS + MAX_DEMANDS if meter_type == "electric" else FLOW_COUNTERS
@@ -105,12 +100,6 @@ def from_total(meter_type: str, total: float) -> dict[str, float]:
         for phase in PHASES:
             values[f"energy_import_{phase}"] = total / 3
     return values
-
-
-def totals(meter_type: str, meters: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    """Each meter's total (kWh or m3: what the seed map's registers 0-1 show) by key."""
-    name = TOTAL_COUNTERS[meter_type]
-    return {key: values.get(name, 0.0) for key, values in meters.items()}
 
 
 def shown(value) -> str:
