@@ -10,7 +10,9 @@ import random
 
 import pytest
 
-from meter_simulator.model.meters import BANDS, METER_TYPES, GasMeter, make_meter
+from meter_simulator.model.bands import BANDS
+from meter_simulator.model.flow import GasMeter
+from meter_simulator.model.meters import METER_TYPES, make_meter
 from support import METER_TYPE_CODES, TOTAL_SCALE, seed_image, total_counts, words_u32
 
 STEPS_S = (0.05, 1.0, 60.0, 3600.0, 1e6)

@@ -8,9 +8,12 @@ import random
 
 import pytest
 
-from meter_simulator.model import meters
+from meter_simulator.model import electric
+from meter_simulator.model.bands import in_band
 from meter_simulator.model.demand import neutral_current
-from meter_simulator.model.meters import ElectricMeter, fast_reading, in_band, make_meter
+from meter_simulator.model.electric import ElectricMeter
+from meter_simulator.model.meter import fast_reading
+from meter_simulator.model.meters import make_meter
 from meter_simulator.model.processes import DAY_S
 from meter_simulator.model.quantities import ELECTRIC_COUNTERS, FLOW_COUNTERS, MAX_DEMANDS, PHASES
 from meter_simulator.model.reading import Reading
@@ -90,7 +93,7 @@ def test_identities_and_bands_at_every_step_length(dt_s, pv_kwp):
 
 
 def test_the_counter_names_cover_every_electric_counter_once():
-    names = [name for side in meters.ENERGY_NAMES for name in side] + ["ampere_hours"]
+    names = [name for side in electric.ENERGY_NAMES for name in side] + ["ampere_hours"]
     assert sorted(names) == sorted(ELECTRIC_COUNTERS) and len(set(names)) == len(names)
 
 
@@ -232,7 +235,7 @@ def quiet_house(meter: ElectricMeter, standby_w: float) -> None:
 
 @pytest.mark.parametrize("generation_w", (0.0, 1.0, 178.5, 179.9, 180.0, 180.1, 181.5, 200.0, 1e4))
 def test_no_nan_when_the_net_power_is_zero(monkeypatch, generation_w):
-    monkeypatch.setattr(meters, "STANDBY_VAR_PER_W", 0.0)  # no reactive load: S can reach 0
+    monkeypatch.setattr(electric, "STANDBY_VAR_PER_W", 0.0)  # no reactive load: S can reach 0
     meter = make_meter("electric", random.Random(1), NOON_S, pv_kwp=1.0)
     quiet_house(meter, 60.0)
     meter.panels = FixedGeneration(generation_w)

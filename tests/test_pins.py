@@ -14,7 +14,8 @@ import random
 import pytest
 
 from meter_simulator.model import meters, pins
-from meter_simulator.model.meters import make_meter, pinned_phases, scaled_to_power
+from meter_simulator.model.electric import pinned_phases, scaled_to_power
+from meter_simulator.model.meters import make_meter
 from meter_simulator.model.pins import PINNABLE, PinError, merged, value_range
 from support import seed_image
 

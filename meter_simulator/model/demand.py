@@ -13,12 +13,12 @@ import math
 from array import array
 from collections.abc import Mapping
 
+from .processes import S_PER_MIN
 from .quantities import DEMANDS, MAX_DEMANDS
 
 PERIODS_MIN = (0, 5, 8, 10, 15, 20, 30, 60)  # the SDM630's choices
 DEFAULT_PERIOD_MIN = 60
 BUCKETS = 10  # sub-intervals per period
-S_PER_MIN = 60.0
 # what is averaged, in this order: W imported, W exported, VA, A on L1, L2, L3 and neutral;
 # quantities.DEMANDS lists the net power (import - export) first, then one demand per input
 INPUTS = 7

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import random
 
+S_PER_MIN = 60.0
+S_PER_H = 3600.0
 DAY_S = 86400.0
 
 
