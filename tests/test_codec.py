@@ -124,7 +124,7 @@ def test_decode_is_the_inverse_of_the_encoding(type_, word_order):
     compiled = codec.compile_map(profile, "electric")
     image = compiled.encode(Reading(total=0.0, rate=0.0), {}, {}, Shown({0: 1234}))
     point = compiled.writable[0]
-    assert codec.decode(point, words(image, 0, point.length)) == 1234
+    assert codec.written_value(point, words(image, 0, point.length)) == 1234
 
 
 def every_quantity_map(meter_type: str) -> dict:

@@ -69,7 +69,7 @@ def control_of(clock: FakeClock, *, gateway: bool = False, seed: int | None = 1,
 ])
 def test_a_bad_fault_is_refused_with_one_line(spec, message):
     with pytest.raises(FaultError) as refused:
-        faults.checked(spec, SINGLE)
+        faults.fault_fields(spec, SINGLE)
     assert str(refused.value) == message
 
 
@@ -84,7 +84,7 @@ def test_a_bad_fault_is_refused_with_one_line(spec, message):
 ])
 def test_a_scope_naming_what_is_not_served_is_unknown(topology, scope, message):
     with pytest.raises(UnknownError) as unknown:
-        faults.checked({"type": "close", "scope": scope}, topology)
+        faults.fault_fields({"type": "close", "scope": scope}, topology)
     assert str(unknown.value) == message
 
 
@@ -98,7 +98,7 @@ def test_a_scope_naming_what_is_not_served_is_unknown(topology, scope, message):
     (GATEWAY, {"port": 5020, "unit_id": 2}, {"port": 5020, "unit_id": 2}),
 ])
 def test_scopes(topology, scope, shown):
-    assert faults.checked({"type": "close", "scope": scope}, topology)["scope"].as_dict() == shown
+    assert faults.fault_fields({"type": "close", "scope": scope}, topology)["scope"].as_dict() == shown
 
 
 @pytest.mark.parametrize("kind", ["freeze", "offline"])
@@ -396,7 +396,7 @@ def test_an_offline_device_profile_is_unreachable():
     from meter_simulator.maps import profiles
 
     clock = FakeClock()
-    control = control_of(clock, profile=profiles.resolve("sdm630", "electric"))
+    control = control_of(clock, profile=profiles.profile_named("sdm630", "electric"))
     device = control.meter("5020").device
     control.start_fault({"type": "offline", "scope": {"meter": "5020"}})
     assert device.unreachable

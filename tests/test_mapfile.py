@@ -46,7 +46,7 @@ def toml(value) -> str:
 
 def error_of(text: str, meter_type: str | None = None, name: str = "mine.toml") -> str:
     with pytest.raises(mapfile.MapError) as caught:
-        mapfile.load(write(text, name), meter_type)
+        mapfile.load_map(write(text, name), meter_type)
     message = str(caught.value)
     assert "\n" not in message
     return message
@@ -277,22 +277,22 @@ def test_the_error_is_a_value_error_and_names_the_file_as_given(tmp_path):
     os.mkdir("maps")
     path = write(register(**U16, value=70000), os.path.join("maps", "mine.toml"))
     with pytest.raises(ValueError, match=r"^profile maps/mine\.toml: register 1 \(address 20\): value 70000"):
-        mapfile.load(path)
+        mapfile.load_map(path)
     absolute = str(tmp_path / "maps" / "mine.toml")
     with pytest.raises(mapfile.MapError, match=f"^profile {absolute}: "):
-        mapfile.load(absolute)
+        mapfile.load_map(absolute)
 
 
 def test_a_type_that_does_not_match_the_command_line_is_refused():
     text = 'type = "water"\n' + VOLTAGE
     assert error_of(text, "electric") == 'profile mine.toml: type "water" does not match --type electric'
-    assert mapfile.load("mine.toml", "water").meter_type == "water"
+    assert mapfile.load_map("mine.toml", "water").meter_type == "water"
 
 
 def test_a_map_without_a_type_takes_any_meter_type():
     write(VOLTAGE)
-    assert mapfile.load("mine.toml").meter_type is None
-    assert mapfile.load("mine.toml", "gas").meter_type is None  # the caller's --type decides
+    assert mapfile.load_map("mine.toml").meter_type is None
+    assert mapfile.load_map("mine.toml", "gas").meter_type is None  # the caller's --type decides
 
 
 def test_a_toml_syntax_error_names_the_line():
@@ -320,25 +320,25 @@ def test_a_json_document_must_be_a_table():
 
 def test_an_unreadable_file_gives_the_reason():
     with pytest.raises(mapfile.MapError) as caught:
-        mapfile.load("missing.toml")
+        mapfile.load_map("missing.toml")
     assert str(caught.value) == "profile missing.toml: cannot read it: No such file or directory"
     os.mkdir("folder.toml")
     with pytest.raises(mapfile.MapError, match=r"^profile folder\.toml: cannot read it: Is a directory$"):
-        mapfile.load("folder.toml")
+        mapfile.load_map("folder.toml")
 
 
 def test_a_file_that_is_not_utf8_is_refused():
     with open("mine.toml", "wb") as file:
         file.write(b'name = "\xff"\n')
     with pytest.raises(mapfile.MapError) as caught:
-        mapfile.load("mine.toml")
+        mapfile.load_map("mine.toml")
     assert str(caught.value) == "profile mine.toml: cannot read it: not UTF-8 text (byte 8)"
 
 
 def test_a_byte_order_mark_is_accepted():
     with open("mine.toml", "wb") as file:
         file.write(b"\xef\xbb\xbf" + VOLTAGE.encode())
-    assert len(mapfile.load("mine.toml").points) == 1
+    assert len(mapfile.load_map("mine.toml").points) == 1
 
 
 VALID = """
@@ -413,7 +413,7 @@ quantity = "energy_export"
 
 
 def test_a_valid_map_builds_its_profile():
-    profile = mapfile.load(write(VALID))
+    profile = mapfile.load_map(write(VALID))
     assert profile.name == "my-meter"
     assert profile.meter_type == "electric"
     assert profile.word_order == "little"
@@ -437,7 +437,7 @@ def test_a_valid_map_builds_its_profile():
 
 
 def test_defaults():
-    profile = mapfile.load(write(register(address=7, type="uint16", quantity="flow"), "water-1.toml"))
+    profile = mapfile.load_map(write(register(address=7, type="uint16", quantity="flow"), "water-1.toml"))
     assert profile.name == "water-1"  # the file name without its extension
     assert profile.meter_type is None
     assert profile.word_order == "big"
@@ -453,13 +453,13 @@ def test_the_file_word_order_reaches_every_entry_without_its_own():
     text = ('word_order = "little"\n' + register(address=0, type="uint32", quantity="flow")
             + register(address=2, type="int64", quantity="flow", word_order="big")
             + register(address=6, type="uint16", quantity="flow"))
-    assert [point.word_order for point in mapfile.load(write(text)).points] == ["little", "big", "little"]
+    assert [point.word_order for point in mapfile.load_map(write(text)).points] == ["little", "big", "little"]
 
 
 @pytest.mark.parametrize(("kind", "length"), [(kind, size) for kind, size in points.TYPE_REGISTERS.items()
                                               if size is not None])
 def test_each_type_takes_its_registers(kind, length):
-    (point,) = mapfile.load(write(register(address=10, type=kind, value=1))).points
+    (point,) = mapfile.load_map(write(register(address=10, type=kind, value=1))).points
     assert (point.length, point.end) == (length, 10 + length)
 
 
@@ -468,7 +468,7 @@ def test_each_type_takes_its_registers(kind, length):
                                              ("int64", 2**63 - 1), ("acc64", 2**64 - 1), ("uint16", 7.0),
                                              ("float32", -3.4e38), ("float64", 1e300)])
 def test_constants_at_the_edges_of_their_type_fit(kind, value):
-    (point,) = mapfile.load(write(register(address=0, type=kind, value=value))).points
+    (point,) = mapfile.load_map(write(register(address=0, type=kind, value=value))).points
     assert point.value == value
     if kind.startswith(("uint", "int", "acc")):
         assert type(point.value) is int
@@ -478,26 +478,26 @@ def test_entries_of_different_meter_types_may_share_addresses():
     text = (register(address=0, type="uint32", quantity="energy_import", meter_types=["electric"])
             + register(address=0, type="uint32", quantity="volume_total", meter_types=["water", "gas"])
             + register(address=1, type="uint16", value=0, space="input"))
-    found = mapfile.load(write(text)).points
+    found = mapfile.load_map(write(text)).points
     assert [point.meter_types for point in found] == [("electric",), ("water", "gas"), None]
 
 
 def test_holding_and_input_entries_do_not_overlap_each_other():
     text = (register(address=0, type="uint32", value=1)
             + register(address=0, space="input", type="uint32", value=2))
-    assert len(mapfile.load(write(text)).points) == 2
+    assert len(mapfile.load_map(write(text)).points) == 2
 
 
 def test_an_entry_may_end_at_the_last_address_and_a_block_cover_everything():
     text = ('[[block]]\nspace = "both"\nstart = 0\nend = 65535\n'
             + register(address=65534, type="int32", value=-1))
-    profile = mapfile.load(write(text))
+    profile = mapfile.load_map(write(text))
     assert profile.blocks == (points.Block("both", 0, 65535),)
     assert profile.points[0].end == 65536
 
 
 def test_an_empty_write_function_list_makes_a_read_only_map():
-    assert mapfile.load(write("write_functions = []\n" + VOLTAGE)).write_functions == ()
+    assert mapfile.load_map(write("write_functions = []\n" + VOLTAGE)).write_functions == ()
 
 
 def test_strings_take_text_constants_and_the_text_quantities():
@@ -505,7 +505,7 @@ def test_strings_take_text_constants_and_the_text_quantities():
             + register(address=4, type="string", length=4, quantity="version")
             + register(address=8, type="string", length=1, quantity="profile")
             + register(address=9, type="string", length=3, value="", writable=True))
-    found = mapfile.load(write(text)).points
+    found = mapfile.load_map(write(text)).points
     assert [(point.value, point.quantity, point.length) for point in found] == [
         ("meter-si", None, 4), (None, "version", 4), (None, "profile", 1), ("", None, 3)]
     assert found[3].writable
@@ -514,7 +514,7 @@ def test_strings_take_text_constants_and_the_text_quantities():
 def test_a_setting_may_be_writable_with_a_scale():
     text = register(address=0, type="uint16", quantity="demand_period", scale=10, writable=True,
                     allowed=[0, 5, 8, 10, 15, 20, 30, 60])
-    (point,) = mapfile.load(write(text)).points
+    (point,) = mapfile.load_map(write(text)).points
     assert point.writable and point.allowed == (0, 5, 8, 10, 15, 20, 30, 60) and point.scale == 10.0
 
 
@@ -524,19 +524,20 @@ def test_json_with_the_same_structure_is_accepted():
                 "register": [{"address": 0, "space": "input", "type": "uint32", "quantity": "volume_total",
                               "scale": 1000},
                              {"address": 2, "type": "string", "length": 2, "value": "gas"}]}
-    profile = mapfile.load(write(json.dumps(document), "mine.json"))
+    profile = mapfile.load_map(write(json.dumps(document), "mine.json"))
     assert (profile.name, profile.meter_type, profile.source) == ("j", "gas", "mine.json")
     assert [(point.type, point.length, point.word_order) for point in profile.points] == [
         ("uint32", 2, "little"), ("string", 2, "little")]
     assert profile.blocks == (points.Block("input", 0, 9),)
     del document["name"]
-    assert mapfile.load(write(json.dumps(document), "MINE.JSON")).name == "MINE"
+    assert mapfile.load_map(write(json.dumps(document), "MINE.JSON")).name == "MINE"
 
 
 def test_json_and_toml_give_the_same_profile():
     document = {"register": [{"address": 3, "type": "float32", "quantity": "frequency"}]}
-    from_json = mapfile.load(write(json.dumps(document), "same.json"))
-    from_toml = mapfile.load(write(register(address=3, type="float32", quantity="frequency"), "same.toml"))
+    from_json = mapfile.load_map(write(json.dumps(document), "same.json"))
+    toml_text = register(address=3, type="float32", quantity="frequency")
+    from_toml = mapfile.load_map(write(toml_text, "same.toml"))
     assert from_json.points == from_toml.points
 
 
@@ -571,7 +572,7 @@ def test_the_first_problem_in_file_order_is_the_one_named():
 def test_scale_and_offset_may_reach_their_bounds():
     text = (register(address=0, type="float32", quantity="energy_total", scale=1e10, offset=-1e10)
             + register(address=2, type="int16", quantity="power_total", scale=-1e-10, offset=1e10))
-    first, second = mapfile.load(write(text)).points
+    first, second = mapfile.load_map(write(text)).points
     assert (first.scale, first.offset, second.scale, second.offset) == (1e10, -1e10, -1e-10, 1e10)
 
 
@@ -580,7 +581,7 @@ def test_a_writable_demand_period_is_fine_on_an_electric_entry_of_any_map():
                      meter_types=["electric"])
     for text in ('type = "electric"\n' + entry, entry, 'type = "water"\n' + register(
             **U16, quantity="demand_period")):  # read-only, a water meter's reads 0 as the contract says
-        assert len(mapfile.load(write(text)).points) == 1
+        assert len(mapfile.load_map(write(text)).points) == 1
 
 
 LONG = 10**400  # a 401-digit integer: float() and math.isfinite() of it raise OverflowError
@@ -624,7 +625,7 @@ def test_an_integer_of_hundreds_of_digits_in_any_number_is_one_line(text, proble
 
 
 def test_huge_bounds_of_a_write_are_compared_exactly():
-    (point,) = mapfile.load(write(register(**U16, value=1, writable=True, min=-LONG, max=LONG))).points
+    (point,) = mapfile.load_map(write(register(**U16, value=1, writable=True, min=-LONG, max=LONG))).points
     assert (point.minimum, point.maximum) == (-LONG, LONG)
 
 
@@ -673,7 +674,7 @@ def test_a_map_of_more_registers_than_the_limit_is_refused_before_they_are_check
 def test_a_map_at_the_register_limit_loads():
     text = "".join(f"[[register]]\naddress = {n}\ntype = \"uint16\"\nvalue = 0\n"
                    for n in range(mapfile.MAX_POINTS))
-    assert len(mapfile.load(write(text)).points) == mapfile.MAX_POINTS
+    assert len(mapfile.load_map(write(text)).points) == mapfile.MAX_POINTS
 
 
 def test_a_file_larger_than_the_limit_is_refused_unread():
@@ -681,30 +682,30 @@ def test_a_file_larger_than_the_limit_is_refused_unread():
         file.write(VOLTAGE)
         file.write("# padding\n" * (mapfile.MAX_FILE_BYTES // 10))
     with pytest.raises(mapfile.MapError) as caught:
-        mapfile.load("mine.toml")
+        mapfile.load_map("mine.toml")
     assert str(caught.value) == ("profile mine.toml: larger than 4 MiB, too large for a map "
                                  "(at most 10,000 registers)")
 
 
 def test_a_large_map_loads_quickly():
     text = "".join(register(address=2 * n, type="uint32", quantity="energy_import") for n in range(5000))
-    assert len(mapfile.load(write(text)).points) == 5000
+    assert len(mapfile.load_map(write(text)).points) == 5000
 
 
 @pytest.mark.parametrize(("name", "meter_type"), [("water-meter.toml", "water"),
                                                   ("electric-meter.toml", "electric")])
 def test_the_example_maps_load(name, meter_type):
     path = str(ROOT / "docs" / "examples" / name)
-    profile = mapfile.load(path, meter_type)
+    profile = mapfile.load_map(path, meter_type)
     assert profile.meter_type == meter_type
     assert profile.name == name.removesuffix(".toml")
     assert profile.points and profile.blocks
     with pytest.raises(mapfile.MapError, match="does not match --type gas"):
-        mapfile.load(path, "gas")
+        mapfile.load_map(path, "gas")
 
 
 def test_the_water_example_shows_what_it_says():
-    profile = mapfile.load(str(ROOT / "docs" / "examples" / "water-meter.toml"))
+    profile = mapfile.load_map(str(ROOT / "docs" / "examples" / "water-meter.toml"))
     by_quantity = {point.quantity: point for point in profile.points if point.quantity}
     volume = profile.points[0]
     assert (volume.quantity, volume.type, volume.scale) == ("volume_total", "uint32", 1000.0)
@@ -715,7 +716,7 @@ def test_the_water_example_shows_what_it_says():
 
 
 def test_the_electric_example_shows_what_it_says():
-    profile = mapfile.load(str(ROOT / "docs" / "examples" / "electric-meter.toml"))
+    profile = mapfile.load_map(str(ROOT / "docs" / "examples" / "electric-meter.toml"))
     by_quantity = {point.quantity: point for point in profile.points if point.quantity}
     for stem in ("voltage", "current", "power"):
         for phase in (1, 2, 3):

@@ -219,7 +219,7 @@ def test_the_largest_counter_on_a_float32_point_at_the_largest_scale_keeps_ticki
 def test_a_map_file_is_encoded_at_its_extremes_for_every_type_it_can_serve(tmp_path):
     path = tmp_path / "any.toml"  # no type: it may serve any meter type, and every one is checked
     path.write_text('[[register]]\naddress = 0\ntype = "float32"\nquantity = "volume_total"\n')
-    profile = profiles.resolve(str(path), None)
+    profile = profiles.profile_named(str(path), None)
     assert {kind for (key, kind) in profiles._COMPILED if key == id(profile)} == {"electric", "water", "gas"}
     assert profiles.compiled(profile, "water").profile is profile  # compiled once, by the check
 

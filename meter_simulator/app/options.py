@@ -12,7 +12,7 @@ from docopt import Argument, DocoptExit, Option, Tokens, docopt, parse_argv, par
 
 from ..maps.codec import image_bytes
 from ..maps.points import Profile
-from ..maps.profiles import ProfileError, resolve
+from ..maps.profiles import ProfileError, profile_named
 from ..model.meters import METER_TYPES
 
 USAGE = """\
@@ -349,7 +349,7 @@ def parse_args(argv: Sequence[str], memory_bytes: int | None = None) -> Config:
     profile = None
     if args["--profile"].lower() != "seed":
         try:
-            profile = resolve(args["--profile"], meter_type if given_type else None)
+            profile = profile_named(args["--profile"], meter_type if given_type else None)
         except ProfileError as exc:
             raise UsageError(str(exc)) from None
         if not given_type and profile.meter_type is not None:

@@ -24,7 +24,7 @@ from ..maps import readings
 from ..model import pins
 from . import faults
 from .deadlines import Deadlines
-from .faults import Fault, FaultError, FaultLimitError, Topology, UnknownError
+from .faults import ActiveFault, FaultError, FaultLimitError, Topology, UnknownError
 from .fleet import PortPlan, meter_key
 from .updater import Device, Updater
 
@@ -38,7 +38,7 @@ class ControlError(ValueError):
     """A bad change (HTTP 400); the message is one line."""
 
 
-class Meter:
+class ServedMeter:
     """One served meter as the control API names it."""
 
     __slots__ = ("id", "port", "unit_id", "device")
@@ -64,15 +64,15 @@ class Control:
         self._clock = clock
         self._seed = seed
         self._on_request_faults = on_request_faults
-        self.meters: list[Meter] = []
+        self.meters: list[ServedMeter] = []
         for endpoint in sorted(plan, key=lambda endpoint: endpoint.port):  # the API lists by port
             if endpoint.device is not None:
-                self.meters.append(Meter(endpoint.port, None, endpoint.device))
+                self.meters.append(ServedMeter(endpoint.port, None, endpoint.device))
             else:
-                self.meters.extend(Meter(endpoint.port, unit_id, device)
+                self.meters.extend(ServedMeter(endpoint.port, unit_id, device)
                                    for unit_id, device in sorted(endpoint.devices_by_id.items()))
         self.by_id = {meter.id: meter for meter in self.meters}
-        self._meters_on: dict[int, list[Meter]] = {}  # by port
+        self._meters_on: dict[int, list[ServedMeter]] = {}  # by port
         for meter in self.meters:
             self._meters_on.setdefault(meter.port, []).append(meter)
         self.topology = Topology({endpoint.port: (frozenset(endpoint.devices_by_id)
@@ -80,25 +80,26 @@ class Control:
                                   for endpoint in plan})
         self.started_s = clock()
         self._lock = threading.Lock()  # the faults: list, index, counts, deadlines
-        self._faults: dict[str, Fault] = {}  # oldest first
+        self._faults: dict[str, ActiveFault] = {}  # oldest first
         # the same faults by the port of their scope (None: every port), each oldest first, so
         # that a meter's or a port's faults are found without looking at the others
-        self._faults_by_port: dict[int | None, dict[str, Fault]] = {}
-        self._request_faults_by_port: dict[int | None, tuple[Fault, ...]] = {}  # the request faults of those
+        self._faults_by_port: dict[int | None, dict[str, ActiveFault]] = {}
+        # the request faults of those
+        self._request_faults_by_port: dict[int | None, tuple[ActiveFault, ...]] = {}
         self._ids = itertools.count(1)
         self._deadlines = Deadlines(clock, self._expire_due, name="fault-timer")
-        self.applied_by_type: dict[str, int] = dict.fromkeys(faults.TYPES, 0)
+        self.applied_by_type: dict[str, int] = dict.fromkeys(faults.FAULT_TYPES, 0)
         self._closed = False
 
     # --- reading ---
-    def meter(self, meter_id) -> Meter:
+    def meter(self, meter_id) -> ServedMeter:
         """The meter with this id; KeyError (404) otherwise."""
         meter = self.by_id.get(meter_id) if isinstance(meter_id, str) else None
         if meter is None:
             raise UnknownError(f"no meter {meter_id!r}")
         return meter
 
-    def _shown(self, meter: Meter) -> tuple[dict, dict, bool, bool]:
+    def _shown(self, meter: ServedMeter) -> tuple[dict, dict, bool, bool]:
         """(readings, overrides, online, no alarm) as published now, taken under the lock."""
         device = meter.device
         with self.updater.lock:
@@ -112,7 +113,7 @@ class Control:
         """A meter's readings by name."""
         return self._shown(self.meter(meter_id))[0]
 
-    def summary(self, meter: Meter) -> dict:
+    def summary(self, meter: ServedMeter) -> dict:
         values, overrides, online, no_alarm = self._shown(meter)
         return {"id": meter.id, "port": meter.port, "unit_id": meter.unit_id,
                 "type": meter.device.meter_type, "online": online, "no_alarm": no_alarm,
@@ -212,19 +213,19 @@ class Control:
         return self.details(meter.id)
 
     # --- faults ---
-    def view(self, fault: Fault) -> dict:
+    def view(self, fault: ActiveFault) -> dict:
         """A fault as the API shows it, also after it has ended (the Python API's handle)."""
         with self._lock:
             return fault.as_dict(self._clock())
 
-    def is_active(self, fault: Fault) -> bool:
+    def is_active(self, fault: ActiveFault) -> bool:
         with self._lock:
             return self._faults.get(fault.id) is fault
 
-    def start_fault(self, spec) -> Fault:
-        """A new fault from its description, started; the Fault itself. FaultLimitError while
+    def start_fault(self, spec) -> ActiveFault:
+        """A new fault from its description, started; the ActiveFault itself. FaultLimitError while
         faults.MAX_FAULTS are active; a fault refused changes nothing."""
-        fields = faults.checked(spec, self.topology)
+        fields = faults.fault_fields(spec, self.topology)
         self._expire_due()  # a fault past its duration does not count against the limit
         with self._lock:  # held while a meter fault is applied: an end cannot overtake it
             if self._closed:
@@ -235,7 +236,7 @@ class Control:
             if fields["duration_s"] is not None:
                 self._deadlines.start()  # the one step that can fail: before anything is made
             number = next(self._ids)
-            fault = Fault(id=f"f{number}", sequence=number, created_s=self._clock(),
+            fault = ActiveFault(id=f"f{number}", sequence=number, created_s=self._clock(),
                           rng=faults.fault_rng(self._seed, f"f{number}"), remaining=fields["count"],
                           **fields)
             self._add(fault)
@@ -281,7 +282,7 @@ class Control:
         shared = self._request_faults_by_port.get(None, ())
         return (own, shared) if own or shared else ()
 
-    def match(self, request_faults: tuple, unit_id: int, function_code: int) -> Fault | None:
+    def match(self, request_faults: tuple, unit_id: int, function_code: int) -> ActiveFault | None:
         """The fault that acts on a request (the oldest that applies after its draw), counted;
         request_faults: what the request's port holds (see request_faults)."""
         own, shared = request_faults
@@ -307,24 +308,24 @@ class Control:
             self._end(hit, "its count is used up")
         return hit
 
-    def fault_ids(self, meter: Meter) -> list[str]:
+    def fault_ids(self, meter: ServedMeter) -> list[str]:
         return [fault.id for fault in self._faults_of(meter)]
 
-    def _faults_of(self, meter: Meter) -> list[Fault]:
+    def _faults_of(self, meter: ServedMeter) -> list[ActiveFault]:
         with self._lock:
             own = self._faults_by_port.get(meter.port, {}).values()
             shared = self._faults_by_port.get(None, {}).values()
             return [fault for fault in faults.oldest_first(own, shared)
                     if fault.scope.covers(meter.port, meter.unit_id)]
 
-    def _known(self, fault_id) -> Fault:
+    def _known(self, fault_id) -> ActiveFault:
         """The active fault of that id (under the lock); UnknownError otherwise."""
         fault = self._faults.get(fault_id) if isinstance(fault_id, str) else None
         if fault is None:
             raise UnknownError(f"no fault {fault_id!r}")
         return fault
 
-    def _covered(self, fault: Fault) -> list[Meter]:
+    def _covered(self, fault: ActiveFault) -> list[ServedMeter]:
         port = fault.scope.port
         meters = self.meters if port is None else self._meters_on[port]
         return [meter for meter in meters if fault.scope.covers(meter.port, meter.unit_id)]
@@ -339,7 +340,7 @@ class Control:
         for fault in due:
             log_end(fault, "its duration passed")
 
-    def _end(self, fault: Fault, reason: str | None) -> bool:
+    def _end(self, fault: ActiveFault, reason: str | None) -> bool:
         """End one fault (once: False if it had ended already); reason: what the log says."""
         with self._lock:
             if self._faults.get(fault.id) is not fault:
@@ -349,7 +350,7 @@ class Control:
             log_end(fault, reason)
         return True
 
-    def _add(self, fault: Fault) -> None:
+    def _add(self, fault: ActiveFault) -> None:
         """Make a fault active: listed, indexed, given to the ports it may act on or applied to
         its meters, its duration counted (the caller holds the lock)."""
         self._faults[fault.id] = fault
@@ -363,7 +364,7 @@ class Control:
         if fault.expires_s is not None:
             self._deadlines.add(fault.expires_s, fault.id)
 
-    def _remove(self, ended: list[Fault]) -> None:
+    def _remove(self, ended: list[ActiveFault]) -> None:
         """Make active faults inactive in one step: each port they could act on gets its request
         faults once, and each meter they held is published once.
 
@@ -412,7 +413,7 @@ class Control:
     def uptime_s(self) -> float:
         return self._clock() - self.started_s
 
-    def snapshot(self) -> list[tuple[Meter, str, bool, float, float]]:
+    def snapshot(self) -> list[tuple[ServedMeter, str, bool, float, float]]:
         """(meter, type, online, total, rate) of every meter, copied under the lock once."""
         rows = []
         with self.updater.lock:
@@ -425,17 +426,17 @@ class Control:
         return rows
 
 
-def log_end(fault: Fault, reason: str) -> None:
+def log_end(fault: ActiveFault, reason: str) -> None:
     log.info("fault %s (%s) ended: %s, applied %d time%s", fault.id, fault.describe(), reason,
              fault.applied, "" if fault.applied == 1 else "s")
 
 
-def total_name(meter: Meter) -> str:
+def total_name(meter: ServedMeter) -> str:
     return "energy_import" if meter.device.meter_type == "electric" else "volume_total"
 
 
-def rate_name(meter: Meter) -> str:
+def rate_name(meter: ServedMeter) -> str:
     return "power_total" if meter.device.meter_type == "electric" else "flow"
 
 
-__all__ = ["Control", "ControlError", "FaultError", "FaultLimitError", "UnknownError", "Meter"]
+__all__ = ["Control", "ControlError", "FaultError", "FaultLimitError", "UnknownError", "ServedMeter"]

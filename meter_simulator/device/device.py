@@ -149,8 +149,8 @@ class Device:
             offset += point.length
         values = []
         for point, point_words in writes:
-            value = codec.decode(point, list(point_words))
-            if not allowed(point, value) or not self.takes(point, value):
+            value = codec.written_value(point, list(point_words))
+            if not write_allowed(point, value) or not self.takes(point, value):
                 return EXP_DATA_VALUE, []
             values.append((point, value))
         return EXP_NONE, values
@@ -174,7 +174,7 @@ class Device:
                 self.stored[point.address] = value
 
 
-def allowed(point: Point, value) -> bool:
+def write_allowed(point: Point, value) -> bool:
     """True when a written value may be stored in a point."""
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):

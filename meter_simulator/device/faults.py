@@ -20,7 +20,7 @@ from ..checks import is_finite_number
 
 REQUEST_FAULTS = ("delay", "no_answer", "close", "reset", "exception", "corrupt")
 METER_FAULTS = ("freeze", "offline")
-TYPES = REQUEST_FAULTS + METER_FAULTS
+FAULT_TYPES = REQUEST_FAULTS + METER_FAULTS
 CORRUPT_MODES = ("transaction_id", "length", "truncate")
 MAX_DELAY_MS = 60000
 # active faults a run keeps: each is looked at by every request of its ports, and a run that
@@ -67,7 +67,7 @@ class Scope:
 
 
 @dataclass
-class Fault:
+class ActiveFault:
     """One active fault and its bookkeeping; the table's lock guards remaining and applied."""
 
     id: str
@@ -127,7 +127,7 @@ class Fault:
         return " ".join(words)
 
 
-def oldest_first(own: Iterable[Fault], shared: Iterable[Fault]) -> Iterator[Fault]:
+def oldest_first(own: Iterable[ActiveFault], shared: Iterable[ActiveFault]) -> Iterator[ActiveFault]:
     """Two lists of faults, each oldest first (a port's own and every port's), as one."""
     return heapq.merge(own, shared, key=attrgetter("sequence"))
 
@@ -196,14 +196,14 @@ def article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def checked(spec, topology: Topology) -> dict:
+def fault_fields(spec, topology: Topology) -> dict:
     """The fields of a new fault from a request body, checked whole; FaultError (400) or
     UnknownError (404) naming the first problem."""
     if not isinstance(spec, dict):
         raise FaultError("a fault must be a JSON object")
     kind = spec.get("type")
-    if kind not in TYPES:
-        raise FaultError(f"type must be one of {', '.join(TYPES)}, not {kind!r}")
+    if kind not in FAULT_TYPES:
+        raise FaultError(f"type must be one of {', '.join(FAULT_TYPES)}, not {kind!r}")
     unknown = sorted(set(spec) - COMMON_KEYS - PARAMETERS[kind])
     if unknown:
         raise FaultError(f"unknown key {unknown[0]!r} for {article(kind)} {kind} fault")
@@ -260,7 +260,7 @@ def fault_rng(seed: int | None, fault_id: str) -> random.Random:
     return random.Random(f"{seed}/{fault_id}") if seed is not None else random.Random()
 
 
-def hits(fault: Fault, unit_id: int, function_code: int) -> bool:
+def hits(fault: ActiveFault, unit_id: int, function_code: int) -> bool:
     """True when fault acts on a request with this unit id and function code (the caller holds
     the table's lock and has checked the port and the expiry): scope, functions, probability;
     a hit is counted and uses up one of count."""

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from ..device.control import Control
-from ..device.faults import TYPES
+from ..device.faults import FAULT_TYPES
 from ..device.updater import TICK_BUCKETS_S
 from ..modbus.mbap import EXCEPTION_KEY, RESULT_EXCEPTION, RESULT_FAULT
 from ..modbus.pdu import SUPPORTED_FUNCTIONS
@@ -63,7 +63,7 @@ class SimulatorCollector:
         yield family
         family = CounterMetricFamily(PREFIX + "faults_applied", "Times a fault acted", labels=("type",))
         applied = self.control.applied_counts()
-        for kind in TYPES:
+        for kind in FAULT_TYPES:
             family.add_metric((kind,), applied[kind])
         yield family
         yield GaugeMetricFamily(PREFIX + "connections_open", "Modbus/TCP connections open now",

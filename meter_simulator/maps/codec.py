@@ -21,7 +21,7 @@ for a single function (as collections.namedtuple did): one struct.pack call a
 readable segment, the value expressions inline. A tick of an SDM630 then costs
 one call, not a call a point. The function takes the tick's sources:
 
-    r  the Reading (registers.Reading)     c  the meter's counters (a dict)
+    r  the Reading (model.reading)         c  the meter's counters (a dict)
     d  the demands (a dict, empty if none)  m  the device (unit id, serial, stored values)
 """
 from __future__ import annotations
@@ -102,19 +102,19 @@ def _phase_expressions() -> dict[str, str]:
     return expressions
 
 
-ELECTRIC = _phase_expressions()
-FLOW = {"flow": "r.flow_l_min", "temperature": "r.temperature_c", "pressure": "r.pressure",
+ELECTRIC_EXPRESSIONS = _phase_expressions()
+FLOW_EXPRESSIONS = {"flow": "r.flow_l_min", "temperature": "r.temperature_c", "pressure": "r.pressure",
         "volume_total": "c['volume_total']"}
-COMMON = {"online": "m.online", "unit_id": "m.unit_id", "serial_number": "m.serial_number",
+COMMON_EXPRESSIONS = {"online": "m.online", "unit_id": "m.unit_id", "serial_number": "m.serial_number",
           "serial_number_high": "(m.serial_number >> 16)", "serial_number_low": "(m.serial_number & 0xFFFF)"}
 
 
 def expression(quantity: str, meter_type: str) -> str:
     """The Python expression of a quantity for a meter type; '0.0' for one it does not have."""
-    own = ELECTRIC if meter_type == "electric" else FLOW
+    own = ELECTRIC_EXPRESSIONS if meter_type == "electric" else FLOW_EXPRESSIONS
     if quantity == "meter_type":
         return repr(METER_TYPE_CODES[meter_type])
-    return own.get(quantity) or COMMON.get(quantity) or "0.0"
+    return own.get(quantity) or COMMON_EXPRESSIONS.get(quantity) or "0.0"
 
 
 def _angle(power_factor: float) -> float:
@@ -230,7 +230,7 @@ def point_code(point: Point, meter_type: str, profile: Profile) -> tuple[str, st
     return code.upper(), f"_swap({arg}, {bits})"
 
 
-def merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def merged_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Ranges [start, end) merged where they touch or overlap, in address order."""
     out: list[list[int]] = []
     for start, end in sorted(ranges):
@@ -254,7 +254,7 @@ def space_segments(profile: Profile, meter_type: str, space: str) -> list[tuple[
     ranges = [(point.address, point.end) for point in points]
     ranges += [(block.start, block.end + 1) for block in profile.blocks if space in block.spaces()]
     return [(start, end, [point for point in points if start <= point.address < end])
-            for start, end in merged(ranges)]
+            for start, end in merged_ranges(ranges)]
 
 
 def segment_source(start: int, end: int, points: list[Point], meter_type: str, profile: Profile
@@ -321,7 +321,7 @@ def compile_map(profile: Profile, meter_type: str) -> CompiledMap:
     return CompiledMap(profile, meter_type, namespace["encode"], source, writable)
 
 
-def decode(point: Point, words: list[int]) -> float | str:
+def written_value(point: Point, words: list[int]) -> float | str:
     """The physical value a client wrote into a point's registers (the inverse of the encoding)."""
     data = struct.pack(f">{len(words)}H", *words)
     if point.type == "string":

@@ -16,6 +16,7 @@ from typing import Any
 from ..checks import is_finite_number, is_integer, is_long_integer, long_integer_text
 from ..model import quantities
 from ..model.demand import PERIODS_MIN
+from ..model.meters import METER_TYPES
 from . import points
 
 TOP_KEYS = ("name", "type", "word_order", "write_functions", "block", "register")
@@ -44,7 +45,7 @@ MAX_POINTS = 10_000
 MAX_FILE_BYTES = 4 * 2**20  # 400 bytes an entry at MAX_POINTS; the built-in maps take 150
 SETTING_VALUES = {"unit_id": f"a unit id (0 to {quantities.UNIT_ID_MAX})",
                   "demand_period": f"a demand period ({', '.join(map(str, PERIODS_MIN))} min)"}
-SHOWN_CHARS = 120  # a value quoted in a message is cut here: the message stays one short line
+QUOTED_CHARS = 120  # a value quoted in a message is cut here: the message stays one short line
 TOO_MANY_DIGITS = "an integer of more digits than can be read"
 NO_DEMAND = ("water", "gas")  # meter types without a demand model: their demand_period is not a setting
 
@@ -63,7 +64,7 @@ class MapError(ValueError):
     """A map file that cannot be served: the message is one line, file, entry and problem."""
 
 
-def load(path: str | os.PathLike, meter_type: str | None = None) -> points.Profile:
+def load_map(path: str | os.PathLike, meter_type: str | None = None) -> points.Profile:
     """The profile of the map file at path (.json: JSON, anything else: TOML), checked whole.
 
     meter_type is --type when the user gave it: a file that names another type is refused."""
@@ -130,14 +131,14 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def show(value: Any) -> str:
     """A value as the message quotes it, on one line: "text", 20, true, [6, 16]; an integer of
-    more than checks.SHOWN_DIGITS digits as 1.000e+400, and anything past SHOWN_CHARS cut."""
+    more than checks.SHOWN_DIGITS digits as 1.000e+400, and anything past QUOTED_CHARS cut."""
     if is_long_integer(value):
         return long_integer_text(value)
     try:
         text = json.dumps(value, ensure_ascii=False, default=str)  # default: a TOML date or time
     except (ValueError, RecursionError):  # an integer past 4300 digits or deep nesting in a list
         return f"a {type(value).__name__} too large to show"
-    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
+    return text if len(text) <= QUOTED_CHARS else text[:QUOTED_CHARS - 3] + "..."
 
 
 def unknown(what: str, value: Any, choices: tuple[str, ...], listed: bool = True) -> str:
@@ -179,8 +180,8 @@ class _Parser:
         if not isinstance(name, str) or not name.strip() or not name.isprintable():
             raise self.fail(f"name {show(name)} is not a one-line text")
         file_type = document.get("type")
-        if file_type is not None and file_type not in points.METER_TYPES:
-            raise self.fail(unknown("type", file_type, points.METER_TYPES))
+        if file_type is not None and file_type not in METER_TYPES:
+            raise self.fail(unknown("type", file_type, METER_TYPES))
         if file_type is not None and meter_type is not None and file_type != meter_type:
             raise self.fail(f"type {show(file_type)} does not match --type {meter_type}")
         word_order = self.word_order(document.get("word_order", "big"))
@@ -290,8 +291,8 @@ class _Parser:
         kind = entry.get("type")
         if kind is None:
             raise self.fail("type missing")
-        if kind not in points.TYPES:
-            raise self.fail(unknown("type", kind, points.TYPES))
+        if kind not in points.VALUE_TYPES:
+            raise self.fail(unknown("type", kind, points.VALUE_TYPES))
         text = kind == "string"
         if text:
             if "length" not in entry:
@@ -434,8 +435,8 @@ class _Parser:
         if not isinstance(value, list) or not value:
             raise self.fail(f"meter_types {show(value)} is not a list of meter types")
         for name in value:
-            if name not in points.METER_TYPES:
-                raise self.fail(unknown("meter type", name, points.METER_TYPES))
+            if name not in METER_TYPES:
+                raise self.fail(unknown("meter type", name, METER_TYPES))
         if file_type is not None and file_type not in value:
             raise self.fail(f"meter_types {show(value)} leaves out the map's type {show(file_type)}: "
                             "the entry would never be served")
@@ -454,11 +455,11 @@ def check_overlaps(found: tuple[points.Point, ...], fail) -> None:
     """Two points on one register of one space are an error unless their meter types differ."""
     owners: dict[tuple[str, int], list[points.Point]] = {}
     for point in found:
-        kinds = set(point.meter_types or points.METER_TYPES)
+        kinds = set(point.meter_types or METER_TYPES)
         for space in point.spaces():
             for address in range(point.address, point.end):
                 here = owners.setdefault((space, address), [])
                 for other in here:
-                    if kinds & set(other.meter_types or points.METER_TYPES):
+                    if kinds & set(other.meter_types or METER_TYPES):
                         raise fail(f"{point.label}: overlaps {other.label} in {SPACE_WORDS[space]}")
                 here.append(point)

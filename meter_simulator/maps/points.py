@@ -9,12 +9,11 @@ WORD_ORDERS = ("big", "little")  # big: high word first; little: low word first
 # registers a value of each type takes (a string gives its own length)
 TYPE_REGISTERS = {"uint16": 1, "int16": 1, "uint32": 2, "int32": 2, "acc32": 2, "float32": 2,
                   "uint64": 4, "int64": 4, "acc64": 4, "float64": 4, "string": None}
-TYPES = tuple(TYPE_REGISTERS)
+VALUE_TYPES = tuple(TYPE_REGISTERS)
 FLOAT_TYPES = ("float32", "float64")
 # the largest finite value of each float type: what a value beyond it is stored as (IEEE 754)
 FLOAT_MAX = {"float32": 3.4028234663852886e38, "float64": 1.7976931348623157e308}
 WRAPPING_TYPES = ("acc32", "acc64")  # accumulators always wrap, whatever the quantity
-METER_TYPES = ("electric", "water", "gas")
 
 
 @dataclass(frozen=True)
@@ -23,7 +22,7 @@ class Point:
 
     address: int  # protocol address, 0-65535
     space: str  # holding | input | both
-    type: str  # one of TYPES
+    type: str  # one of VALUE_TYPES
     quantity: str | None = None  # a name of quantities.NAMES, or None for a constant
     value: float | int | str | None = None  # a constant, when quantity is None
     scale: float = 1.0  # stored = (quantity + offset) x scale

@@ -10,9 +10,10 @@ import dataclasses
 import functools
 import os
 
+from ..model.meters import METER_TYPES
 from . import mapfile
 from .codec import CompiledMap, EncodeError, check_encodes, compile_map
-from .points import METER_TYPES, Profile
+from .points import Profile
 
 FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "builtin")
 SEED = "seed"
@@ -38,7 +39,7 @@ def is_file(value: str) -> bool:
 @functools.cache
 def built_in(name: str) -> Profile:
     """A built-in profile by name (seed, sdm630, sunspec, sunspec-float)."""
-    profile = mapfile.load(built_in_path(name))
+    profile = mapfile.load_map(built_in_path(name))
     # the seed map's coils, discrete inputs and status writes are the simulator's own
     return dataclasses.replace(profile, coils=True) if name == SEED else profile
 
@@ -47,12 +48,12 @@ def seed() -> Profile:
     return built_in(SEED)
 
 
-def resolve(value: str, meter_type: str | None) -> Profile:
+def profile_named(value: str, meter_type: str | None) -> Profile:
     """The profile a --profile value names, for the meter type given on the command line (None: not
     given); ProfileError with one line when it cannot serve it."""
     if is_file(value):
         try:
-            profile = mapfile.load(value, meter_type)
+            profile = mapfile.load_map(value, meter_type)
         except mapfile.MapError as exc:
             raise ProfileError(str(exc)) from None
         check(profile, meter_type)

@@ -33,7 +33,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "pressure": (0.0, 655.35),
 }
 EXPORT_RANGE_W = (-100000.0, 100000.0)  # power_total of a meter with solar panels: below 0 exports
-SHOWN_CHARS = 40  # an echoed name or value is cut here: an error message stays one short line
+ECHOED_CHARS = 40  # an echoed name or value is cut here: an error message stays one short line
 
 
 class PinError(ValueError):
@@ -47,26 +47,27 @@ def value_range(name: str, panels: bool = False) -> tuple[float, float]:
     return RANGES[name]
 
 
-def shown(value: object) -> str:
+def echoed(value: object) -> str:
     """A name or value as JSON would write it (strings quoted, escaped onto one line), cut short."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
         text = str(int(value))  # 150000.0 -> 150000, as a client wrote it in JSON
-    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** SHOWN_CHARS:
-        text = f"a number of more than {SHOWN_CHARS} digits"  # str() of a huge int is slow, past 4300 refused
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** ECHOED_CHARS:
+        # str() of a huge int is slow, past 4300 digits refused
+        text = f"a number of more than {ECHOED_CHARS} digits"
     else:
         text = json.dumps(value, default=repr)
-    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
+    return text if len(text) <= ECHOED_CHARS else text[:ECHOED_CHARS - 3] + "..."
 
 
 def checked_value(name: str, value: object, panels: bool) -> float:
     """value as a float when it is a finite number inside name's range, else PinError."""
     if not is_finite_number(value):  # a huge int is compared exactly below
-        raise PinError(f"{name} must be a finite number, not {shown(value)}")
+        raise PinError(f"{name} must be a finite number, not {echoed(value)}")
     low, high = value_range(name, panels)
     if not low <= value <= high:
         hint = " (below 0 is export: only a meter with solar panels)" if (
             name == "power_total" and value < 0 and not panels) else ""
-        raise PinError(f"{name} must be from {shown(low)} to {shown(high)}, not {shown(value)}{hint}")
+        raise PinError(f"{name} must be from {echoed(low)} to {echoed(high)}, not {echoed(value)}{hint}")
     return float(value)
 
 
@@ -77,7 +78,7 @@ def check_combination(pins: Mapping[str, float]) -> None:
         if phase:  # power_total sets the currents from the voltages and power factors
             raise PinError(f"power_total cannot be pinned together with {', '.join(phase)}")
         if pins.get("power_factor_total") == 0.0 and pins["power_total"] != 0.0:
-            raise PinError(f"power_total {shown(pins['power_total'])} cannot flow at "
+            raise PinError(f"power_total {echoed(pins['power_total'])} cannot flow at "
                            "power_factor_total 0")
     if "power_factor_total" in pins:
         phase = [name for name in PHASE_FACTOR_PINS if name in pins]
@@ -99,11 +100,11 @@ def merged(meter_type: str, current: Mapping[str, float], changes: Mapping[str, 
     except KeyError:
         raise ValueError(f"unknown meter type {meter_type!r}") from None
     if not isinstance(changes, Mapping):
-        raise PinError(f"overrides must be an object of reading names and values, not {shown(changes)}")
+        raise PinError(f"overrides must be an object of reading names and values, not {echoed(changes)}")
     pins = dict(current)
     for name, value in changes.items():
         if not isinstance(name, str) or name not in pinnable:
-            raise PinError(f"unknown reading {shown(name)}: pinnable are {', '.join(pinnable)}")
+            raise PinError(f"unknown reading {echoed(name)}: pinnable are {', '.join(pinnable)}")
         if value is None:
             pins.pop(name, None)
         else:

@@ -67,7 +67,7 @@ TOTAL_COUNTERS = {"electric": "energy_import", "water": "volume_total", "gas": "
 START_OVER = "move the file away to start from 0"
 ENCODER = json.JSONEncoder(allow_nan=False)  # one line, shortest repr; json.dumps builds one a call
 FLOAT_TYPE = frozenset((float,))
-SHOWN_CHARS = 60  # a value from the file is cut here in a message
+STATE_VALUE_CHARS = 60  # a value from the file is cut here in a message
 
 # a meter's saved values by counter name, or (as a version-1 file holds it) its total alone
 MeterValues = Union[Mapping[str, float], float]
@@ -102,7 +102,7 @@ def from_total(meter_type: str, total: float) -> dict[str, float]:
     return values
 
 
-def shown(value) -> str:
+def quoted(value) -> str:
     """A value from the file as a message shows it, on one line and short."""
     if is_long_integer(value):
         return long_integer_text(value)
@@ -110,16 +110,16 @@ def shown(value) -> str:
         text = repr(value)
     except RecursionError:
         return f"a {type(value).__name__} nested too deeply"
-    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
+    return text if len(text) <= STATE_VALUE_CHARS else text[:STATE_VALUE_CHARS - 3] + "..."
 
 
-def checked(key: str, name: str, value) -> float:
+def counter_value(key: str, name: str, value) -> float:
     """The value as a float; ValueError naming the meter and the counter unless a number from 0 to
     COUNTER_MAX (an int of any size is compared exactly, before float() could overflow)."""
     if not is_finite_number(value) or value < 0:
-        raise ValueError(f"the {name} of meter {key!r} is {shown(value)}, not a number >= 0")
+        raise ValueError(f"the {name} of meter {key!r} is {quoted(value)}, not a number >= 0")
     if value > COUNTER_MAX:
-        raise ValueError(f"the {name} of meter {key!r} is {shown(value)}, above the largest a counter "
+        raise ValueError(f"the {name} of meter {key!r} is {quoted(value)}, above the largest a counter "
                          f"holds ({COUNTER_MAX:g})")
     return float(value)
 
@@ -131,11 +131,11 @@ def meter_values(meter_type: str, key: str, values) -> dict[str, float]:
     if complete(names, values):
         return dict(values)
     if not isinstance(values, Mapping):
-        raise ValueError(f"meter {key!r} is {shown(values)}, not an object of counters")
+        raise ValueError(f"meter {key!r} is {quoted(values)}, not an object of counters")
     for name in values:
         if name not in names:
             raise ValueError(f"meter {key!r} has {name!r}, not a counter of {meter_type} meters")
-    return {name: checked(key, name, values.get(name, 0.0)) for name in names}
+    return {name: counter_value(key, name, values.get(name, 0.0)) for name in names}
 
 
 def complete(names: tuple[str, ...], values) -> bool:
@@ -162,7 +162,7 @@ def encode(meter_type: str, meters: Mapping[str, MeterValues], saved_at_s: float
     lines = []
     for key, values in meters.items():
         if not isinstance(values, Mapping):
-            values = from_total(meter_type, checked(key, "total", values))
+            values = from_total(meter_type, counter_value(key, "total", values))
         elif not complete(names, values):
             values = meter_values(meter_type, key, values)
         lines.append(f"  {ENCODER.encode(str(key))}: {ENCODER.encode(values)}")
@@ -198,16 +198,16 @@ def decode(data: bytes, meter_type: str) -> dict[str, dict[str, float]]:
         raise ValueError(f"not a state file (no \"format\": \"{FORMAT}\")")
     version = document.get("version")
     if type(version) is not int or version not in READ_VERSIONS:
-        raise ValueError(f"version {shown(version)} is not supported (expected 1 or 2)")
+        raise ValueError(f"version {quoted(version)} is not supported (expected 1 or 2)")
     if document.get("meter_type") != meter_type:
         named = document.get("meter_type")
-        raise ValueError(f"it is for {named if isinstance(named, str) else shown(named)} meters, "
+        raise ValueError(f"it is for {named if isinstance(named, str) else quoted(named)} meters, "
                          f"not {meter_type} meters")
     if version == 1:
         saved = document.get("totals")
         if not isinstance(saved, dict):
             raise ValueError("\"totals\" is missing or not an object")
-        return {key.replace("/", "-"): from_total(meter_type, checked(key, "total", total))
+        return {key.replace("/", "-"): from_total(meter_type, counter_value(key, "total", total))
                 for key, total in saved.items()}
     meters = document.get("meters")
     if not isinstance(meters, dict):

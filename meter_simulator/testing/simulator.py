@@ -76,7 +76,7 @@ class Fault:
 
     def __init__(self, simulator: MeterSimulator, fault) -> None:
         self._simulator = simulator
-        self._fault = fault  # faults.Fault: its counts stay readable after it has ended
+        self._fault = fault  # faults.ActiveFault: its counts stay readable after it has ended
         self.id = fault.id
         self.type = fault.type
 

@@ -362,7 +362,7 @@ def tick_phase(seconds: float) -> None:
 
     def fleet_of(name: str) -> list:  # the same 1,000 meters (one seed) behind each map
         endpoints = fleet_plan.plan("electric", 1, FLEET_METERS, None, random.Random(1), 36000.0,
-                                    new_device, profile=profiles.resolve(name, "electric"))
+                                    new_device, profile=profiles.profile_named(name, "electric"))
         return [unit for endpoint in endpoints for unit in endpoint.units]
 
     fleets = {name: fleet_of(name) for name in TICK_PROFILES}
