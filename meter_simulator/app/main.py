@@ -115,6 +115,57 @@ def check_open_file_limit(config: Config, limit: int) -> None:
                     "" if config.count == 1 else "s", config.max_clients, needed, limit)
 
 
+def start_line(config: Config, port: int) -> str:
+    """What serves where, for the log and systemd's STATUS=: '3 electric meters serving ...'."""
+    return fleet.describe(config.meter_type, host_port(config.host, port), config.count, config.unit_ids,
+                          config.profile.name if config.profile is not None else "seed")
+
+
+def warn_if_exposed(config: Config) -> None:
+    """Warn when anyone on the network could change the meters: writes open off loopback, or a
+    control port off loopback without a token."""
+    if not (config.read_only or config.allow) and not is_loopback(config.host):
+        log.warning("serving %s with neither --read-only nor --allow: anyone on the network "
+                    "can reset the meter or take it offline", config.host)
+    if config.http is not None and config.http_token is None and not is_loopback(config.http[0]):
+        log.warning("control port on %s without --http-token-file: anyone who reaches it can "
+                    "change the meters and inject faults", config.http[0])
+
+
+def run(config: Config, stop: threading.Event, signalled: list[int], in_process: bool) -> int:
+    """Serve until a stop signal comes (signalled) or the updater fails (stop); the exit status.
+    in_process: called with argv (tests), so the GIL's switch interval is left alone."""
+    meters = config.count * (len(config.unit_ids) if config.unit_ids is not None else 1)
+    fleet_ticks = not in_process and meters >= FLEET_METERS
+    simulator = Simulator(config, on_failure=stop.set,
+                          tick_context=short_gil_slices if fleet_ticks else None)
+    try:
+        simulator.open()  # a bad state file or a port in use starts nothing
+    except (StateError, BindError) as exc:
+        print(f"meter-simulator: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    server, service = simulator.server, simulator.service
+    simulator.serve()
+    serving = start_line(config, server.port)
+    log.info("%s", serving)
+    if simulator.http is not None:
+        log.info("control port on %s", simulator.http_url)
+    warn_if_exposed(config)
+    service.started(serving)  # READY=1, with the start line as STATUS=
+    try:
+        # Wake now and then: a signal the kernel hands to another thread only flags it for
+        # the main thread, whose handler runs when it next executes Python code; an
+        # untimed wait would never return (measured: SIGTERM ignored in about 1 run of 5).
+        while not (signalled or stop.wait(SIGNAL_POLL_S)):
+            pass
+    finally:
+        service.stopping()
+        simulator.stop()
+        simulator.stopped()  # after the updater: the last tick's totals are saved
+    log.info("%s stopped", serving.replace(" serving Modbus/TCP", "", 1))
+    return EXIT_FAILURE if server.updater.failed else EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the simulator until SIGTERM, SIGINT or SIGHUP; the exit status.
 
@@ -148,42 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if limits is not None:
             check_open_file_limit(config, limits[1])
-        meters = config.count * (len(config.unit_ids) if config.unit_ids is not None else 1)
-        fleet_ticks = argv is None and meters >= FLEET_METERS
-        simulator = Simulator(config, on_failure=stop.set,
-                              tick_context=short_gil_slices if fleet_ticks else None)
-        try:
-            simulator.open()  # a bad state file or a port in use starts nothing
-        except (StateError, BindError) as exc:
-            print(f"meter-simulator: {exc}", file=sys.stderr)
-            return EXIT_FAILURE
-        server, service = simulator.server, simulator.service
-        simulator.serve()
-        serving = fleet.describe(config.meter_type, host_port(config.host, server.port),
-                                 config.count, config.unit_ids,
-                                 config.profile.name if config.profile is not None else "seed")
-        log.info("%s", serving)
-        if simulator.http is not None:
-            log.info("control port on %s", simulator.http_url)
-        if not (config.read_only or config.allow) and not is_loopback(config.host):
-            log.warning("serving %s with neither --read-only nor --allow: anyone on the network "
-                        "can reset the meter or take it offline", config.host)
-        if config.http is not None and config.http_token is None and not is_loopback(config.http[0]):
-            log.warning("control port on %s without --http-token-file: anyone who reaches it can "
-                        "change the meters and inject faults", config.http[0])
-        service.started(serving)  # READY=1, with the start line as STATUS=
-        try:
-            # Wake now and then: a signal the kernel hands to another thread only flags it for
-            # the main thread, whose handler runs when it next executes Python code; an
-            # untimed wait would never return (measured: SIGTERM ignored in about 1 run of 5).
-            while not (signalled or stop.wait(SIGNAL_POLL_S)):
-                pass
-        finally:
-            service.stopping()
-            simulator.stop()
-            simulator.stopped()  # after the updater: the last tick's totals are saved
-        log.info("%s stopped", serving.replace(" serving Modbus/TCP", "", 1))
-        return EXIT_FAILURE if server.updater.failed else EXIT_OK
+        return run(config, stop, signalled, in_process=argv is not None)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler if argv is not None else signal.SIG_IGN)
