@@ -1,6 +1,6 @@
 """Map files: what a valid file becomes, and the one-line error each invalid one gives.
 
-Real files in tmp_path, read by mapfile.load as the command line would; the working directory is
+Real files in tmp_path, read by mapfile.load_map as the command line would; the working directory is
 tmp_path, so the file is named as a user gives it ('mine.toml') and the messages are exact.
 """
 from __future__ import annotations

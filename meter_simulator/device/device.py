@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from pyModbusTCP.constants import EXP_DATA_ADDRESS, EXP_DATA_VALUE, EXP_NONE
 
-from ..maps import codec, mapfile, profiles
+from ..maps import codec, profiles, schema
 from ..maps import seed as registers
 from ..maps.points import Point, Profile
 from ..model.meters import Meter
@@ -160,7 +160,7 @@ class Device:
         a unit id 0 to 247, or a demand period its demand model has; any value in a constant."""
         if point.quantity == "demand_period" and self.meter.demand is None:
             return False  # a water or gas meter served through a map without a type: no demand model
-        return point.quantity is None or mapfile.takes(point.quantity, value)
+        return point.quantity is None or schema.takes(point.quantity, value)
 
     def store(self, values: list[tuple[Point, float]]) -> None:
         """Keep written values (checked by check_write: none of these can fail); the caller

@@ -2,52 +2,32 @@
 anything is served, then turned into a points.Profile.
 
 Every problem is a MapError: one line naming the file, the entry and the problem, as in
-'profile mine.toml: register 3 (address 20): unknown quantity "frequencyy"'.
+'profile mine.toml: register 3 (address 20): unknown quantity "frequencyy"'. The keys of an
+entry and their checks are the schema's (schema.py).
 """
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from ..checks import is_finite_number, is_integer, is_long_integer, long_integer_text
-from ..model import quantities
-from ..model.demand import PERIODS_MIN
+from ..checks import is_integer
 from ..model.meters import METER_TYPES
 from . import points
+from .schema import EntryChecks, MapError, check_overlaps, show, unknown
 
 TOP_KEYS = ("name", "type", "word_order", "write_functions", "block", "register")
-ENTRY_KEYS = ("address", "space", "type", "quantity", "value", "scale", "offset", "word_order", "length",
-              "writable", "allowed", "min", "max", "absolute", "meter_types")
 BLOCK_KEYS = ("space", "start", "end")
 WRITE_FUNCTIONS = (0x06, 0x10)
-TEXT_QUANTITIES = ("serial_number", *quantities.STRINGS)  # what a string point may show
-WRITABLE_QUANTITIES = quantities.SETTINGS
-ADDRESS_MAX = 0xFFFF
-# the integers each integer type holds; acc32/acc64 are unsigned accumulators
-INTEGER_RANGES = {"uint16": (0, 2**16 - 1), "int16": (-(2**15), 2**15 - 1),
-                  "uint32": (0, 2**32 - 1), "int32": (-(2**31), 2**31 - 1), "acc32": (0, 2**32 - 1),
-                  "uint64": (0, 2**64 - 1), "int64": (-(2**63), 2**63 - 1), "acc64": (0, 2**64 - 1)}
-SPACE_WORDS = {"holding": "the holding registers", "input": "the input registers"}
-# |scale|: SunSpec's scale factors run from 10^-10 to 10^10, the built-in maps use 1 to 10,000.
-# With |offset| up to OFFSET_MAX every quantity up to twice quantities.COUNTER_MAX stays below
-# 1e26 once stored: a float32 holds it with 12 orders of magnitude to spare.
-SCALE_MIN, SCALE_MAX = 1e-10, 1e10
-OFFSET_MAX = 1e10  # above every reading (the largest, about 1.3e7 W) and any counter's start value
 # Reading and compiling a map costs time and memory by its entries (measured, one-register
 # entries: 1,000 take 0.1 s and 10 MB at the peak, 10,000 0.75 s and 88 MB, 65,536 8.5 s and
 # 579 MB); the largest real maps, SunSpec chains, hold a few hundred. A file is refused past
 # MAX_FILE_BYTES before it is parsed, and past MAX_POINTS entries before any is checked.
 MAX_POINTS = 10_000
 MAX_FILE_BYTES = 4 * 2**20  # 400 bytes an entry at MAX_POINTS; the built-in maps take 150
-SETTING_VALUES = {"unit_id": f"a unit id (0 to {quantities.UNIT_ID_MAX})",
-                  "demand_period": f"a demand period ({', '.join(map(str, PERIODS_MIN))} min)"}
-QUOTED_CHARS = 120  # a value quoted in a message is cut here: the message stays one short line
 TOO_MANY_DIGITS = "an integer of more digits than can be read"
-NO_DEMAND = ("water", "gas")  # meter types without a demand model: their demand_period is not a setting
 
 
 def toml_parser():
@@ -58,10 +38,6 @@ def toml_parser():
     else:  # the same parser, as a backport
         import tomli as tomllib
     return tomllib
-
-
-class MapError(ValueError):
-    """A map file that cannot be served: the message is one line, file, entry and problem."""
 
 
 def load_map(path: str | os.PathLike, meter_type: str | None = None) -> points.Profile:
@@ -129,43 +105,8 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def show(value: Any) -> str:
-    """A value as the message quotes it, on one line: "text", 20, true, [6, 16]; an integer of
-    more than checks.SHOWN_DIGITS digits as 1.000e+400, and anything past QUOTED_CHARS cut."""
-    if is_long_integer(value):
-        return long_integer_text(value)
-    try:
-        text = json.dumps(value, ensure_ascii=False, default=str)  # default: a TOML date or time
-    except (ValueError, RecursionError):  # an integer past 4300 digits or deep nesting in a list
-        return f"a {type(value).__name__} too large to show"
-    return text if len(text) <= QUOTED_CHARS else text[:QUOTED_CHARS - 3] + "..."
-
-
-def unknown(what: str, value: Any, choices: tuple[str, ...], listed: bool = True) -> str:
-    """'unknown space "holdings" (did you mean "holding"?)', or the choices when none is close."""
-    if isinstance(value, str):
-        close = difflib.get_close_matches(value, choices, n=1, cutoff=0.7)
-        if close:
-            return f"unknown {what} {show(value)} (did you mean {show(close[0])}?)"
-    if listed:
-        return f"unknown {what} {show(value)} (one of {', '.join(choices)})"
-    return f"unknown {what} {show(value)}"
-
-
-def a(kind: str) -> str:
-    """The type with its article: 'a uint16', 'an int16'."""
-    return f"an {kind}" if kind[0] in "aei" else f"a {kind}"
-
-
-class _Parser:
-    """Checks one document; every error names the source file and the entry being read."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.where = ""
-
-    def fail(self, problem: str) -> MapError:
-        return MapError(f"profile {self.source}: {self.where}{problem}")
+class _Parser(EntryChecks):
+    """Checks one document: its top-level keys, blocks and register entries."""
 
     def profile(self, document: Any, meter_type: str | None) -> points.Profile:
         if not isinstance(document, dict):
@@ -208,32 +149,11 @@ class _Parser:
                 raise self.fail(f"{key} {number}: {show(entry)} is not a table")
         return entries
 
-    def word_order(self, value: Any) -> str:
-        if value not in points.WORD_ORDERS:
-            raise self.fail(unknown("word order", value, points.WORD_ORDERS))
-        return value
-
-    def space(self, value: Any) -> str:
-        if value not in points.SPACES:
-            raise self.fail(unknown("space", value, points.SPACES))
-        return value
-
     def write_functions(self, value: Any) -> tuple[int, ...]:
         if not isinstance(value, list) or not all(is_integer(code) and code in WRITE_FUNCTIONS
                                                   for code in value):
             raise self.fail(f"write_functions {show(value)} is not a list of 6 and 16 (FC 0x06, 0x10)")
         return tuple(sorted(set(value)))
-
-    def address(self, key: str, value: Any) -> int:
-        if not is_integer(value) or not 0 <= value <= ADDRESS_MAX:
-            raise self.fail(f"{key} {show(value)} is not an integer 0-65535")
-        return value
-
-    def number(self, key: str, value: Any) -> float | int:
-        """A finite number as given: an int of any size stays exact, for exact range checks."""
-        if not is_finite_number(value):
-            raise self.fail(f"{key} {show(value)} is not a finite number")
-        return value
 
     def block(self, number: int, entry: dict) -> points.Block:
         self.where = f"block {number}: "
@@ -249,217 +169,3 @@ class _Parser:
         if start > end:
             raise self.fail(f"start {start} is after end {end}")
         return points.Block(space=space, start=start, end=end)
-
-    def point(self, number: int, entry: dict, word_order: str, file_type: str | None) -> points.Point:
-        address = entry.get("address")
-        valid = is_integer(address) and 0 <= address <= ADDRESS_MAX
-        label = f"register {number} (address {address})" if valid else f"register {number}"
-        self.where = f"{label}: "
-        for key in entry:
-            if key not in ENTRY_KEYS:
-                raise self.fail(unknown("key", key, ENTRY_KEYS))
-        if "address" not in entry:
-            raise self.fail("address missing")
-        self.address("address", address)
-        space = self.space(entry.get("space", "holding"))
-        kind, length, own_order = self.layout(entry, address, word_order)
-        quantity, value = entry.get("quantity"), entry.get("value")
-        if ("quantity" in entry) == ("value" in entry):
-            raise self.fail("give either quantity or value, not both" if "quantity" in entry
-                            else "give a quantity or a value")
-        if "quantity" in entry:
-            self.quantity(quantity, kind)
-        else:
-            value = self.constant(value, kind, length)
-        scale, offset = self.scaling(entry, kind, quantity)
-        absolute = entry.get("absolute", False)
-        if not isinstance(absolute, bool):
-            raise self.fail(f"absolute {show(absolute)} is not true or false")
-        if absolute and (quantity is None or kind == "string"):
-            raise self.fail("absolute applies to a numeric quantity")
-        writable, allowed, minimum, maximum = self.writes(entry, quantity, value, kind, scale, offset)
-        meter_types = self.meter_types(entry.get("meter_types"), file_type)
-        if writable and quantity == "demand_period":
-            self.demand_period(allowed, file_type, meter_types)
-        return points.Point(address=address, space=space, type=kind, quantity=quantity, value=value,
-                            scale=float(scale), offset=float(offset), word_order=own_order, length=length,
-                            writable=writable, allowed=allowed, minimum=minimum, maximum=maximum,
-                            absolute=absolute, meter_types=meter_types, label=label)
-
-    def layout(self, entry: dict, address: int, word_order: str) -> tuple[str, int, str]:
-        """(type, length in registers, word order) of an entry."""
-        kind = entry.get("type")
-        if kind is None:
-            raise self.fail("type missing")
-        if kind not in points.VALUE_TYPES:
-            raise self.fail(unknown("type", kind, points.VALUE_TYPES))
-        text = kind == "string"
-        if text:
-            if "length" not in entry:
-                raise self.fail("length missing: a string needs its length in registers")
-            length = entry["length"]
-            if not is_integer(length) or length < 1:
-                raise self.fail(f"length {show(length)} is not a whole number of registers, at least 1")
-        elif "length" in entry:
-            raise self.fail(f"length applies to strings only: {a(kind)} takes {points.TYPE_REGISTERS[kind]}")
-        else:
-            length = points.TYPE_REGISTERS[kind]
-        if address + length - 1 > ADDRESS_MAX:
-            raise self.fail(f"its {show(length)} registers run past address 65535")
-        if "word_order" not in entry:
-            return kind, length, word_order
-        own_order = self.word_order(entry["word_order"])
-        if text or length == 1:
-            raise self.fail(f"word_order applies to 32- and 64-bit types only, not {kind}")
-        return kind, length, own_order
-
-    def scaling(self, entry: dict, kind: str, quantity: str | None) -> tuple[float | int, float | int]:
-        """(scale, offset) of an entry, bounded so that every value it can show fits its type."""
-        scale = self.number("scale", entry.get("scale", 1.0))
-        offset = self.number("offset", entry.get("offset", 0.0))
-        if scale == 0:
-            raise self.fail("scale 0 would store every value as 0")
-        for key in ("scale", "offset"):
-            if key in entry and kind == "string":
-                raise self.fail(f"{key} applies to numbers, not to a string")
-            if key in entry and quantity is None:
-                raise self.fail(f"{key} applies to a quantity: give the constant as the value to store")
-        if not SCALE_MIN <= abs(scale) <= SCALE_MAX:  # an int of any size compares exactly
-            raise self.fail(f"scale {show(scale)} is out of range: its magnitude must be from "
-                            f"{SCALE_MIN:g} to {SCALE_MAX:g}")
-        if abs(offset) > OFFSET_MAX:
-            raise self.fail(f"offset {show(offset)} is out of range: -{OFFSET_MAX:g} to {OFFSET_MAX:g}")
-        return scale, offset
-
-    def demand_period(self, allowed: tuple | None, file_type: str | None,
-                      meter_types: tuple[str, ...] | None) -> None:
-        """A writable demand_period: only for electric meters (the demand model's), and only the
-        periods the model takes, listed."""
-        types = meter_types or ((file_type,) if file_type else ())
-        without = [kind for kind in types if kind in NO_DEMAND]
-        if without:
-            raise self.fail(f"demand_period cannot be writable on a {without[0]} meter: it has no demand")
-        if allowed is None:
-            raise self.fail("a writable demand_period needs allowed: a list of the periods "
-                            f"({', '.join(map(str, PERIODS_MIN))} min)")
-
-    def quantity(self, quantity: Any, kind: str) -> None:
-        if not isinstance(quantity, str) or quantity not in quantities.NAME_SET:
-            raise self.fail(unknown("quantity", quantity, quantities.NAMES, listed=False))
-        if kind == "string" and quantity not in TEXT_QUANTITIES:
-            raise self.fail(f"quantity {show(quantity)} is a number: a string shows "
-                            f"{', '.join(TEXT_QUANTITIES)} or a text value")
-        if kind != "string" and quantity in quantities.STRINGS:
-            raise self.fail(f"quantity {show(quantity)} is text: its type must be string")
-
-    def constant(self, value: Any, kind: str, length: int) -> float | int | str:
-        """The value as stored: it must be of the type's kind and fit it."""
-        if kind == "string":
-            if not isinstance(value, str):
-                raise self.fail(f"value {show(value)} is not text, as a string holds")
-            if not value.isascii() or not value.isprintable():
-                raise self.fail(f"value {show(value)} is not printable ASCII text")
-            if len(value) > 2 * length:
-                raise self.fail(f"value {show(value)} has {len(value)} characters: "
-                                f"{length} registers hold {2 * length}")
-            return value
-        if isinstance(value, str):
-            raise self.fail(f"value {show(value)} is text: {a(kind)} holds a number")
-        self.number("value", value)
-        self.fits("value", value, kind)
-        return int(value) if kind in INTEGER_RANGES else value
-
-    def fits(self, key: str, stored: float | int, kind: str) -> None:
-        """stored (a finite number; an int of any size) fits the type: compared exactly."""
-        if not is_finite_number(stored):
-            raise self.fail(f"{key} {show(stored)} does not fit {a(kind)}")
-        if kind in INTEGER_RANGES:
-            low, high = INTEGER_RANGES[kind]
-            if stored != int(stored):
-                raise self.fail(f"{key} {show(stored)} is not a whole number, as {a(kind)} stores")
-            if not low <= stored <= high:
-                raise self.fail(f"{key} {show(stored)} does not fit {a(kind)} ({low} to {high})")
-        elif abs(stored) > points.FLOAT_MAX[kind]:
-            raise self.fail(f"{key} {show(stored)} does not fit {a(kind)}")
-
-    def writes(self, entry: dict, quantity: str | None, value: Any, kind: str, scale: float,
-               offset: float) -> tuple[bool, tuple | None, float | None, float | None]:
-        """writable and the allowed values or range of a write, in the point's own unit."""
-        writable = entry.get("writable", False)
-        if not isinstance(writable, bool):
-            raise self.fail(f"writable {show(writable)} is not true or false")
-        if writable and entry.get("space") == "input":
-            raise self.fail("writable applies to holding registers: clients write no others")
-        if writable and quantity is not None and quantity not in WRITABLE_QUANTITIES:
-            raise self.fail(f"quantity {show(quantity)} cannot be writable: only constants and "
-                            f"{' and '.join(WRITABLE_QUANTITIES)} are")
-        for key in ("allowed", "min", "max"):
-            if key in entry and not writable:
-                raise self.fail(f"{key} applies to a writable entry (writable = true)")
-            if key in entry and kind == "string":
-                raise self.fail(f"{key} applies to numbers, not to a string")
-        allowed = entry.get("allowed")
-        if allowed is not None:
-            allowed = self.allowed(allowed, quantity, kind, scale, offset)
-        minimum = None if "min" not in entry else self.number("min", entry["min"])
-        maximum = None if "max" not in entry else self.number("max", entry["max"])
-        if minimum is not None and maximum is not None and minimum > maximum:
-            raise self.fail(f"min {show(minimum)} is above max {show(maximum)}")
-        if quantity is None and writable:  # the value it starts with must be one a write may store
-            if allowed is not None and value not in allowed:
-                raise self.fail(f"value {show(value)} is not among allowed {show(list(allowed))}")
-            if minimum is not None and value < minimum:
-                raise self.fail(f"value {show(value)} is below min {show(minimum)}")
-            if maximum is not None and value > maximum:
-                raise self.fail(f"value {show(value)} is above max {show(maximum)}")
-        return writable, allowed, minimum, maximum
-
-    def allowed(self, allowed: Any, quantity: str | None, kind: str, scale: float, offset: float) -> tuple:
-        """The allowed values of a write, each one the setting takes (a quantity) and that fits."""
-        if not isinstance(allowed, list) or not allowed:
-            raise self.fail(f"allowed {show(allowed)} is not a list of numbers")
-        for choice in allowed:
-            self.number("allowed value", choice)
-            if quantity is None:
-                self.fits("allowed value", choice, kind)
-                continue
-            if not takes(quantity, choice):  # before any arithmetic: a choice may be a huge int
-                raise self.fail(f"allowed value {show(choice)} is not {SETTING_VALUES[quantity]}")
-            stored = (choice + offset) * scale
-            self.fits("allowed value", round(stored) if kind in INTEGER_RANGES else stored, kind)
-        return tuple(dict.fromkeys(allowed))
-
-    def meter_types(self, value: Any, file_type: str | None) -> tuple[str, ...] | None:
-        if value is None:
-            return None
-        if not isinstance(value, list) or not value:
-            raise self.fail(f"meter_types {show(value)} is not a list of meter types")
-        for name in value:
-            if name not in METER_TYPES:
-                raise self.fail(unknown("meter type", name, METER_TYPES))
-        if file_type is not None and file_type not in value:
-            raise self.fail(f"meter_types {show(value)} leaves out the map's type {show(file_type)}: "
-                            "the entry would never be served")
-        return tuple(dict.fromkeys(value))
-
-
-def takes(setting: str, value: float) -> bool:
-    """True when the device takes value for a setting (quantities.SETTINGS): a unit id 0 to 247, a
-    demand period the demand model has (demand.PERIODS_MIN)."""
-    if setting == "demand_period":
-        return value in PERIODS_MIN
-    return 0 <= value <= quantities.UNIT_ID_MAX and value == int(value)
-
-
-def check_overlaps(found: tuple[points.Point, ...], fail) -> None:
-    """Two points on one register of one space are an error unless their meter types differ."""
-    owners: dict[tuple[str, int], list[points.Point]] = {}
-    for point in found:
-        kinds = set(point.meter_types or METER_TYPES)
-        for space in point.spaces():
-            for address in range(point.address, point.end):
-                here = owners.setdefault((space, address), [])
-                for other in here:
-                    if kinds & set(other.meter_types or METER_TYPES):
-                        raise fail(f"{point.label}: overlaps {other.label} in {SPACE_WORDS[space]}")
-                here.append(point)
