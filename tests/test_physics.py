@@ -9,7 +9,7 @@ import random
 import pytest
 
 from meter_simulator.model import electric
-from meter_simulator.model.bands import in_band
+from meter_simulator.model.bands import electric_in_band
 from meter_simulator.model.demand import neutral_current
 from meter_simulator.model.electric import ElectricMeter
 from meter_simulator.model.meter import fast_reading
@@ -59,6 +59,12 @@ def check_identities(reading: Reading) -> None:
     assert all(math.isfinite(value) for value in values), reading
 
 
+def in_band(reading: Reading, panels: bool = False) -> bool:
+    """The electric meter's band rule asked of a whole reading."""
+    return electric_in_band(reading.voltages_v, reading.currents_a, reading.frequency_hz,
+                            reading.power_factors, panels)
+
+
 def check_bands(reading: Reading, panels: bool) -> None:
     assert all(207.0 <= volts <= 253.0 for volts in reading.voltages_v), reading
     assert all(0.0 <= amps <= 63.0 for amps in reading.currents_a), reading
@@ -67,7 +73,7 @@ def check_bands(reading: Reading, panels: bool) -> None:
         assert all(0.8 <= pf <= 1.0 for pf in reading.power_factors), reading
         assert 0.8 <= round(reading.power_factor, 3) <= 1.0, reading  # what register 17 shows
         assert all(power_w > 0.0 for power_w in reading.powers_w), reading
-    assert reading.in_band and in_band("electric", reading, panels=panels)
+    assert reading.in_band and in_band(reading, panels=panels)
 
 
 @pytest.mark.parametrize("pv_kwp", (0.0, 10.0, 40.0))
@@ -310,11 +316,11 @@ def test_in_band_without_panels_checks_every_phase_power_factor():
     fields = dict(reading.__dict__)
     low_pf = Reading(**dict(fields, power_factors=(0.95, 0.79, 0.9)))
     exporting = Reading(**dict(fields, power_factors=(-0.95, -0.3, 0.9)))
-    assert in_band("electric", reading)
-    assert not in_band("electric", low_pf) and not in_band("electric", exporting)
-    assert in_band("electric", exporting, panels=True)  # with panels |PF| may be anything
+    assert in_band(reading)
+    assert not in_band(low_pf) and not in_band(exporting)
+    assert in_band(exporting, panels=True)  # with panels |PF| may be anything
     high_v = Reading(**dict(fields, voltages_v=(230.0, 253.1, 230.0)))
-    assert not in_band("electric", high_v) and not in_band("electric", high_v, panels=True)
+    assert not in_band(high_v) and not in_band(high_v, panels=True)
 
 
 def test_fast_reading_equals_the_dataclass():

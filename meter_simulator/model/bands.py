@@ -1,11 +1,6 @@
-"""The normal bands (contract section 6): coil 1 is ON while every reading of a meter is inside.
-
-One rule for the meters, which compute coil 1 each step from the values they show, and
-for anyone who asks of a Reading afterwards (in_band).
-"""
+"""The normal bands (contract section 6): coil 1 is ON while every reading of a meter is inside;
+each meter asks these rules of the values it shows, every step."""
 from __future__ import annotations
-
-from .reading import Reading
 
 VOLTAGE_BAND_V = (207.0, 253.0)
 CURRENT_BAND_A = (0.0, 63.0)
@@ -41,12 +36,3 @@ def flow_in_band(meter_type: str, flow_l_min: float, temperature_c: float, press
     bands = BANDS[meter_type]
     return (inside(flow_l_min, bands["flow_l_min"]) and inside(temperature_c, bands["temperature_c"])
             and inside(pressure, bands["pressure"]))
-
-
-def in_band(meter_type: str, reading: Reading, panels: bool = False) -> bool:
-    """Every reading of this meter type inside its normal band (panels: the electric meter has
-    solar panels)."""
-    if meter_type == "electric":
-        return electric_in_band(reading.voltages_v, reading.currents_a, reading.frequency_hz,
-                                reading.power_factors, panels)
-    return flow_in_band(meter_type, reading.flow_l_min, reading.temperature_c, reading.pressure)

@@ -103,7 +103,6 @@ class Watchdog:
         self._healthy = healthy
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="meter-watchdog", daemon=True)
-        self.pings = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -120,8 +119,7 @@ class Watchdog:
         grace_s = self.interval_s / 2
         while not self._stop.is_set():
             if self._healthy(grace_s):
-                if self.notifier.send("WATCHDOG=1"):
-                    self.pings += 1
+                self.notifier.send("WATCHDOG=1")
             else:
                 log.debug("meters are not ticking on schedule: no watchdog ping")
             self._stop.wait(self.interval_s)

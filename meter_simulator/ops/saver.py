@@ -64,7 +64,6 @@ class Saver:
         # the values of meters not in this run, written back untouched
         self.kept: dict[str, dict[str, float]] = {}
         self.failure: str | None = None  # the reason the last save failed, None after a good one
-        self.saves = 0
         self._on_result = on_result  # called with the failure reason (None: saved) when it changes
         self.lock = state.StateLock(path)
         self._write_lock = threading.Lock()  # one save at a time, each with a newer snapshot
@@ -128,7 +127,6 @@ class Saver:
             except ValueError as exc:  # a value the file could not be read back with: nothing written
                 self._failed(str(exc))
                 return False
-            self.saves += 1
             if self.failure is not None:
                 log.info("state file %s saved again", self.path)
                 self._set_failure(None)
