@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from meter_simulator.device.device import Device, serial_number
-from meter_simulator.maps import codec, mapfile, points, profiles
+from meter_simulator.maps import codec, extremes, mapfile, points, profiles
 from meter_simulator.model import quantities
 from meter_simulator.model.meters import METER_TYPES, make_meter
 from meter_simulator.model.reading import Reading
@@ -254,7 +254,7 @@ def test_no_float_point_of_a_valid_map_needs_the_clamp(name):
 @pytest.mark.parametrize(("name", "meter_type"), [(name, "electric") for name in profiles.BUILT_IN]
                          + [("seed", "water"), ("seed", "gas")])
 def test_the_built_in_maps_encode_every_source_at_its_extremes(name, meter_type):
-    compiled = codec.check_encodes(profiles.built_in(name), meter_type)
+    compiled = extremes.check_encodes(profiles.built_in(name), meter_type)
     assert compiled.meter_type == meter_type
 
 
@@ -268,8 +268,8 @@ def test_a_map_at_the_bounds_encodes_every_quantity_at_its_extremes_and_finite()
     entries.append({"address": 60004, "type": "string", "length": 3, "value": "ab", "writable": True})
     profile = mapfile.parse({"register": entries}, "t.toml")
     for meter_type in METER_TYPES:
-        compiled = codec.check_encodes(profile, meter_type)
-        image = compiled.encode(*codec.extreme_tick(compiled, "highest"))
+        compiled = extremes.check_encodes(profile, meter_type)
+        image = compiled.encode(*extremes.extreme_tick(compiled, "highest"))
         floats = [struct.unpack(">f", struct.pack(">2H", *words(image, 4 * i, 2)))[0]
                   for i in range(len(names))]
         assert all(math.isfinite(value) for value in floats)
@@ -281,8 +281,8 @@ def test_a_map_that_cannot_encode_is_refused_naming_the_register():
     bad = points.Point(address=4, space="input", type="int32", quantity="energy_import", scale=math.inf,
                        label="register 2 (address 4)")  # round(inf) raises: mapfile refuses such a scale
     profile = points.Profile(name="t", meter_type="electric", points=(good, bad), source="t.toml")
-    with pytest.raises(codec.EncodeError) as caught:
-        codec.check_encodes(profile, "electric")
+    with pytest.raises(extremes.EncodeError) as caught:
+        extremes.check_encodes(profile, "electric")
     assert str(caught.value) == ("register 2 (address 4): cannot be encoded for electric meters with every "
                                  "reading at its lowest (ValueError: cannot convert float NaN to integer)")
     with pytest.raises(profiles.ProfileError) as caught:
@@ -291,8 +291,8 @@ def test_a_map_that_cannot_encode_is_refused_naming_the_register():
 
 
 def test_the_extreme_device_is_what_the_simulator_can_reach():
-    assert codec.SERIAL_NUMBER_MAX == serial_number(65535, quantities.UNIT_ID_MAX)
-    highest = codec.extreme_tick(codec.compile_map(profiles.built_in("sdm630"), "electric"), "highest")
+    assert extremes.SERIAL_NUMBER_MAX == serial_number(65535, quantities.UNIT_ID_MAX)
+    highest = extremes.extreme_tick(codec.compile_map(profiles.built_in("sdm630"), "electric"), "highest")
     reading, counters, demands, device = highest
     assert reading.voltages_v == (6553.5,) * 3 and reading.powers_w[0] == 6553.5 * 655.35
     assert set(counters.values()) == {quantities.COUNTER_MAX}

@@ -13,29 +13,28 @@ a point whose largest value, (QUANTITY_BOUND + |offset|) x |scale|, cannot be
 shown to fit its float type is clamped to the type's largest finite value, NaN
 stored as 0.0. A map file's bounds on scale and offset make every point of a
 valid map fit, so no clamp costs a tick anything (clamping every float point
-would cost an SDM630 meter's tick about 5 %). check_encodes() encodes a map at
-the extremes of every source before it is served.
+would cost an SDM630 meter's tick about 5 %). extremes.check_encodes() encodes a map
+at the extremes of every source before it is served.
 
 compile_map() turns a profile's points, for one meter type, into Python source
 for a single function (as collections.namedtuple did): one struct.pack call a
 readable segment, the value expressions inline. A tick of an SDM630 then costs
-one call, not a call a point. The function takes the tick's sources:
+one call, not a call a point. values_function() turns the same expressions, unscaled,
+into one function that gives a meter's readings by name. Each takes the tick's sources:
 
     r  the Reading (model.reading)         c  the meter's counters (a dict)
     d  the demands (a dict, empty if none)  m  the device (unit id, serial, stored values)
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
 
 from .. import __version__
-from ..model import pins, quantities
-from ..model.demand import PERIODS_MIN
-from ..model.reading import Reading
+from ..model import quantities
 from .image import Image
 from .points import FLOAT_MAX, FLOAT_TYPES, WRAPPING_TYPES, Point, Profile
 
@@ -314,11 +313,26 @@ def compile_map(profile: Profile, meter_type: str) -> CompiledMap:
     else:
         lines.append(f"    inputs = ({''.join(part + ', ' for part in spaces['input'])})")
         lines.append("    return Image(holding, inputs, bits)")
-    source = "\n".join(lines) + "\n"
-    exec(compile(source, f"<map {profile.name} {meter_type}>", "exec"), namespace)  # noqa: S102
+    encode, source = generated("encode", lines, namespace, f"<map {profile.name} {meter_type}>")
     writable = {point.address: point for point in space_points(profile, meter_type, "holding")
                 if point.writable}
-    return CompiledMap(profile, meter_type, namespace["encode"], source, writable)
+    return CompiledMap(profile, meter_type, encode, source, writable)
+
+
+def generated(name: str, lines: list[str], namespace: dict, filename: str) -> tuple[Callable, str]:
+    """(the function called name, its source) that lines of generated source define, run in
+    namespace (the helpers and whatever else the expressions name)."""
+    source = "\n".join(lines) + "\n"
+    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 (our own generated source)
+    return namespace[name], source
+
+
+def values_function(names: Sequence[str], meter_type: str) -> Callable:
+    """values(r, c, d, m) -> {name: physical value} of these quantities for a meter type: the
+    expressions the maps encode, unscaled, in one generated function."""
+    items = ", ".join(f"{name!r}: {expression(name, meter_type)}" for name in names)
+    lines = ["def values(r, c, d, m):", f"    return {{{items}}}"]
+    return generated("values", lines, dict(HELPERS), f"<readings {meter_type}>")[0]
 
 
 def written_value(point: Point, words: list[int]) -> float | str:
@@ -333,108 +347,6 @@ def written_value(point: Point, words: list[int]) -> float | str:
     else:
         raw = struct.unpack(">" + INTEGER_CODES[point.type][0], data)[0]
     return raw / point.scale - point.offset
-
-
-# --- validation: a map must encode every tick the simulator can reach ---
-
-class EncodeError(ValueError):
-    """A map that cannot encode a reachable tick; the message is one line naming the register."""
-
-
-PHASE_VA_MAX = pins.RANGES["voltage_l1"][1] * pins.RANGES["current_l1"][1]  # a pinned phase: 4.3e6
-# (lowest, highest) of each Reading field a map reads, over every meter type, pin and solar panel
-READING_RANGES = {
-    "total": (0.0, quantities.COUNTER_MAX), "rate": (0.0, 3 * PHASE_VA_MAX),
-    "voltages_v": pins.RANGES["voltage_l1"], "currents_a": pins.RANGES["current_l1"],
-    "frequency_hz": pins.RANGES["frequency"], "power_factor": (-1.0, 1.0),
-    "flow_l_min": pins.RANGES["flow"], "temperature_c": pins.RANGES["temperature"],
-    "pressure": pins.RANGES["pressure"], "power_factors": (-1.0, 1.0),
-    "powers_w": (-PHASE_VA_MAX, PHASE_VA_MAX), "reactive_var": (-PHASE_VA_MAX, PHASE_VA_MAX),
-    "apparent_va": (0.0, PHASE_VA_MAX), "pv_w": (0.0, 3 * PHASE_VA_MAX),
-    "current_neutral_a": pins.RANGES["current_l1"],
-}
-DEMAND_MAX = 3 * PHASE_VA_MAX  # the largest demand: a total power (W, VA); currents are far below
-SERIAL_NUMBER_MAX = 65535 * 1000 + quantities.UNIT_ID_MAX  # device.serial_number of the last port
-EXTREMES = ("lowest", "highest", "zero")
-
-
-class _Device:
-    """What a map reads of a device (the m of the expressions), at one extreme."""
-
-    def __init__(self, extreme: str, stored: dict) -> None:
-        index = EXTREMES.index(extreme)
-        self.online = (0, 1, 0)[index]
-        self.unit_id = (0, quantities.UNIT_ID_MAX, 0)[index]
-        self.serial_number = (0, SERIAL_NUMBER_MAX, 0)[index]
-        self.demand_period = (min(PERIODS_MIN), max(PERIODS_MIN), 0)[index]
-        self.demand_time = (0.0, float(max(PERIODS_MIN)), 0.0)[index]
-        self.stored = stored
-
-
-def stored_extreme(point: Point, extreme: str) -> float | int | str:
-    """A value a client can write into a writable constant, at one extreme of its type."""
-    if point.type == "string":
-        return "~" * (2 * point.length) if extreme == "highest" else ""
-    if extreme == "zero":
-        return 0
-    if point.type in FLOAT_TYPES:
-        top = FLOAT_MAX[point.type]
-    else:
-        _, bits, signed = INTEGER_CODES[point.type]
-        top = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
-        if extreme == "lowest":
-            return -top - 1 if signed else 0
-    return top if extreme == "highest" else -top
-
-
-def extreme_tick(compiled: CompiledMap, extreme: str) -> tuple:
-    """(r, c, d, m) with every source at its lowest, its highest or zero."""
-    index = EXTREMES.index(extreme)
-    fields = {}
-    for field in dataclasses.fields(Reading):
-        if field.name in READING_RANGES:
-            value = (*READING_RANGES[field.name], 0.0)[index]
-            fields[field.name] = (value,) * 3 if isinstance(field.default, tuple) else value
-    counters = dict.fromkeys(quantities.ELECTRIC_COUNTERS + quantities.FLOW_COUNTERS,
-                             (0.0, quantities.COUNTER_MAX, 0.0)[index])
-    demands = dict.fromkeys(quantities.DEMANDS + quantities.MAX_DEMANDS, (0.0, DEMAND_MAX, 0.0)[index])
-    stored = {address: stored_extreme(point, extreme) for address, point in compiled.writable.items()
-              if point.quantity is None}
-    return Reading(**fields), counters, demands, _Device(extreme, stored)
-
-
-def check_encodes(profile: Profile, meter_type: str) -> CompiledMap:
-    """The profile compiled for a meter type, once it has encoded a tick with every source at its
-    lowest, its highest and zero; EncodeError naming the register that fails (or the map)."""
-    try:
-        compiled = compile_map(profile, meter_type)
-    except Exception as exc:  # validation: whatever stops the generated code, the map cannot be served
-        raise EncodeError(f"cannot be compiled for {meter_type} meters ({reason(exc)})") from None
-    for extreme in EXTREMES:
-        tick = extreme_tick(compiled, extreme)
-        try:
-            compiled.encode(*tick)
-        except Exception as exc:  # as above
-            raise EncodeError(f"{culprit(profile, meter_type, tick)}: cannot be encoded for {meter_type} "
-                              f"meters with every reading at its {extreme} ({reason(exc)})") from None
-    return compiled
-
-
-def culprit(profile: Profile, meter_type: str, tick: tuple) -> str:
-    """The label of the first point that cannot encode tick alone, or 'the map'."""
-    for space in ("holding", "input"):
-        for point in space_points(profile, meter_type, space):
-            alone = dataclasses.replace(profile, points=(point,), blocks=())
-            try:
-                compile_map(alone, meter_type).encode(*tick)
-            except Exception:  # the point that fails is the one to name
-                return point.label or f"the point at address {point.address}"
-    return "the map"
-
-
-def reason(exc: BaseException) -> str:
-    """An exception as one line: 'OverflowError: float too large to pack with f format'."""
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 SEGMENT_BYTES = 100  # a segment's (start, end, bytes) tuple and bytes object, besides its registers

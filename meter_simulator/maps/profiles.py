@@ -12,7 +12,8 @@ import os
 
 from ..model.meters import METER_TYPES
 from . import mapfile
-from .codec import CompiledMap, EncodeError, check_encodes, compile_map
+from .codec import CompiledMap, compile_map
+from .extremes import EncodeError, check_encodes
 from .points import Profile
 
 FOLDER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "builtin")

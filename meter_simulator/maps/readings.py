@@ -49,10 +49,7 @@ def symbol(name: str, meter_type: str) -> str:
 @functools.cache  # a few (meter type, panels) pairs
 def _compile(meter_type: str, panels: bool):
     listed = names(meter_type, panels)
-    items = ", ".join(f"{name!r}: {codec.expression(name, meter_type)}" for name in listed)
-    namespace = dict(codec.HELPERS)
-    exec(f"def values(r, c, d, m):\n    return {{{items}}}\n", namespace)  # noqa: S102 - our own names
-    return namespace["values"], {name: symbol(name, meter_type) for name in listed}
+    return codec.values_function(listed, meter_type), {name: symbol(name, meter_type) for name in listed}
 
 
 def values(meter_type: str, shown: tuple, device, panels: bool = False) -> dict[str, float]:
