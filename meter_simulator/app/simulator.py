@@ -1,7 +1,7 @@
 """Simulator: one run's parts built from a Config and started and stopped in order: the meters and
 their Modbus ports, the state file, the control core and the control port.
 
-The program (cli.py) and the Python API (testing) both run one; neither this module
+The program (main.py) and the Python API (testing) both run one; neither this module
 nor anything it imports touches process-wide state (signals, logging setup, the
 GIL's switch interval): the program adds those around it.
 """

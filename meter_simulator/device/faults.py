@@ -1,7 +1,7 @@
 """Faults: what a test asks to go wrong, checked whole, and which Modbus requests each one hits.
 
 A request fault (delay, no_answer, close, reset, exception, corrupt) acts on Modbus
-requests in its scope, as the connection loop sees them (transport.py applies it);
+requests in its scope, as the Modbus connection loop sees them (and applies it);
 a meter fault (freeze, offline) changes what meters publish (control.py applies it).
 Each fault draws from its own random generator, seeded from the run's seed and the
 fault's id, so one client sending one request at a time sees the same hits every run.

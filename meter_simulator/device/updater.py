@@ -55,7 +55,7 @@ class Updater:
                  tick_context: Callable[[], AbstractContextManager] | None = None) -> None:
         self.devices = list(devices)
         # wraps each tick; the program gives a fleet short GIL slices there (process-wide
-        # state, so only the program may: see cli.short_gil_slices)
+        # state, so only the program may: see app.main.short_gil_slices)
         self._tick_context = tick_context or contextlib.nullcontext
         self.interval_s = interval_s
         self.speed = speed
@@ -128,14 +128,14 @@ class Updater:
 
     # --- client commands, serialised with the tick ---
     def catch_up(self, device: Device) -> None:
-        """Add what the unit showed since the last tick to its counters now (the caller holds
+        """Add what the meter showed since the last tick to its counters now (the caller holds
         the lock and is about to change what it shows); the next tick adds only the rest."""
         elapsed_s = max(self._clock() - self._last, 0.0) * self.speed
         device.meter.integrate(elapsed_s - device.integrated_s)
         device.integrated_s = max(elapsed_s, device.integrated_s)
 
     def reset_total(self, device: Device) -> None:
-        """The unit's total restarts from 0, published before this returns.
+        """The meter's total restarts from 0, published before this returns.
 
         What was consumed before the reset is first added to the old total, so the
         next tick adds to the new total only what was consumed after the reset.
@@ -148,7 +148,7 @@ class Updater:
             self.on_reset(device)
 
     def reset_counters(self, device: Device) -> None:
-        """Every counter and maximum demand of the unit restarts from 0 (a device profile's
+        """Every counter and maximum demand of the meter restarts from 0 (a device profile's
         reset by its operator), published before this returns."""
         with self.lock:
             self.catch_up(device)
@@ -160,7 +160,7 @@ class Updater:
             self.on_reset(device)
 
     def jump_total(self, device: Device, total: float) -> None:
-        """The unit's total jumps to total (kWh or m3), split over the phases in their present
+        """The meter's total jumps to total (kWh or m3), split over the phases in their present
         proportions; integration goes on from there. Published before this returns."""
         with self.lock:
             self.catch_up(device)
@@ -170,7 +170,7 @@ class Updater:
             self.on_reset(device)
 
     def set_overrides(self, device: Device, overrides) -> None:
-        """Pin the unit's readings (the whole set; empty releases all): what it showed until now
+        """Pin the meter's readings (the whole set; empty releases all): what it showed until now
         is integrated first, and the pinned readings are published before this returns."""
         with self.lock:
             self.catch_up(device)
@@ -178,8 +178,8 @@ class Updater:
             device.publish()
 
     def change_faults(self, steps: Mapping[Device, Mapping[str, int]]) -> None:
-        """Freeze and offline faults start (a step of +n) or end (-n) on units, by kind; each
-        unit's readings and status are published once, at once."""
+        """Freeze and offline faults start (a step of +n) or end (-n) on meters, by kind; each
+        meter's readings and status are published once, at once."""
         with self.lock:
             for device, by_kind in steps.items():
                 for kind, step in by_kind.items():
@@ -187,19 +187,19 @@ class Updater:
                 device.publish()
 
     def set_total(self, device: Device, total: float) -> None:
-        """Resume the unit from a saved total (kWh or m3), published before this returns."""
+        """Resume the meter from a saved total (kWh or m3), published before this returns."""
         with self.lock:
             device.meter.set_total(total)
             device.publish_total()
 
     def set_values(self, device: Device, values) -> None:
-        """Resume the unit from saved counters and maximum demands, published before this returns."""
+        """Resume the meter from saved counters and maximum demands, published before this returns."""
         with self.lock:
             device.meter.restore_values(values)
             device.publish_total()
 
     def write_registers(self, device: Device, address: int, words) -> int:
-        """A client's write into the unit's writable registers: checked whole, then stored and
+        """A client's write into the meter's writable registers: checked whole, then stored and
         published; the exception code (0: done)."""
         with self.lock:
             code, values = device.check_write(address, words)
@@ -209,7 +209,7 @@ class Updater:
         return code
 
     def set_online(self, device: Device, online: bool) -> None:
-        """Take the unit online or offline; offline, its readings stay as last published."""
+        """Take the meter online or offline; offline, its readings stay as last published."""
         with self.lock:
             device.online = bool(online)
             device.publish()

@@ -1,6 +1,6 @@
 """Service: what a run does for its supervisor: resume the totals, keep them saved, tell systemd.
 
-cli.main calls restore() before the server starts, started() once every port
+app.main calls restore() before the server starts, started() once every port
 is bound and the first image (with the restored totals) is published,
 stopping() when a stop is asked for, and stopped() after the updater and the
 server have stopped, which saves the totals of the very last tick.
