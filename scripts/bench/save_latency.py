@@ -34,9 +34,10 @@ from pyModbusTCP.client import ModbusClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
-from meter_simulator import fleet, state  # noqa: E402
+from meter_simulator.device import fleet  # noqa: E402
 from meter_simulator.device.updater import Updater  # noqa: E402
 from meter_simulator.modbus.server import new_device  # noqa: E402
+from meter_simulator.ops import state  # noqa: E402
 from meter_simulator.ops.saver import Saver  # noqa: E402
 
 
