@@ -16,7 +16,8 @@ from pyModbusTCP.server import ModbusServer
 from meter_simulator.device.updater import Updater
 from meter_simulator.maps import points
 from meter_simulator.modbus.handler import MeterDataHandler
-from meter_simulator.modbus.server import new_device
+from meter_simulator.modbus.pdu import Responder
+from meter_simulator.modbus.server import device_identification, new_device
 from meter_simulator.model.meters import make_meter
 from support import FakeClock, words_u32
 
@@ -258,19 +259,14 @@ def test_fc17_within_the_map_writes(meter):
     assert online_view(meter)[0] == 0
 
 
-def test_fc17_through_pymodbustcps_engine_is_all_or_nothing(meter):
-    engine = ModbusServer(host="127.0.0.1", port=0, no_block=True, data_hdl=meter.handler)  # never started
-    session = ModbusServer.SessionData()
-    session.request.mbap.unit_id = 1
-    session.request.pdu.raw = struct.pack(">BHHHHBH", 0x17, 101, 5, 100, 1, 2, 0)
+def test_fc17_through_the_seam_is_all_or_nothing(meter):
+    seam = Responder(meter.handler, device_identification("electric"))
     before = meter.state()
-    engine._internal_engine(session)
-    assert session.response.pdu.raw == bytes([0x97, ILLEGAL_ADDRESS])
+    refused = seam.answer(1, struct.pack(">BHHHHBH", 0x17, 101, 5, 100, 1, 2, 0))
+    assert refused == bytes([0x97, ILLEGAL_ADDRESS])
     assert meter.state() == before
-    session.request.pdu.raw = struct.pack(">BHHHHBH", 0x17, 100, 2, 100, 1, 2, 0)
-    session.response = ModbusServer.Frame()
-    engine._internal_engine(session)
-    assert session.response.pdu.raw == bytes([0x17, 4, 0, 0, 0, 0])  # offline, type 0
+    answer = seam.answer(1, struct.pack(">BHHHHBH", 0x17, 100, 2, 100, 1, 2, 0))
+    assert answer == bytes([0x17, 4, 0, 0, 0, 0])  # offline, type 0: the read sees the write
 
 
 # --- reads ---

@@ -129,10 +129,10 @@ def test_bytes_that_complete_a_frame_are_served_though_the_idle_time_ran_out():
         handler.deadline = time.monotonic() - 1.0  # it ran out while the frame was on its way
         request = MBAP.pack(1, 0, len(READ_TWO) + 1, 1) + READ_TWO
         client.sendall(request)
-        assert handler._recv_all(len(request)) == request
+        assert handler.recv_exact(len(request)) == request
         client.sendall(request[:3])  # part of a frame: the idle timeout still ends the connection
         with pytest.raises(IdleTimeout):
-            handler._recv_all(len(request))
+            handler.recv_exact(len(request))
 
 
 @pytest.mark.slow

@@ -1,11 +1,13 @@
-"""MeterDataHandler: the contract's read and write rules between pyModbusTCP and the meters.
+"""MeterDataHandler: the contract's read and write rules between the PDU seam and the meters.
 
 Reads come from the meter's published Image (input registers are served from
-the same image as holding registers, so FC 0x03 and 0x04 can never disagree);
-answer_read cuts a whole read answer from it for the server's fast path. Writes are
-checked whole before anything changes: the online coil/register and the reset
-coil are accepted, every other address is refused with 0x02, a bad value with
-0x03 (the value check first, as in the Modbus state diagrams).
+the same image as holding registers, so FC 0x03 and 0x04 can never disagree):
+answer_read cuts a whole read answer from it. Writes arrive through pyModbusTCP's
+DataHandler callbacks (write_coils, write_h_regs), which pdu.Responder calls with
+the request's ServerInfo, and are checked whole before anything changes: the
+online coil/register and the reset coil are accepted, every other address is
+refused with 0x02, a bad value with 0x03 (the value check first, as in the
+Modbus state diagrams).
 """
 from __future__ import annotations
 
@@ -24,15 +26,15 @@ from pyModbusTCP.constants import (
     WRITE_READ_MULTIPLE_REGISTERS,
     WRITE_SINGLE_COIL,
 )
-from pyModbusTCP.server import DataHandler
+from pyModbusTCP.server import DataHandler, ModbusServer
 
 from ..device.updater import Device, Updater
 from ..maps import image
 from ..maps import seed as registers
+from .pdu import COIL_ON, exception_pdu
 
 log = logging.getLogger(__name__)
 
-COIL_ON = 0xFF00
 COIL_OFF = 0x0000
 WRITABLE_COILS = {registers.COIL_ONLINE, registers.COIL_RESET}
 WRITABLE_REGISTERS = {registers.ONLINE}
@@ -41,11 +43,6 @@ WRITABLE_REGISTERS = {registers.ONLINE}
 def answer(exp_code: int, data=None) -> DataHandler.Return:
     """A handler result: data, or an exception code."""
     return DataHandler.Return(exp_code=exp_code, data=data)
-
-
-def exception_pdu(function_code: int, exp_code: int) -> bytes:
-    """An exception answer: the function code with its high bit set, then the code."""
-    return bytes((function_code | 0x80, exp_code))
 
 
 def guarded(method: Callable) -> Callable:
@@ -78,6 +75,14 @@ class MeterDataHandler(DataHandler):
         self.read_only = read_only
         first = device if device is not None else next(iter(devices_by_id.values()))
         super().__init__(data_bank=first.bank)
+
+    @staticmethod
+    def request_info(unit_id: int, pdu: bytes) -> ModbusServer.ServerInfo:
+        """The ServerInfo the write callbacks take: the request's unit id and PDU (no client)."""
+        info = ModbusServer.ServerInfo()
+        info.recv_frame.mbap.unit_id = unit_id
+        info.recv_frame.pdu.raw = pdu
+        return info
 
     def unit_for(self, srv_info) -> Device | None:
         """The meter a request is addressed to, by its unit id (None: no such meter)."""
@@ -168,7 +173,7 @@ class MeterDataHandler(DataHandler):
             return answer(EXP_DATA_ADDRESS)
         pdu = srv_info.recv_frame.pdu.raw
         if pdu[0] == WRITE_READ_MULTIPLE_REGISTERS:
-            # pyModbusTCP writes, then reads: a read past the map must refuse the write too
+            # FC 0x17 writes, then reads (pdu.py): a read past the map must refuse the write too
             read_address, read_count = struct.unpack(">HH", pdu[1:5])
             if read_address + read_count > registers.REGISTER_COUNT:
                 return answer(EXP_DATA_ADDRESS)

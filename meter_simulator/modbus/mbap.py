@@ -34,7 +34,8 @@ class IdleTimeout(ModbusServer.NetworkError):
 
 
 class ConnectionHandler(ModbusServer.ModbusService):
-    """pyModbusTCP's connection loop with strict MBAP framing, an idle timeout and IPv6 peers."""
+    """One connection: MBAP frames in and out around the port's PDU seam (server.responder),
+    with strict framing, an idle timeout and IPv6 peers."""
 
     def setup(self) -> None:
         self.counts: dict[int, int] = {}  # requests by function code << 2 | result, exceptions
@@ -43,7 +44,7 @@ class ConnectionHandler(ModbusServer.ModbusService):
         # stop and the idle deadline: one settimeout per connection, none per request.
         self.request.settimeout(POLL_S)
         self.idle_timeout_s = getattr(self.server, "idle_timeout_s", 0) or 0
-        self._running = getattr(self.server, "evt_running", None)
+        self._closed = getattr(self.server, "closed", None)  # set when the listener closes
         self._received = bytearray()  # bytes read ahead of the frame being parsed
         self.mark_active()
 
@@ -53,7 +54,7 @@ class ConnectionHandler(ModbusServer.ModbusService):
 
     @property
     def server_running(self) -> bool:
-        return self._running is None or self._running.is_set()
+        return self._closed is None or not self._closed.is_set()
 
     def check_alive(self) -> None:
         """Raise when the connection must end now: the server stopped, or the idle time is up."""
@@ -62,7 +63,7 @@ class ConnectionHandler(ModbusServer.ModbusService):
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise IdleTimeout(f"no complete request for {self.idle_timeout_s:g} s")
 
-    def _recv_all(self, size: int) -> bytes:
+    def recv_exact(self, size: int) -> bytes:
         """The next size bytes. Reads ahead, so a whole frame usually costs one recv."""
         received = self._received
         while len(received) < size:
@@ -81,8 +82,9 @@ class ConnectionHandler(ModbusServer.ModbusService):
         del received[:size]
         return data
 
-    def _send_all(self, data: bytes) -> bool:
-        # a client that stops reading its answers is bounded by the same deadline
+    def send_all(self, data: bytes) -> None:
+        """Send data whole; a client that stops reading its answers is bounded by the same
+        deadline as one that stops sending."""
         view = memoryview(data)
         while view:
             try:
@@ -92,20 +94,20 @@ class ConnectionHandler(ModbusServer.ModbusService):
             view = view[sent:]
             if view:
                 self.check_alive()
-        return True
 
-    def read_mbap(self, mbap: ModbusServer.MBAP) -> None:
-        """Fill mbap from the next 7 bytes; FramingError when they are not a Modbus/TCP header.
+    def read_mbap(self) -> tuple[int, int, int]:
+        """(transaction id, length, unit id) of the next 7 bytes; FramingError when they are not
+        a Modbus/TCP header.
 
         pyModbusTCP's own check accepts length 255 (a 254-byte PDU, past the 253 Modbus allows)
         and refuses length 2 (a PDU of a function code alone, which deserves an answer).
         """
-        tid, protocol_id, length, unit_id = MBAP.unpack(self._recv_all(MBAP.size))
+        tid, protocol_id, length, unit_id = MBAP.unpack(self.recv_exact(MBAP.size))
         if protocol_id != 0:
             raise FramingError(f"protocol id {protocol_id}, not 0")
         if not MIN_MBAP_LENGTH <= length <= MAX_MBAP_LENGTH:
             raise FramingError(f"MBAP length {length}, not {MIN_MBAP_LENGTH} to {MAX_MBAP_LENGTH}")
-        mbap.transaction_id, mbap.protocol_id, mbap.length, mbap.unit_id = tid, protocol_id, length, unit_id
+        return tid, length, unit_id
 
     def count(self, function_code: int, answer_pdu: bytes | None, result: int) -> None:
         """Count one request (before its answer is sent) and the exception answer it gets."""
@@ -117,30 +119,28 @@ class ConnectionHandler(ModbusServer.ModbusService):
             counts[key] = counts.get(key, 0) + 1
 
     def handle(self) -> None:
-        session_data = ModbusServer.SessionData()
         peer = ("?", 0)
         server = self.server
         counts = self.counts
         server.register(self)
         try:
+            answer = server.responder.answer  # the port's PDU seam (pdu.Responder)
             peer = self.request.getpeername()
-            session_data.client.address, session_data.client.port = peer[0], peer[1]
             log.debug("connection from %s port %s", peer[0], peer[1])
             while True:
-                session_data.new_request()  # new request and response frames
-                request, response = session_data.request, session_data.response
-                self.read_mbap(request.mbap)
-                pdu = request.pdu.raw = self._recv_all(request.mbap.length - 1)
+                tid, length, unit_id = self.read_mbap()
+                pdu = self.recv_exact(length - 1)
                 self.mark_active()
-                session_data.set_response_mbap()
                 request_faults = server.request_faults
                 if request_faults:
-                    fault = server.match_fault(request_faults, request.mbap.unit_id, pdu[0])
+                    fault = server.match_fault(request_faults, unit_id, pdu[0])
                     if fault is not None:
-                        self.inject(fault, session_data)
+                        self.inject(fault, tid, unit_id, pdu)
                         continue
-                server.engine(session_data)
-                answer_pdu = response.pdu.raw
+                answer_pdu = answer(unit_id, pdu)
+                if answer_pdu is None:  # nothing to send back (a broadcast, in framings that have one)
+                    self.count(pdu[0], None, RESULT_OK)
+                    continue
                 # self.count() inlined: this runs for every request
                 if answer_pdu[0] & 0x80:
                     key = pdu[0] << 2 | RESULT_EXCEPTION
@@ -149,33 +149,34 @@ class ConnectionHandler(ModbusServer.ModbusService):
                 else:
                     key = pdu[0] << 2
                 counts[key] = counts.get(key, 0) + 1
-                self._send_all(response.raw)
+                self.send_all(MBAP.pack(tid, 0, len(answer_pdu) + 1, unit_id) + answer_pdu)
         except (ModbusServer.Error, OSError) as exc:
             log.debug("connection from %s port %s closed: %s", peer[0], peer[1], exc)
         finally:
             self.request.close()
             server.unregister(self)
 
-    def inject(self, fault, session_data) -> None:
+    def inject(self, fault, tid: int, unit_id: int, pdu: bytes) -> None:
         """Act out a fault on this request instead of the normal exchange (faults.py); raises
         NetworkError when the fault ends the connection."""
-        function_code = session_data.request.pdu.raw[0]
+        function_code = pdu[0]
         if fault.delay_s:
             self.hold(fault.delay_s)
             self.mark_active()  # the wait was ours, not the client's: its idle time starts now
         kind = fault.type
         if kind in ("delay", "corrupt"):  # executed when the answer is built
-            self.server.engine(session_data)
-            self.count(function_code, session_data.response.pdu.raw, RESULT_FAULT)
-            answer = session_data.response.raw
+            answer_pdu = self.server.responder.answer(unit_id, pdu)
+            self.count(function_code, answer_pdu, RESULT_FAULT)
+            if answer_pdu is None:
+                return
+            answer = MBAP.pack(tid, 0, len(answer_pdu) + 1, unit_id) + answer_pdu
             if kind == "corrupt":
                 answer = corrupted(answer, fault.parameters["mode"])
-            self._send_all(answer)
+            self.send_all(answer)
         elif kind == "exception":
-            session_data.response.pdu.raw = bytes(((function_code | 0x80) & 0xFF,
-                                                   fault.parameters["code"]))
-            self.count(function_code, session_data.response.pdu.raw, RESULT_FAULT)
-            self._send_all(session_data.response.raw)
+            answer_pdu = bytes(((function_code | 0x80) & 0xFF, fault.parameters["code"]))
+            self.count(function_code, answer_pdu, RESULT_FAULT)
+            self.send_all(MBAP.pack(tid, 0, len(answer_pdu) + 1, unit_id) + answer_pdu)
         elif kind == "no_answer":
             self.count(function_code, None, RESULT_FAULT)
         elif kind == "close":

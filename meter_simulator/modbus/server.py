@@ -6,14 +6,6 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Callable
 
-from pyModbusTCP.constants import (
-    ENCAPSULATED_INTERFACE_TRANSPORT,
-    EXP_DATA_ADDRESS,
-    EXP_DATA_VALUE,
-    EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND,
-    EXP_ILLEGAL_FUNCTION,
-    MEI_TYPE_READ_DEVICE_ID,
-)
 from pyModbusTCP.server import DataBank, DeviceIdentification, ModbusServer
 
 from .. import __version__
@@ -21,23 +13,19 @@ from ..device.device import serial_number
 from ..device.fleet import PortPlan, meter_key
 from ..device.updater import Device, Updater
 from ..maps import seed as registers
-from ..maps.image import READ_FUNCTIONS, READ_INPUT_REGISTERS, Image
+from ..maps.image import READ_INPUT_REGISTERS, Image
 from ..maps.points import Profile
 from ..model.meters import Meter
 from ..net.acceptor import Acceptor
 from ..net.listeners import BindError
 from .handler import MeterDataHandler
 from .mbap import ConnectionHandler
-from .pdu import SUPPORTED_FUNCTIONS, pdu_size_ok
+from .pdu import Responder
 from .tcp import MeterTCPServer
 
 log = logging.getLogger(__name__)
 
 VENDOR = b"meter-simulator"
-# read device id codes: the streams' object id ranges (basic, regular, extended), individual access
-DEVICE_ID_STREAMS = {1: (0x00, 0x02), 2: (0x03, 0x7F), 3: (0x80, 0xFF)}
-DEVICE_ID_INDIVIDUAL = 4
-READ_PDU_SIZE = 5  # function code, starting address, quantity
 
 
 class MeterBank(DataBank):
@@ -106,18 +94,18 @@ def device_identification(meter_type: str, profile: str = "seed") -> DeviceIdent
 
 
 class ModbusEndpoint(ModbusServer):
-    """pyModbusTCP's ModbusServer (its engine and data handler) on our TCP server class."""
+    """pyModbusTCP's ModbusServer (its data handler and identification) on our TCP server."""
 
     def __init__(self, *args, transport_options: dict | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.transport_options = transport_options or {}  # MeterTCPServer's limits and allow list
+        self.responder = Responder(self.data_hdl, self.device_id)
 
     def start(self) -> None:
         """Bind and listen; the MeterServer's Acceptor serves the socket. BindError with one line
         when the address cannot be served."""
         self._service = MeterTCPServer(self.host, self.port, ConnectionHandler, **self.transport_options)
-        self._service.evt_running = self._evt_running
-        self._service.engine = self._engine
+        self._service.responder = self.responder  # what each connection asks for its answers
         self._evt_running.set()
 
     def stop(self) -> None:
@@ -129,54 +117,6 @@ class ModbusEndpoint(ModbusServer):
     @property
     def bound_port(self) -> int:
         return self._service.server_address[1]
-
-    def _internal_engine(self, session_data) -> None:
-        """pyModbusTCP's engine behind our checks: an unknown function code gets 0x01 (also one
-        with the high bit set, which pyModbusTCP cannot pack into its exception answer), a request
-        too short or too long for its function code gets 0x03."""
-        pdu = session_data.request.pdu.raw
-        func_code = pdu[0]
-        if func_code in READ_FUNCTIONS and len(pdu) == READ_PDU_SIZE:
-            # reads are cut from the meter's published image, without the engine's decoding,
-            # handler dispatch and encoding (see image.py)
-            session_data.response.pdu.raw = self.data_hdl.answer_read(
-                session_data.request.mbap.unit_id, pdu)
-            return
-        device = self.data_hdl.unit_for_id(session_data.request.mbap.unit_id)
-        if device is not None and device.unreachable:  # an offline device answers nothing at all
-            session_data.response.pdu.build_except(func_code & 0x7F,
-                                                   EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
-            return
-        # of 0x2B only MEI type 0x0E is served; the specification's state diagram answers 0x01
-        other_mei = func_code == ENCAPSULATED_INTERFACE_TRANSPORT and pdu[1:2] not in (
-            b"", bytes([MEI_TYPE_READ_DEVICE_ID]))
-        if func_code not in SUPPORTED_FUNCTIONS or other_mei:
-            session_data.response.pdu.build_except(func_code & 0x7F, EXP_ILLEGAL_FUNCTION)
-        elif not pdu_size_ok(pdu):
-            session_data.response.pdu.build_except(func_code, EXP_DATA_VALUE)
-        elif func_code == ENCAPSULATED_INTERFACE_TRANSPORT:
-            self._read_device_id(session_data)
-        else:
-            try:
-                super()._internal_engine(session_data)
-            except ModbusServer.DataFormatError:
-                session_data.response.pdu.build_except(func_code, EXP_DATA_VALUE)
-
-    def _read_device_id(self, session_data) -> None:
-        """FC 0x2B / MEI 0x0E by pyModbusTCP, with the specification's rules for an object id
-        that does not exist: a stream (read device id codes 1 to 3) starts over at the first
-        object of its category, individual access (code 4) is answered with exception 0x02."""
-        pdu = session_data.request.pdu.raw
-        code, object_id = pdu[2], pdu[3]
-        known = bool(self.device_id.items(start=object_id, end=object_id))
-        if code in DEVICE_ID_STREAMS:
-            first, last = DEVICE_ID_STREAMS[code]
-            if not (known and first <= object_id <= last):
-                session_data.request.pdu.raw = pdu[:3] + bytes([first])
-        elif code == DEVICE_ID_INDIVIDUAL and not known:
-            session_data.response.pdu.build_except(ENCAPSULATED_INTERFACE_TRANSPORT, EXP_DATA_ADDRESS)
-            return
-        super()._internal_engine(session_data)
 
 
 class MeterServer:
