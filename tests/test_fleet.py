@@ -83,8 +83,8 @@ def test_plan_gives_each_port_and_unit_id_a_meter_of_its_own():
     assert len(devices) == 9 and len({id(device.bank) for device in devices}) == 9
     assert all(sorted(endpoint.devices_by_id) == [1, 5, 7] for endpoint in endpoints)
     for device in devices:  # a bank sized to the map
-        assert device.bank.get_holding_registers(0, registers.REGISTER_COUNT) is not None
-        assert device.bank.get_holding_registers(0, registers.REGISTER_COUNT + 1) is None
+        assert device.bank.image.words(0, registers.REGISTER_COUNT) is not None
+        assert device.bank.image.words(0, registers.REGISTER_COUNT + 1) is None
 
 
 @pytest.mark.parametrize("meter_type", ["electric", "water", "gas"])
@@ -96,7 +96,7 @@ def test_a_seeded_fleet_is_reproducible_and_its_meters_differ(meter_type):
             for device in devices:
                 device.meter.step(60.0)
                 device.publish()
-        return [device.bank.get_holding_registers(0, registers.REGISTER_COUNT) for device in devices]
+        return [device.bank.image.words(0, registers.REGISTER_COUNT) for device in devices]
 
     first = fleet_images(42)
     assert first == fleet_images(42)

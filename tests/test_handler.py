@@ -1,8 +1,8 @@
-"""The data handler by direct calls, with the request frame pyModbusTCP would pass (contract section 5).
+"""The data handler's rules through the PDU seam (contract section 5), as every framing reaches them.
 
-Each helper builds the PDU of one function code, sets it and the unit id on a real
-ModbusServer.SessionData, and calls the handler method pyModbusTCP's engine calls
-for that function code, with the same arguments.
+Each helper builds the request PDU of one function code, hands it with a unit id to the
+port's pdu.Responder (which calls the handler's callbacks as a served request does), and
+decodes the answer PDU.
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import random
 import struct
 
 import pytest
-from pyModbusTCP.server import ModbusServer
 
 from meter_simulator.device.updater import Updater
 from meter_simulator.maps import points
+from meter_simulator.maps.image import Image
 from meter_simulator.modbus.handler import MeterDataHandler
 from meter_simulator.modbus.pdu import Responder
 from meter_simulator.modbus.server import device_identification, new_device
@@ -24,63 +24,66 @@ from support import FakeClock, words_u32
 OK, ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE, DEVICE_FAILURE, GATEWAY_NO_RESPONSE = \
     0, 0x01, 0x02, 0x03, 0x04, 0x0B
 ON, OFF = 0xFF00, 0x0000
-READS = {0x01: "read_coils", 0x02: "read_d_inputs", 0x03: "read_h_regs", 0x04: "read_i_regs"}
-
-
-def srv_info(pdu: bytes, unit_id: int = 1):
-    """The ServerInfo pyModbusTCP hands a data handler for a request."""
-    session = ModbusServer.SessionData()
-    session.client.address, session.client.port = "127.0.0.1", 50000
-    session.request.mbap.unit_id = unit_id
-    session.request.pdu.raw = pdu
-    return session.srv_info
+READS = (0x01, 0x02, 0x03, 0x04)
+IDENTIFICATION = device_identification("electric")  # what the seam answers FC 0x2B with
 
 
 def pack_bits(bits: list[bool]) -> bytes:
-    data = bytearray((len(bits) + 7) // 8)
-    for i, bit in enumerate(bits):
-        if bit:
-            data[i // 8] |= 1 << (i % 8)
-    return bytes(data)
+    return sum(1 << i for i, bit in enumerate(bits) if bit).to_bytes((len(bits) + 7) // 8, "little")
 
 
 class Client:
-    """Calls a handler as pyModbusTCP's engine does; answers (exception code, data)."""
+    """Asks the PDU seam as a framing does; answers (exception code, data)."""
 
-    def __init__(self, handler: MeterDataHandler, unit_id: int = 1) -> None:
-        self.handler = handler
+    def __init__(self, seam: Responder, unit_id: int = 1) -> None:
+        self.seam = seam
         self.unit_id = unit_id
 
-    def _answer(self, ret) -> tuple[int, list | None]:
-        return ret.exp_code, ret.data
+    def ask(self, pdu: bytes) -> tuple[int, bytes | None]:
+        """(0, the answer PDU), or (exception code, None) for an exception answer."""
+        answer = self.seam.answer(self.unit_id, pdu)
+        if answer[0] == pdu[0] | 0x80:
+            assert len(answer) == 2, answer.hex()
+            return answer[1], None
+        assert answer[0] == pdu[0], answer.hex()
+        return OK, answer
 
     def read(self, function_code: int, address: int, count: int):
-        info = srv_info(struct.pack(">BHH", function_code, address, count), self.unit_id)
-        return self._answer(getattr(self.handler, READS[function_code])(address, count, info))
+        code, answer = self.ask(struct.pack(">BHH", function_code, address, count))
+        if code:
+            return code, None
+        assert answer[1] == len(answer) - 2, answer.hex()
+        if function_code >= 0x03:
+            return OK, list(struct.unpack(f">{count}H", answer[2:]))
+        return OK, [bool(answer[2 + i // 8] >> (i % 8) & 1) for i in range(count)]
+
+    def write(self, pdu: bytes):
+        """A write's answer: (0, None) when it echoes the request's first five bytes."""
+        code, answer = self.ask(pdu)
+        assert code or answer == pdu[:5], answer.hex()
+        return code, None
 
     def write_coil(self, address: int, raw_value: int):  # FC 0x05
-        info = srv_info(struct.pack(">BHH", 0x05, address, raw_value), self.unit_id)
-        return self._answer(self.handler.write_coils(address, [raw_value == ON], info))
+        return self.write(struct.pack(">BHH", 0x05, address, raw_value))
 
     def write_coils(self, address: int, bits: list[bool]):  # FC 0x0F
         data = pack_bits(bits)
-        info = srv_info(struct.pack(">BHHB", 0x0F, address, len(bits), len(data)) + data, self.unit_id)
-        return self._answer(self.handler.write_coils(address, list(bits), info))
+        return self.write(struct.pack(">BHHB", 0x0F, address, len(bits), len(data)) + data)
 
     def write_register(self, address: int, value: int):  # FC 0x06
-        info = srv_info(struct.pack(">BHH", 0x06, address, value), self.unit_id)
-        return self._answer(self.handler.write_h_regs(address, [value], info))
+        return self.write(struct.pack(">BHH", 0x06, address, value))
 
     def write_registers(self, address: int, values: list[int]):  # FC 0x10
-        pdu = struct.pack(f">BHHB{len(values)}H", 0x10, address, len(values), 2 * len(values), *values)
-        return self._answer(self.handler.write_h_regs(address, list(values), srv_info(pdu, self.unit_id)))
+        return self.write(struct.pack(f">BHHB{len(values)}H", 0x10, address, len(values),
+                                      2 * len(values), *values))
 
     def write_read_registers(self, write_address: int, values: list[int], read_address: int = 0,
-                             read_count: int = 1):  # FC 0x17: pyModbusTCP writes first, then reads
+                             read_count: int = 1):  # FC 0x17: the write first, then the read
         pdu = struct.pack(f">BHHHHB{len(values)}H", 0x17, read_address, read_count, write_address,
                           len(values), 2 * len(values), *values)
-        return self._answer(self.handler.write_h_regs(write_address, list(values),
-                                                      srv_info(pdu, self.unit_id)))
+        code, answer = self.ask(pdu)
+        assert code or answer[1:2] == bytes((2 * read_count,)) and len(answer) == 2 + 2 * read_count
+        return code, None
 
 
 class Meter:
@@ -92,7 +95,8 @@ class Meter:
         self.updater = Updater([self.device], speed=3600.0, clock=self.clock)
         self.tick(3)  # three simulated hours: a total of some kWh
         self.handler = MeterDataHandler(self.updater, device=self.device, read_only=read_only)
-        self.client = Client(self.handler)
+        self.seam = Responder(self.handler, IDENTIFICATION)
+        self.client = Client(self.seam)
 
     def tick(self, count: int = 1) -> None:
         for _ in range(count):
@@ -101,12 +105,11 @@ class Meter:
 
     def state(self) -> tuple:
         """Everything a write could change: the published spaces and the model's total."""
-        bank = self.device.bank
-        return (bank.get_holding_registers(0, 102), bank.get_coils(0, 11),
-                bank.get_discrete_inputs(0, 11), self.device.meter.total, self.device.online)
+        image = self.device.bank.image
+        return (image.words(0, 102), image.bit_list(0, 11), self.device.meter.total, self.device.online)
 
     def total_counts(self) -> int:
-        return words_u32(*self.device.bank.get_holding_registers(0, 2))
+        return words_u32(*self.device.bank.image.words(0, 2))
 
 
 @pytest.fixture
@@ -260,12 +263,11 @@ def test_fc17_within_the_map_writes(meter):
 
 
 def test_fc17_through_the_seam_is_all_or_nothing(meter):
-    seam = Responder(meter.handler, device_identification("electric"))
     before = meter.state()
-    refused = seam.answer(1, struct.pack(">BHHHHBH", 0x17, 101, 5, 100, 1, 2, 0))
+    refused = meter.seam.answer(1, struct.pack(">BHHHHBH", 0x17, 101, 5, 100, 1, 2, 0))
     assert refused == bytes([0x97, ILLEGAL_ADDRESS])
     assert meter.state() == before
-    answer = seam.answer(1, struct.pack(">BHHHHBH", 0x17, 100, 2, 100, 1, 2, 0))
+    answer = meter.seam.answer(1, struct.pack(">BHHHHBH", 0x17, 100, 2, 100, 1, 2, 0))
     assert answer == bytes([0x17, 4, 0, 0, 0, 0])  # offline, type 0: the read sees the write
 
 
@@ -298,7 +300,7 @@ def test_input_registers_are_the_holding_registers(meter_type):
 def test_whole_spaces_read(meter):
     code, words = meter.client.read(0x03, 0, 102)
     assert code == OK and words[100] == 1 and words[101] == 0
-    assert words == meter.device.bank.get_holding_registers(0, 102)
+    assert words == meter.device.bank.image.words(0, 102)
 
 
 # --- read-only ---
@@ -321,7 +323,7 @@ def test_read_only_refuses_every_write_with_illegal_function():
 
 @pytest.mark.parametrize("unit_id", [0, 1, 17, 247, 255])
 def test_a_single_meter_answers_every_unit_id(meter, unit_id):
-    client = Client(meter.handler, unit_id)
+    client = Client(meter.seam, unit_id)
     assert client.read(0x03, 101, 1) == (OK, [0])
     assert client.write_coil(10, ON) == (OK, None)
     assert meter.total_counts() == 0
@@ -336,38 +338,38 @@ def gateway():
     for _ in range(3):
         clock.now += 1.0
         updater.tick()
-    return devices, MeterDataHandler(updater, devices_by_id=devices)
+    return devices, Responder(MeterDataHandler(updater, devices_by_id=devices), IDENTIFICATION)
 
 
 def test_gateway_routes_by_unit_id(gateway):
-    devices, handler = gateway
+    devices, seam = gateway
     for uid, code in ((1, 0), (5, 1), (247, 2)):
-        assert Client(handler, uid).read(0x03, 101, 1) == (OK, [code])
-        expected = devices[uid].bank.get_holding_registers(0, 102)
-        assert Client(handler, uid).read(0x04, 0, 102) == (OK, expected)
+        assert Client(seam, uid).read(0x03, 101, 1) == (OK, [code])
+        expected = devices[uid].bank.image.words(0, 102)
+        assert Client(seam, uid).read(0x04, 0, 102) == (OK, expected)
 
 
 def test_gateway_writes_reach_only_the_addressed_meter(gateway):
-    devices, handler = gateway
-    assert Client(handler, 5).write_coil(0, OFF) == (OK, None)
-    assert [devices[uid].bank.get_holding_registers(100, 1)[0] for uid in (1, 5, 247)] == [1, 0, 1]
-    assert Client(handler, 1).write_coil(10, ON) == (OK, None)
-    assert words_u32(*devices[1].bank.get_holding_registers(0, 2)) == 0
+    devices, seam = gateway
+    assert Client(seam, 5).write_coil(0, OFF) == (OK, None)
+    assert [devices[uid].bank.image.words(100, 1)[0] for uid in (1, 5, 247)] == [1, 0, 1]
+    assert Client(seam, 1).write_coil(10, ON) == (OK, None)
+    assert words_u32(*devices[1].bank.image.words(0, 2)) == 0
     assert devices[247].meter.total > 0
 
 
 @pytest.mark.parametrize("unit_id", [0, 2, 4, 6, 246, 248, 255])
 def test_gateway_unknown_unit_id_gets_0x0b(gateway, unit_id):
-    devices, handler = gateway
-    before = [(u.bank.get_holding_registers(0, 102), u.bank.get_coils(0, 11)) for u in devices.values()]
-    client = Client(handler, unit_id)
+    devices, seam = gateway
+    before = [(u.bank.image.words(0, 102), u.bank.image.bit_list(0, 11)) for u in devices.values()]
+    client = Client(seam, unit_id)
     for function_code in READS:
         assert client.read(function_code, 0, 1) == (GATEWAY_NO_RESPONSE, None)
     assert client.write_coil(10, ON) == (GATEWAY_NO_RESPONSE, None)
     assert client.write_coils(0, [False]) == (GATEWAY_NO_RESPONSE, None)
     assert client.write_register(100, 0) == (GATEWAY_NO_RESPONSE, None)
     assert client.write_registers(100, [0]) == (GATEWAY_NO_RESPONSE, None)
-    after = [(u.bank.get_holding_registers(0, 102), u.bank.get_coils(0, 11)) for u in devices.values()]
+    after = [(u.bank.image.words(0, 102), u.bank.image.bit_list(0, 11)) for u in devices.values()]
     assert after == before
 
 
@@ -385,10 +387,14 @@ def test_a_handler_bug_answers_0x04_and_is_logged(meter, caplog):
 
 @pytest.mark.parametrize("error", [KeyError, TypeError, AttributeError, ZeroDivisionError])
 def test_a_read_bug_answers_0x04_not_pymodbustcps_silent_0x01(meter, caplog, error):
-    def broken(*args):
-        raise error("bug")
+    class BrokenRegisters(Image):  # an image whose register reads fail
+        def read_answer(self, function_code, address, quantity):
+            if function_code >= 0x03:
+                raise error("bug")
+            return super().read_answer(function_code, address, quantity)
 
-    meter.device.bank.get_holding_registers = broken
+    image = meter.device.bank.image
+    meter.device.bank.image = BrokenRegisters(image.holding, image.input, image.bits)
     with caplog.at_level(logging.ERROR, logger="meter_simulator.modbus.handler"):
         assert meter.client.read(0x03, 0, 1) == (DEVICE_FAILURE, None)
         assert meter.client.read(0x04, 0, 1) == (DEVICE_FAILURE, None)
@@ -410,7 +416,7 @@ def settings_unit(meter_type: str = "electric", **period):
     clock = FakeClock()
     device = new_device(make_meter(meter_type, random.Random(3), 12 * 3600.0), profile, unit_id=5)
     updater = Updater([device], clock=clock)
-    return device, Client(MeterDataHandler(updater, device=device))
+    return device, Client(Responder(MeterDataHandler(updater, device=device), IDENTIFICATION))
 
 
 def test_a_write_with_a_demand_period_the_model_lacks_changes_nothing_and_answers_0x03(caplog):

@@ -30,7 +30,7 @@ def read_words(sock: socket.socket, pdu: bytes = READ_ALL, unit_id: int = 1) -> 
 
 
 def bank_words(server: MeterServer, index: int = 0) -> list[int]:
-    return server.updater.devices[index].bank.get_holding_registers(0, registers.REGISTER_COUNT)
+    return server.updater.devices[index].bank.image.words(0, registers.REGISTER_COUNT)
 
 
 @pytest.fixture
@@ -51,15 +51,15 @@ def test_a_read_is_the_published_image(still):
 
 def test_the_bank_holds_one_image_and_no_lists():
     bank = new_bank()
-    assert bank.get_holding_registers(0, registers.REGISTER_COUNT) == [0] * registers.REGISTER_COUNT
+    assert bank.image.words(0, registers.REGISTER_COUNT) == [0] * registers.REGISTER_COUNT
     image = Image.of(list(range(registers.REGISTER_COUNT)), [True] * registers.COIL_COUNT)
     bank.publish(image)
     assert bank.image is image
-    assert bank.get_holding_registers(100, 2) == [100, 101]
-    assert bank.get_input_registers(0, 1) == [0]
-    assert bank.get_coils(0, registers.COIL_COUNT) == [True] * registers.COIL_COUNT
-    assert bank.get_discrete_inputs(10, 1) == [True]
-    assert bank.get_holding_registers(101, 2) is None and bank.get_coils(10, 2) is None
+    assert bank.image.words(100, 2) == [100, 101]
+    assert bank.image.words(0, 1, 0x04) == [0]
+    assert bank.image.bit_list(0, registers.COIL_COUNT) == [True] * registers.COIL_COUNT
+    assert bank.image.bit_list(10, 1) == [True]
+    assert bank.image.words(101, 2) is None and bank.image.bit_list(10, 2) is None
     assert bank._h_regs == bank._coils == bank._d_inputs == bank._i_regs == []
 
 

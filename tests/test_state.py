@@ -379,7 +379,7 @@ def fleet(meter_type: str = "electric", ports=(5021, 5022), unit_ids=None) -> li
 
 
 def published_total(device) -> int:
-    return u32(device.bank.get_holding_registers(0, 2))
+    return u32(device.bank.image.words(0, 2))
 
 
 def make_saver(tmp_path, plan, clock=None, **kwargs) -> Saver:

@@ -46,17 +46,17 @@ def build(meter_type: str = "electric", speed: float = 1.0, interval_s: float = 
 
 
 def holding(device) -> list[int]:
-    return device.bank.get_holding_registers(0, registers.REGISTER_COUNT)
+    return device.bank.image.words(0, registers.REGISTER_COUNT)
 
 
 def published_counts(device) -> int:
-    return words_u32(*device.bank.get_holding_registers(0, 2))
+    return words_u32(*device.bank.image.words(0, 2))
 
 
 def test_construction_publishes_the_first_image():
     clock, device, updater = build("water")
     assert holding(device) == seed_image(device.meter.reading, "water", online=True)
-    assert device.bank.get_coils(0, 11) == bits(True, device.meter.reading.in_band, True)
+    assert device.bank.image.bit_list(0, 11) == bits(True, device.meter.reading.in_band, True)
     assert updater.ticks == 0
 
 
@@ -96,8 +96,7 @@ def test_a_tick_publishes_the_whole_image_coils_and_discrete_inputs(meter_type):
         reading = device.meter.reading
         assert holding(device) == seed_image(reading, meter_type, online=True)
         flags = bits(True, reading.in_band, True)
-        assert device.bank.get_coils(0, 11) == flags
-        assert device.bank.get_discrete_inputs(0, 11) == flags
+        assert device.bank.image.bit_list(0, 11) == flags  # coils and discrete inputs: one list
         assert flags[registers.COIL_NO_ALARM] is True
 
 
@@ -107,7 +106,7 @@ def test_offline_keeps_stale_readings_and_keeps_integrating(meter_type):
     clock.now += 1.0
     updater.tick()
     before = holding(device)
-    coils_before = device.bank.get_coils(0, 11)
+    coils_before = device.bank.image.bit_list(0, 11)
     total_before = device.meter.total
 
     updater.set_online(device, False)
@@ -122,11 +121,10 @@ def test_offline_keeps_stale_readings_and_keeps_integrating(meter_type):
         assert regs[23:100] == [0] * 77
         assert regs[100] == 0
         assert regs[101] == before[101]
-        coils = device.bank.get_coils(0, 11)
+        coils = device.bank.image.bit_list(0, 11)
         assert coils[0] is False  # offline
         assert coils[1] == coils_before[1]
         assert coils[2] is True  # the server still serves
-        assert device.bank.get_discrete_inputs(0, 11) == coils
     assert device.meter.total == pytest.approx(expected, rel=1e-9)  # the model kept integrating
     if meter_type == "electric":  # never idle: standby alone draws tens of W
         assert device.meter.total > total_before
@@ -134,7 +132,7 @@ def test_offline_keeps_stale_readings_and_keeps_integrating(meter_type):
     updater.set_online(device, True)  # back online: the readings move again at once
     regs = holding(device)
     assert regs == seed_image(device.meter.reading, meter_type, online=True)
-    assert regs[100] == 1 and device.bank.get_coils(0, 1) == [True]
+    assert regs[100] == 1 and device.bank.image.bit_list(0, 1) == [True]
     # the total includes what was consumed while offline
     assert published_counts(device) == total_counts(expected)
     if meter_type == "electric":

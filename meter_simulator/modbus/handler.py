@@ -92,13 +92,6 @@ class MeterDataHandler(DataHandler):
         """The meter that answers unit_id, or None (gateway mode, an unlisted id)."""
         return self.device if self.devices_by_id is None else self.devices_by_id.get(unit_id)
 
-    def _read(self, getter_name: str, address: int, count: int, srv_info) -> DataHandler.Return:
-        device = self.unit_for(srv_info)
-        if device is None:
-            return answer(EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
-        data = getattr(device.bank, getter_name)(address, count)
-        return answer(EXP_DATA_ADDRESS) if data is None else answer(EXP_NONE, data)
-
     def answer_read(self, unit_id: int, pdu: bytes) -> bytes:
         """The answer PDU to a read request (FC 0x01 to 0x04, 5 bytes), exceptions included:
         0x03 for a quantity outside the Modbus limits, 0x0B for a unit id no meter answers,
@@ -119,22 +112,6 @@ class MeterDataHandler(DataHandler):
             log.exception("error in answer_read")
             return exception_pdu(function_code, EXP_SLAVE_DEVICE_FAILURE)
         return exception_pdu(function_code, EXP_DATA_ADDRESS) if answer_pdu is None else answer_pdu
-
-    @guarded
-    def read_coils(self, address, count, srv_info):
-        return self._read("get_coils", address, count, srv_info)
-
-    @guarded
-    def read_d_inputs(self, address, count, srv_info):
-        return self._read("get_discrete_inputs", address, count, srv_info)
-
-    @guarded
-    def read_h_regs(self, address, count, srv_info):
-        return self._read("get_holding_registers", address, count, srv_info)
-
-    @guarded
-    def read_i_regs(self, address, count, srv_info):
-        return self._read("get_input_registers", address, count, srv_info)
 
     @guarded
     def write_coils(self, address, bits_l, srv_info):

@@ -13,7 +13,7 @@ from ..device.device import serial_number
 from ..device.fleet import PortPlan, meter_key
 from ..device.updater import Device, Updater
 from ..maps import seed as registers
-from ..maps.image import READ_INPUT_REGISTERS, Image
+from ..maps.image import Image
 from ..maps.points import Profile
 from ..model.meters import Meter
 from ..net.acceptor import Acceptor
@@ -29,13 +29,13 @@ VENDOR = b"meter-simulator"
 
 
 class MeterBank(DataBank):
-    """pyModbusTCP's DataBank as a view of one meter's published Image.
+    """pyModbusTCP's DataBank holding one meter's published Image.
 
-    The updater publishes a new image a tick (publish swaps one reference), and
-    every getter reads from the image it holds at that moment: a read past the map
-    gets None (exception 0x02), and no read mixes two ticks. DataBank's lists are
-    not allocated (virtual mode): the image holds the data, and the handler turns
-    client writes into meter commands, never into bank writes.
+    The updater publishes a new image a tick (publish swaps one reference), and a
+    read is cut from the image the bank holds at that moment (MeterDataHandler.
+    answer_read), so no read mixes two ticks. DataBank's lists are not allocated
+    (virtual mode) and its getters are not used: the image holds the data, and the
+    handler turns client writes into meter commands, never into bank writes.
     """
 
     def __init__(self, image: Image) -> None:
@@ -44,21 +44,6 @@ class MeterBank(DataBank):
 
     def publish(self, image: Image) -> None:
         self.image = image
-
-    def get_coils(self, address, number=1, srv_info=None):
-        return self.image.bit_list(address, number)
-
-    def get_discrete_inputs(self, address, number=1, srv_info=None):
-        return self.image.bit_list(address, number)
-
-    def get_holding_registers(self, address, number=1, srv_info=None):
-        return self.image.words(address, number)
-
-    def get_input_registers(self, address, number=1, srv_info=None):
-        image = self.image
-        if image.input is image.holding:  # the seed map: both spaces read the same registers
-            return self.get_holding_registers(address, number, srv_info)
-        return image.words(address, number, READ_INPUT_REGISTERS)
 
 
 def new_bank() -> MeterBank:
