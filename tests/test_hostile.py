@@ -318,13 +318,13 @@ def churn(server, warm_up: int, cycles: int) -> int:
         cycle(n)
     with connect(server.port) as sock:
         assert served(sock)
-    wait_for(lambda: server.endpoints[0]._service.clients == 0, timeout=30)
+    wait_for(lambda: server.endpoints[0].service.clients == 0, timeout=30)
     fds, threads, rss_start_kb = open_fds(), threading.active_count(), rss_kb()
     for n in range(cycles):
         cycle(n)
     with connect(server.port) as sock:
         assert served(sock)
-    wait_for(lambda: server.endpoints[0]._service.clients == 0, timeout=30)
+    wait_for(lambda: server.endpoints[0].service.clients == 0, timeout=30)
     wait_for(settled(fds, threads), timeout=30)
     growth_kb = rss_kb() - rss_start_kb
     print(f"churn: fds {fds} -> {open_fds()}, threads {threads} -> {threading.active_count()}, "

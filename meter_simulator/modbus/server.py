@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Callable
 
-from pyModbusTCP.server import DataBank, DeviceIdentification, ModbusServer
+from pyModbusTCP.server import DataBank, DeviceIdentification
 
 from .. import __version__
 from ..device.device import serial_number
@@ -18,9 +18,8 @@ from ..maps.points import Profile
 from ..model.meters import Meter
 from ..net.acceptor import Acceptor
 from ..net.listeners import BindError
+from .endpoint import ModbusEndpoint
 from .handler import MeterDataHandler
-from .mbap import ConnectionHandler
-from .pdu import Responder
 from .tcp import MeterTCPServer
 
 log = logging.getLogger(__name__)
@@ -78,32 +77,6 @@ def device_identification(meter_type: str, profile: str = "seed") -> DeviceIdent
     )
 
 
-class ModbusEndpoint(ModbusServer):
-    """pyModbusTCP's ModbusServer (its data handler and identification) on our TCP server."""
-
-    def __init__(self, *args, transport_options: dict | None = None, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.transport_options = transport_options or {}  # MeterTCPServer's limits and allow list
-        self.responder = Responder(self.data_hdl, self.device_id)
-
-    def start(self) -> None:
-        """Bind and listen; the MeterServer's Acceptor serves the socket. BindError with one line
-        when the address cannot be served."""
-        self._service = MeterTCPServer(self.host, self.port, ConnectionHandler, **self.transport_options)
-        self._service.responder = self.responder  # what each connection asks for its answers
-        self._evt_running.set()
-
-    def stop(self) -> None:
-        """Close the listening socket; connection threads see it and end within POLL_S."""
-        if self._service is not None:
-            self._service.server_close()
-        self._evt_running.clear()
-
-    @property
-    def bound_port(self) -> int:
-        return self._service.server_address[1]
-
-
 class MeterServer:
     """Modbus endpoints over meters that one updater steps, started and stopped together."""
 
@@ -143,7 +116,7 @@ class MeterServer:
     @property
     def services(self) -> list[MeterTCPServer]:
         """The bound listeners, one a port."""
-        return [endpoint._service for endpoint in self.endpoints if endpoint._service is not None]
+        return [endpoint.service for endpoint in self.endpoints if endpoint.service is not None]
 
     def start(self) -> None:
         """Bind every endpoint, then serve and tick; on a bind failure nothing is left running."""
