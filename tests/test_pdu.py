@@ -118,8 +118,8 @@ def test_a_seed_meter_answers_each_request_as_the_contract_says(request_pdu, ans
 def test_the_answers_carry_the_published_readings():
     port = Port()
     image = port.devices[1].bank.image
-    assert port.ask(1, "03 0000 0017") == hexed(bytes((0x03, 46)), image.registers[:46])
-    assert port.ask(1, "04 000A 0003") == hexed(bytes((0x04, 6)), image.registers[20:26])
+    assert port.ask(1, "03 0000 0017") == hexed(bytes((0x03, 46)), image.holding[0][2][:46])
+    assert port.ask(1, "04 000A 0003") == hexed(bytes((0x04, 6)), image.holding[0][2][20:26])
 
 
 def test_writes_change_what_the_next_reads_answer():

@@ -33,6 +33,8 @@ from pyModbusTCP.constants import (
     WRITE_SINGLE_REGISTER,
 )
 
+from ..maps.image import READ_FUNCTIONS, READ_REQUEST
+
 if TYPE_CHECKING:
     from pyModbusTCP.server import DeviceIdentification
 
@@ -51,8 +53,6 @@ BYTE_COUNT_AT = {WRITE_MULTIPLE_COILS: 5, WRITE_MULTIPLE_REGISTERS: 5,
 READ_DEVICE_ID_PDU_SIZE = 4  # 0x2B, MEI type 0x0E, read device id code, object id
 SUPPORTED_FUNCTIONS = frozenset(FIXED_PDU_SIZE) | frozenset(BYTE_COUNT_AT) | {
     ENCAPSULATED_INTERFACE_TRANSPORT}
-READ_FUNCTIONS = frozenset((READ_COILS, READ_DISCRETE_INPUTS, READ_HOLDING_REGISTERS,
-                            READ_INPUT_REGISTERS))
 READ_PDU_SIZE = 5  # function code, starting address, quantity
 
 COIL_ON = 0xFF00  # FC 0x05's value for ON; 0x0000 is OFF, anything else the handler refuses
@@ -70,7 +70,6 @@ DEVICE_ID_HEAD = 7  # bytes of a device identification answer before its objects
 ADDRESS_VALUE = struct.Struct(">HH")  # FC 0x05, 0x06 after the function code; also address, quantity
 ADDRESS_QUANTITY_COUNT = struct.Struct(">HHB")  # FC 0x0F, 0x10 after the function code
 WRITE_READ_HEAD = struct.Struct(">HHHHB")  # FC 0x17: read address, quantity, write address, ...
-READ_REQUEST = struct.Struct(">BHH")
 
 
 def exception_pdu(function_code: int, exp_code: int) -> bytes:
