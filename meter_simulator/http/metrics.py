@@ -2,7 +2,7 @@
 
 A custom collector for prometheus_client: nothing on the Modbus request path calls
 into the library. Connections count their requests in dicts of their own
-(transport.py), the updater its ticks, the control core its faults; a scrape sums
+(modbus/mbap.py), the updater its ticks, the control core its faults; a scrape sums
 them and copies the meters' totals and rates under the updater's lock once.
 Label sets are bounded by the configuration: no client address, register address
 or fault id; per-meter gauges only up to PER_METER_LIMIT meters.
