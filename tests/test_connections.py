@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from meter_simulator.http.web import ControlServer, json_answer
 from meter_simulator.modbus.mbap import ConnectionHandler
 from meter_simulator.modbus.tcp import MeterTCPServer
 from meter_simulator.net.acceptor import Acceptor
@@ -174,7 +175,12 @@ def modbus_server() -> MeterTCPServer:
     return MeterTCPServer("127.0.0.1", 0, ConnectionHandler, max_clients=4)
 
 
-@pytest.mark.parametrize("make, prefix", [(modbus_server, "modbus-connection")])
+def control_server() -> ControlServer:
+    return ControlServer("127.0.0.1", 0, lambda request: json_answer(200, {}))
+
+
+@pytest.mark.parametrize("make, prefix", [(modbus_server, "modbus-connection"),
+                                          (control_server, "control-connection")])
 def test_each_server_names_its_connection_threads(make, prefix):
     server = make()
     acceptor = Acceptor([server], name="test-acceptor")

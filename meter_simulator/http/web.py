@@ -1,4 +1,4 @@
-"""The control port's HTTP server: the standard library's ThreadingHTTPServer with bounds.
+"""The control port's HTTP server: the standard library's HTTPServer with bounds.
 
 What a stuck browser, a slow or hostile client can do is bounded here, as on the
 Modbus side: at most MAX_CONNECTIONS connections (more are closed at accept, as is a
@@ -17,8 +17,8 @@ A request's target is parsed once, here; a request refused for what its line and
 headers say (the application's precheck: Host, token, origin, read-only, path,
 method) is answered before its body is read and before `100 Continue`. Every
 answer is JSON (errors too), except what the application returns as another type.
-One Acceptor thread accepts, each connection has a thread of its own, and stop()
-ends them all and joins them.
+One Acceptor thread accepts; BoundedConnections (net.connections) keeps the limit,
+the allow list and a thread per connection, which stop() ends and joins.
 """
 from __future__ import annotations
 
@@ -30,14 +30,13 @@ import json
 import logging
 import socket
 import socketserver
-import threading
 import time
 from typing import Callable, Optional
 from urllib.parse import urlsplit
 
 from ..net.acceptor import Acceptor
-from ..net.connections import shut_down_and_join, start_connection_thread
-from ..net.listeners import allowed, client_ip, dual_stack, listen_or_close, resolve
+from ..net.connections import BoundedConnections
+from ..net.listeners import client_ip, dual_stack, listen_or_close, resolve
 from ..ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,6 @@ BODY_DEADLINE_S = 10.0  # the body (64 KiB at most), from the end of the headers
 RESERVE_DEADLINE_S = 2.0  # a whole health check on a reserved connection
 SEND_TIMEOUT_S = 1.0  # the 408 to a client that ran out of time: best effort only
 HEALTH_PATH = "/healthz"
-REFUSAL_REASONS = ("max_connections", "allow")
 
 
 class Answer:
@@ -147,7 +145,7 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
         return self.server_version
 
     def setup(self) -> None:
-        self.server.register(self)  # first: stop() can end the connection from here on
+        self.server.register(self)
         self.reserved = self.server.is_reserved(self.request)
         self.timeout = self.server.idle_timeout_s  # StreamRequestHandler.setup applies it
         self.target_path = "-"  # the parsed path of the request being answered, for the log
@@ -338,14 +336,16 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
         log.debug("control %s: " + format, self.client_address[0], *args)
 
 
-class ControlServer(http.server.ThreadingHTTPServer):
-    """ThreadingHTTPServer with a connection limit and a reserve for health checks, an allow
-    list, request deadlines, no reverse DNS at bind, per-instance address family, and
-    connections that end when it stops."""
+class ControlServer(BoundedConnections, http.server.HTTPServer):
+    """HTTPServer with bounded connections in threads of their own (net.connections), a reserve
+    for health checks past the limit, request deadlines, no reverse DNS at bind and a
+    per-instance address family."""
 
-    daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
+    thread_prefix = "control-connection"
+    full_reason = "max_connections"
+    refusal_log = log
 
     def __init__(self, host: str, port: int, application: Callable[[Request], Answer], *,
                  allow=None, max_connections: int = MAX_CONNECTIONS,
@@ -360,22 +360,15 @@ class ControlServer(http.server.ThreadingHTTPServer):
         self.head_deadline_s = head_deadline_s
         self.body_deadline_s = body_deadline_s
         self.health_path = health_path
-        self.allow = tuple(allow) if allow is not None else None
-        self.max_connections = max_connections
         self.reserved_connections = reserved_connections
         self.on_answer = on_answer
-        self._lock = threading.Lock()
-        self.connections: dict = {}  # handler -> thread
-        self.threads: set = set()  # every connection thread that may still run (joined on stop)
-        self.slots: set = set()  # the sockets of the connections that hold a slot
         self.reserve: set = set()  # the sockets of connections served on the reserve
-        self.refused = dict.fromkeys(REFUSAL_REASONS, 0)  # connections closed unserved, by reason
         self.late = 0  # requests that did not arrive whole within their deadline
-        self._log_refused = {reason: RateLimitedLog(log) for reason in REFUSAL_REASONS}
         self._log_late = RateLimitedLog(log)
         self.acceptor: Acceptor | None = None
         self.address_family, sockaddr = resolve(host, port)
-        super().__init__(sockaddr, ControlHandler, bind_and_activate=False)
+        super().__init__(sockaddr, ControlHandler, bind_and_activate=False,
+                         max_connections=max_connections, allow=allow)
         listen_or_close(self)
 
     def server_bind(self) -> None:
@@ -387,74 +380,45 @@ class ControlServer(http.server.ThreadingHTTPServer):
     def port(self) -> int:
         return self.server_address[1]
 
-    def verify_request(self, request, client_address) -> bool:
-        """Accept-time checks: --allow, then a slot, then (loopback peers) the reserve."""
-        peer = client_address[0]
-        if not allowed(self.allow, peer):
-            self._refuse(peer, "allow", "not in --allow")
-            return False
-        with self._lock:
-            if len(self.slots) < self.max_connections:
-                self.slots.add(request)
-                return True
-            if len(self.reserve) < self.reserved_connections and is_loopback_peer(peer):
-                self.reserve.add(request)
-                return True
-        self._refuse(peer, "max_connections",
-                     f"{self.max_connections} connections already (health checks only)")
+    def admit_over_limit(self, request, peer: str) -> bool:
+        """The reserve: a loopback peer's health check is served while every slot is taken."""
+        if len(self.reserve) < self.reserved_connections and is_loopback_peer(peer):
+            self.reserve.add(request)
+            return True
         return False
 
-    def _refuse(self, peer: str, reason: str, why: str) -> None:
-        with self._lock:
-            self.refused[reason] += 1
-        self._log_refused[reason]("control port: refused a connection from %s: %s", peer, why)
+    def refusal_message(self, peer: str, reason: str) -> tuple:
+        why = ("not in --allow" if reason == "allow"
+               else f"{self.max_connections} connections already (health checks only)")
+        return "control port: refused a connection from %s: %s", peer, why
 
     def is_reserved(self, request) -> bool:
         """True for a connection admitted on the reserve (one health check, then closed)."""
-        with self._lock:
+        with self.connections_lock:
             return request in self.reserve
 
     def refused_on_reserve(self, handler: ControlHandler) -> None:
         """A reserved connection asked for more than a health check: closed unanswered."""
-        self._refuse(handler.client_address[0], "max_connections",
-                     f"{self.max_connections} connections already (health checks only)")
+        self.refuse(handler.client_address[0], self.full_reason)
 
     def timed_out(self, handler: ControlHandler) -> None:
-        with self._lock:
+        with self.connections_lock:
             self.late += 1
         self._log_late("control port: closed a connection from %s: its request did not arrive "
                        "whole within %g s", handler.client_address[0],
                        RESERVE_DEADLINE_S if handler.reserved else self.head_deadline_s)
 
-    def process_request(self, request, client_address) -> None:
-        try:
-            start_connection_thread(self, self._lock, "control-connection", request, client_address)
-        except BaseException:
-            self._release(request)
-            raise
-
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._release(request)
-
-    def _release(self, request) -> None:
+    def release(self, request) -> None:
         """A connection is over: its slot (or its place on the reserve) is free. Called when its
         handler finishes, before the socket is closed, so a client that sees the close can
         connect again at once; and after its thread, for a connection that never got that far."""
-        with self._lock:
+        with self.connections_lock:
             self.slots.discard(request)
             self.reserve.discard(request)
 
-    def register(self, handler) -> None:
-        with self._lock:
-            self.connections[handler] = threading.current_thread()
-
     def unregister(self, handler) -> None:
-        with self._lock:
-            self.connections.pop(handler, None)
-        self._release(handler.request)
+        super().unregister(handler)
+        self.release(handler.request)
 
     def handle_error(self, request, client_address) -> None:
         log.exception("control: error serving %s", client_address[0])
@@ -474,7 +438,7 @@ class ControlServer(http.server.ThreadingHTTPServer):
         if self.acceptor is not None:
             self.acceptor.stop()
         self.server_close()
-        shut_down_and_join(self._lock, self.connections, self.threads, timeout_s)
+        self.end_connections(timeout_s)
 
 
 def is_loopback_peer(address: str) -> bool:
