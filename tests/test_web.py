@@ -1,10 +1,12 @@
 """The control port's HTTP server alone (web.py), with an application of the test's own: the idle
 timeout, a bug in the application answered 500 and logged, stop ending kept-alive connections,
 the request and body deadlines against clients that trickle, the reserve that answers health
-checks on a full port, a target that cannot be parsed, and refusals before 100 Continue."""
+checks on a full port, a target that cannot be parsed, and refusals before 100 Continue; and
+reader.py's limits on the head and the body, without a socket."""
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import logging
 import socket
@@ -14,6 +16,7 @@ import time
 import pytest
 
 from meter_simulator.http.api import Api
+from meter_simulator.http.reader import Refusal, body_length, parse_headers, read_head
 from meter_simulator.http.web import ControlServer, Request, error_answer, json_answer
 from support import closed_by_server, wait_for
 
@@ -282,3 +285,43 @@ def test_a_refused_request_with_its_body_sent_is_answered_on_a_kept_connection()
         connection.close()
     finally:
         server.stop()
+
+
+# --- reader.py: the head's and the body's limits, without a socket -------------------------------
+
+def head(lines: int, line: bytes = b"X-A: b\r\n") -> io.BytesIO:
+    return io.BytesIO(b"GET / HTTP/1.1\r\n" + line * lines + b"\r\n")
+
+
+@pytest.mark.parametrize("stream, status", [
+    (head(100), None), (head(101), 431), (head(1, b"X-A: " + b"b" * 8200 + b"\r\n"), 431),
+    (io.BytesIO(b"GET /" + b"a" * 8200 + b" HTTP/1.1\r\n\r\n"), 414),
+], ids=["100-headers", "101-headers", "long-header", "long-line"])
+def test_read_head_takes_a_line_and_headers_within_the_limits(stream, status):
+    if status is None:
+        request_line, header_lines = read_head(stream)
+        assert request_line == b"GET / HTTP/1.1\r\n" and len(header_lines) == 101  # the blank one too
+    else:
+        with pytest.raises(Refusal) as refused:
+            read_head(stream)
+        assert refused.value.status == status
+
+
+def test_read_head_at_the_end_of_the_stream_is_empty():
+    assert read_head(io.BytesIO(b"")) == (b"", [])
+
+
+@pytest.mark.parametrize("lines, length, status", [
+    ([], 0, None), ([b"Content-Length: 65536"], 65536, None),
+    ([b"Content-Length: 2", b"Content-Length: 2"], 2, None),
+    ([b"Content-Length: 65537"], None, 413), ([b"Content-Length: 1", b"Content-Length: 2"], None, 400),
+    ([b"Content-Length: -1"], None, 400), ([b"Transfer-Encoding: chunked"], None, 411),
+])
+def test_body_length_within_the_limit_or_refused(lines, length, status):
+    headers = parse_headers([line + b"\r\n" for line in lines] + [b"\r\n"])
+    if status is None:
+        assert body_length(headers) == length
+    else:
+        with pytest.raises(Refusal) as refused:
+            body_length(headers)
+        assert refused.value.status == status

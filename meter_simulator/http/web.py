@@ -18,17 +18,15 @@ headers say (the application's precheck: Host, token, origin, read-only, path,
 method) is answered before its body is read and before `100 Continue`. Every
 answer is JSON (errors too), except what the application returns as another type.
 One Acceptor thread accepts; BoundedConnections (net.connections) keeps the limit,
-the allow list and a thread per connection, which stop() ends and joins.
+the allow list and a thread per connection, which stop() ends and joins; reader.py
+reads a request within its limits and deadlines.
 """
 from __future__ import annotations
 
-import email.parser
-import http.client
 import http.server
 import io
 import json
 import logging
-import socket
 import socketserver
 import time
 from typing import Callable, Optional
@@ -38,14 +36,12 @@ from ..net.acceptor import Acceptor
 from ..net.connections import BoundedConnections
 from ..net.listeners import client_ip, dual_stack, listen_or_close, resolve
 from ..ratelimit import RateLimitedLog
+from .reader import DeadlineReader, Refusal, RequestDeadline, body_length, parse_headers, read_head
 
 log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 32
 RESERVED_CONNECTIONS = 2  # beyond MAX_CONNECTIONS: loopback health checks while the port is full
-MAX_LINE_BYTES = 8192
-MAX_HEADERS = 100
-MAX_BODY_BYTES = 64 * 1024
 IDLE_TIMEOUT_S = 30.0
 HEAD_DEADLINE_S = 10.0  # the request line and headers, from the request's first byte
 BODY_DEADLINE_S = 10.0  # the body (64 KiB at most), from the end of the headers
@@ -95,40 +91,6 @@ class Request:
 
 
 Precheck = Callable[[Request], Optional[Answer]]
-
-
-class RequestDeadline(TimeoutError):
-    """A request did not arrive whole within its deadline."""
-
-
-class DeadlineReader(io.RawIOBase):
-    """A socket's bytes with a deadline across reads: a client that trickles its request a
-    byte at a time is cut off when the request's time is up, not only when one recv waits
-    longer than the idle timeout."""
-
-    def __init__(self, sock: socket.socket, idle_timeout_s: float) -> None:
-        super().__init__()
-        self._sock = sock
-        self._idle_timeout_s = idle_timeout_s
-        self.deadline: float | None = None  # monotonic time the bytes read now are due; None: idle
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        timeout = self._idle_timeout_s
-        if self.deadline is not None:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                raise RequestDeadline("the request did not arrive whole in time")
-            timeout = min(timeout, left)
-        self._sock.settimeout(timeout)
-        try:
-            return self._sock.recv_into(buffer)
-        except socket.timeout:
-            if self.deadline is not None and time.monotonic() >= self.deadline:
-                raise RequestDeadline("the request did not arrive whole in time") from None
-            raise
 
 
 class ControlHandler(http.server.BaseHTTPRequestHandler):
@@ -186,29 +148,49 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
             pass
 
     def _handle_one_request(self) -> None:
+        head = self._read_request()
+        if head is not None:
+            self._answer(*head)
+
+    def _read_request(self) -> tuple[Request, int] | None:
+        """The next request's line and headers, within their deadline, parsed, and its body's
+        length; None when it was answered already or the connection ends."""
         self.command, self.target_path = "", "-"
         reader = self.reader
         if not self.reserved:
             reader.deadline = None
         if not self.rfile.peek(1):  # the idle wait between requests: EOF ends the connection
             self.close_connection = True
-            return
+            return None
         if not self.reserved:
             reader.deadline = time.monotonic() + self.server.head_deadline_s
-        header_lines = self._read_head()
-        if header_lines is None:
-            return
+        try:
+            self.raw_requestline, header_lines = read_head(self.rfile)
+        except Refusal as refusal:  # 414, 431: too long to read, let alone parse
+            self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
+            self.respond(error_answer(refusal.status, str(refusal)), close=True)
+            return None
+        if not self.raw_requestline:
+            self.close_connection = True
+            return None
         request = self._parse(header_lines)
         if request is None:
-            return
-        length = self._body_length()
-        if length is None:
-            return
+            return None
+        try:
+            length = body_length(self.headers)
+        except Refusal as refusal:  # before any 100 Continue: a client that waits sends no body
+            self.respond(error_answer(refusal.status, str(refusal)), close=True)
+            return None
         if self.reserved:
             self.close_connection = True  # one health check per reserved connection
             if request.path != self.server.health_path or request.method not in ("GET", "HEAD"):
                 self.server.refused_on_reserve(self)
-                return
+                return None
+        return request, length
+
+    def _answer(self, request: Request, length: int) -> None:
+        """The precheck, then the body within its deadline (100 Continue first if asked for and
+        not refused), then the application's answer."""
         refusal = self.server.precheck(request) if self.server.precheck is not None else None
         continues = self.headers.get("Expect", "").lower() == "100-continue"
         if refusal is not None and continues:  # no 100 Continue: the client keeps its body
@@ -217,6 +199,7 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
         if continues:
             self.send_response_only(100)  # curl waits for this before a body over 1 KiB
             self.end_headers()
+        reader = self.reader
         if not self.reserved:
             reader.deadline = time.monotonic() + self.server.body_deadline_s
         request.body = self.rfile.read(length) if length else b""  # read even when refused:
@@ -226,33 +209,9 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
             return
         self.respond(refusal if refusal is not None else self.server.application(request))
 
-    def _read_head(self) -> list[bytes] | None:
-        """The request line (in raw_requestline) and the header lines, the blank one included;
-        None when the request was answered or the connection ends."""
-        self.raw_requestline = self.rfile.readline(MAX_LINE_BYTES + 1)
-        if not self.raw_requestline:
-            self.close_connection = True
-            return None
-        if len(self.raw_requestline) > MAX_LINE_BYTES:
-            self._refuse(414, f"request line over {MAX_LINE_BYTES} bytes")
-            return None
-        header_lines = []
-        while True:
-            line = self.rfile.readline(MAX_LINE_BYTES + 1)
-            if len(line) > MAX_LINE_BYTES:
-                self._refuse(431, f"a header line over {MAX_LINE_BYTES} bytes")
-                return None
-            header_lines.append(line)
-            if line in (b"\r\n", b"\n", b""):
-                return header_lines
-            if len(header_lines) > MAX_HEADERS:
-                self._refuse(431, f"more than {MAX_HEADERS} header lines")
-                return None
-
     def _parse(self, header_lines: list[bytes]) -> Request | None:
         """The request of the line and headers read, its target parsed; None when refused."""
-        # the library parses the request line alone; the headers are ours (its own reader
-        # counts the blank line against its limit of 100 and would refuse 100 header lines)
+        # the library parses the request line alone; the headers are ours (parse_headers)
         rfile, self.rfile = self.rfile, io.BytesIO(b"\r\n")
         try:
             parsed = self.parse_request()  # answers a malformed request line itself (send_error)
@@ -260,8 +219,7 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
             self.rfile = rfile
         if not parsed:
             return None
-        self.headers = email.parser.Parser(_class=http.client.HTTPMessage).parsestr(
-            b"".join(header_lines).decode("iso-8859-1"))
+        self.headers = parse_headers(header_lines)
         connection = self.headers.get("Connection", "").lower()
         if connection == "close" or self.request_version < "HTTP/1.1" and connection != "keep-alive":
             self.close_connection = True
@@ -275,33 +233,6 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
             return None
         self.target_path = request.path
         return request
-
-    def _body_length(self) -> int | None:
-        """The announced body's length, within the limit; None when refused (before any
-        100 Continue: a client that waits for it sends no body)."""
-        lengths = {value.strip() for value in self.headers.get_all("Content-Length") or ()}
-        if len(lengths) > 1:
-            self.respond(error_answer(400, "two different Content-Length headers"), close=True)
-            return None
-        length_text = self.headers.get("Content-Length", "0").strip() or "0"
-        if self.headers.get("Transfer-Encoding", "").strip():
-            self.respond(error_answer(411, "send the body with a Content-Length, not chunked"),
-                         close=True)
-            return None
-        if not length_text.isdigit():
-            self.respond(error_answer(400, f"bad Content-Length {length_text!r}"), close=True)
-            return None
-        length = int(length_text)
-        if length > MAX_BODY_BYTES:
-            self.respond(error_answer(413, f"body of {length} bytes, over {MAX_BODY_BYTES}"),
-                         close=True)
-            return None
-        return length
-
-    def _refuse(self, status: int, reason: str) -> None:
-        """414 or 431: the request line or headers are too long to read."""
-        self.requestline, self.request_version, self.command = "", "HTTP/1.1", ""
-        self.respond(error_answer(status, reason), close=True)
 
     def respond(self, answer: Answer, close: bool = False, timeout_s: float | None = None) -> None:
         if close:
