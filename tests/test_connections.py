@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import random
 import socket
 import socketserver
 import threading
@@ -12,9 +13,14 @@ import time
 
 import pytest
 
+from meter_simulator.device.updater import Updater
 from meter_simulator.http.web import ControlServer, json_answer
+from meter_simulator.modbus.handler import MeterDataHandler
 from meter_simulator.modbus.mbap import ConnectionHandler
+from meter_simulator.modbus.pdu import Responder
+from meter_simulator.modbus.server import device_identification, new_device
 from meter_simulator.modbus.tcp import MeterTCPServer
+from meter_simulator.model.meters import make_meter
 from meter_simulator.net.acceptor import Acceptor
 from meter_simulator.net.connections import BoundedConnections
 from support import closed_by_server, wait_for
@@ -172,7 +178,10 @@ def test_a_connection_accepted_after_close_is_closed_unserved(served):
 
 
 def modbus_server() -> MeterTCPServer:
-    return MeterTCPServer("127.0.0.1", 0, ConnectionHandler, max_clients=4)
+    device = new_device(make_meter("electric", random.Random(1)))
+    handler = MeterDataHandler(Updater([device]), device=device)
+    responder = Responder(handler, device_identification("electric"))
+    return MeterTCPServer("127.0.0.1", 0, ConnectionHandler, responder=responder, max_clients=4)
 
 
 def control_server() -> ControlServer:

@@ -26,9 +26,8 @@ class ModbusEndpoint(ModbusServer):
     def start(self) -> None:
         """Bind and listen; the MeterServer's Acceptor serves the socket. BindError with one line
         when the address cannot be served."""
-        service = MeterTCPServer(self.host, self.port, ConnectionHandler, **self.transport_options)
-        service.responder = self.responder  # what each connection asks for its answers
-        self._service = service
+        self._service = MeterTCPServer(self.host, self.port, ConnectionHandler,
+                                       responder=self.responder, **self.transport_options)
         self._evt_running.set()
 
     def stop(self) -> None:

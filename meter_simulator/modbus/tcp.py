@@ -29,9 +29,10 @@ class MeterTCPServer(BoundedConnections, socketserver.TCPServer):
     full_reason = "max_clients"
     refusal_log = log
 
-    def __init__(self, host: str, port: int, handler_class, *, max_clients: int = 100,
+    def __init__(self, host: str, port: int, handler_class, *, responder, max_clients: int = 100,
                  idle_timeout_s: float = 120.0,
                  allow: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] | None = None) -> None:
+        self.responder = responder  # the port's PDU seam (pdu.Responder): what connections ask
         self.idle_timeout_s = idle_timeout_s  # 0: never
         self.ended_counts: dict[int, int] = {}  # the request counts of connections that ended
         self.request_faults: tuple = ()  # or (this port's request faults, every port's): control.py
