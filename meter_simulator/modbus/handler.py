@@ -70,7 +70,7 @@ class MeterDataHandler(DataHandler):
     def __init__(self, updater: Updater, *, device: Device | None = None,
                  devices_by_id: dict[int, Device] | None = None, read_only: bool = False) -> None:
         self.updater = updater
-        self.device = device  # the meter answering every unit id, or None with units_by_id
+        self.device = device  # the meter answering every unit id, or None with devices_by_id
         self.devices_by_id = devices_by_id  # gateway mode: unit id -> meter
         self.read_only = read_only
         first = device if device is not None else next(iter(devices_by_id.values()))
@@ -84,11 +84,11 @@ class MeterDataHandler(DataHandler):
         info.recv_frame.pdu.raw = pdu
         return info
 
-    def unit_for(self, srv_info) -> Device | None:
+    def device_for(self, srv_info) -> Device | None:
         """The meter a request is addressed to, by its unit id (None: no such meter)."""
-        return self.unit_for_id(srv_info.recv_frame.mbap.unit_id)
+        return self.device_for_id(srv_info.recv_frame.mbap.unit_id)
 
-    def unit_for_id(self, unit_id: int) -> Device | None:
+    def device_for_id(self, unit_id: int) -> Device | None:
         """The meter that answers unit_id, or None (gateway mode, an unlisted id)."""
         return self.device if self.devices_by_id is None else self.devices_by_id.get(unit_id)
 
@@ -101,7 +101,7 @@ class MeterDataHandler(DataHandler):
             _, address, quantity = image.read_request(pdu)
             if not image.quantity_ok(function_code, quantity):
                 return exception_pdu(function_code, EXP_DATA_VALUE)
-            device = self.unit_for_id(unit_id)
+            device = self.device_for_id(unit_id)
             if device is None or device.unreachable:  # no such meter, or an offline device
                 return exception_pdu(function_code, EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
             published = device.bank.image
@@ -115,7 +115,7 @@ class MeterDataHandler(DataHandler):
 
     @guarded
     def write_coils(self, address, bits_l, srv_info):
-        device = self.unit_for(srv_info)
+        device = self.device_for(srv_info)
         if device is None:
             return answer(EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
         if self.read_only or not device.profile.coils:
@@ -136,7 +136,7 @@ class MeterDataHandler(DataHandler):
 
     @guarded
     def write_h_regs(self, address, words_l, srv_info):
-        device = self.unit_for(srv_info)
+        device = self.device_for(srv_info)
         if device is None:
             return answer(EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
         if self.read_only:

@@ -139,7 +139,7 @@ class Responder:
         function_code = pdu[0]
         if function_code in READ_FUNCTIONS and len(pdu) == READ_PDU_SIZE:
             return self.answer_read(unit_id, pdu)
-        device = self.handler.unit_for_id(unit_id)
+        device = self.handler.device_for_id(unit_id)
         if device is not None and device.unreachable:  # an offline device answers nothing at all
             return exception_pdu(function_code, EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
         if not served(pdu):
