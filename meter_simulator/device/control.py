@@ -106,7 +106,7 @@ class Control:
             values = readings.values(device.meter_type, device.shown, device, meter.panels)
             overrides = dict(device.meter.overrides)
             online = device.online
-            no_alarm = device.shown[0].in_band if device.live else device._no_alarm
+            no_alarm = device.shown[0].in_band if device.live else device.no_alarm
         return values, overrides, online, no_alarm
 
     def readings(self, meter_id) -> dict[str, float]:

@@ -54,7 +54,7 @@ class Device:
         self.comm_ok = True
         self.integrated_s = 0.0  # simulated seconds since the last tick already in the total
         self._frozen: tuple | None = None  # (reading, counters, demands) shown while not live
-        self._no_alarm = meter.reading.in_band
+        self.no_alarm = meter.reading.in_band  # coil 1 as last published (held while offline)
         self.shown: tuple = (meter.reading, meter.counters, {})  # what the last publish showed
 
     @property
@@ -114,11 +114,11 @@ class Device:
             reading, counters = self.meter.reading, self.meter.counters
             demand = self.meter.demand
             demands = demand.values if demand is not None else {}
-            self._no_alarm = reading.in_band
+            self.no_alarm = reading.in_band
         else:
             reading, counters, demands = self._frozen
         self.shown = (reading, counters, demands)
-        bits = registers.bits(self.online, self._no_alarm, self.comm_ok) if self.profile.coils else None
+        bits = registers.bits(self.online, self.no_alarm, self.comm_ok) if self.profile.coils else None
         self.bank.publish(self.map.encode(reading, counters, demands, self, bits))
 
     def publish_total(self, names: Sequence[str] = RESET_COUNTERS, maxima: bool = False) -> None:
