@@ -33,7 +33,8 @@ NAME = f"meter_simulator-{__version__}"
 IN_SDIST = ["LICENSE", "README.md", "CHANGELOG.md", "pyproject.toml", "setup.cfg",
             "meter_simulator/__init__.py", "scripts/run_meter.py",
             "scripts/systemd/meter-simulator@.service", "docs", "tests/support.py"]
-IN_WHEEL = ["meter_simulator/__init__.py", "meter_simulator/cli.py",
+IN_WHEEL = ["meter_simulator/__init__.py", "meter_simulator/app/main.py",
+            "meter_simulator/maps/builtin/seed.toml", "meter_simulator/maps/builtin/sdm630.toml",
             "meter_simulator/http/static/index.html", "meter_simulator/http/static/dashboard.js",
             f"{NAME}.dist-info/licenses/LICENSE", f"{NAME}.dist-info/entry_points.txt"]
 READ = """
