@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from ..net.acceptor import Acceptor
 from ..net.connections import BoundedConnections
-from ..net.listeners import client_ip, dual_stack, listen_or_close, resolve
+from ..net.listeners import client_ip
 from ..ratelimit import RateLimitedLog
 from .reader import DeadlineReader, Refusal, RequestDeadline, body_length, parse_headers, read_head
 
@@ -297,13 +297,9 @@ class ControlServer(BoundedConnections, http.server.HTTPServer):
         self.late = 0  # requests that did not arrive whole within their deadline
         self._log_late = RateLimitedLog(log)
         self.acceptor: Acceptor | None = None
-        self.address_family, sockaddr = resolve(host, port)
-        super().__init__(sockaddr, ControlHandler, bind_and_activate=False,
-                         max_connections=max_connections, allow=allow)
-        listen_or_close(self)
+        super().__init__((host, port), ControlHandler, max_connections=max_connections, allow=allow)
 
     def server_bind(self) -> None:
-        dual_stack(self.socket, self.address_family)
         socketserver.TCPServer.server_bind(self)  # HTTPServer's would look the host name up
         self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
 

@@ -9,7 +9,7 @@ import socketserver
 from collections.abc import Sequence
 
 from ..net.connections import BoundedConnections
-from ..net.listeners import LISTEN_BACKLOG, dual_stack, listen_or_close, resolve
+from ..net.listeners import LISTEN_BACKLOG
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +37,9 @@ class MeterTCPServer(BoundedConnections, socketserver.TCPServer):
         self.ended_counts: dict[int, int] = {}  # the request counts of connections that ended
         self.request_faults: tuple = ()  # or (this port's request faults, every port's): control.py
         self.match_fault = None  # control.Control.match, when a fault is active
-        self.address_family, sockaddr = resolve(host, port)
-        super().__init__(sockaddr, handler_class, bind_and_activate=False,
-                         max_connections=max_clients, allow=allow)
-        listen_or_close(self)
+        super().__init__((host, port), handler_class, max_connections=max_clients, allow=allow)
 
     def server_bind(self) -> None:
-        dual_stack(self.socket, self.address_family)
         self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().server_bind()
 

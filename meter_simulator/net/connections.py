@@ -7,7 +7,7 @@ import socket
 import threading
 
 from ..ratelimit import RateLimitedLog
-from .listeners import allowed
+from .listeners import allowed, dual_stack, listen_or_close, resolve
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,10 @@ class BoundedConnections:
     full_reason = "full"  # the refusal count of a connection past the limit
     refusal_log = log
 
-    def __init__(self, *args, max_connections: int, allow=None, **kwargs) -> None:
+    def __init__(self, server_address: tuple[str, int], handler_class, *, max_connections: int,
+                 allow=None) -> None:
+        """Resolve (host, port), bind (an IPv6 listener takes IPv4 clients too) and listen;
+        BindError with the system's reason, and nothing left open, when that fails."""
         self.max_connections = max_connections
         self.allow = tuple(allow) if allow is not None else None  # networks; None: any client
         self.connections_lock = threading.Lock()  # slots, counts, connections; a server's own too
@@ -42,7 +45,10 @@ class BoundedConnections:
         self.closed = threading.Event()  # set on close: connections end, and no new one starts
         self._starting = threading.Lock()  # held while a thread starts: a close sees it started
         self._log_refused = {reason: RateLimitedLog(self.refusal_log) for reason in self.refused}
-        super().__init__(*args, **kwargs)
+        self.address_family, sockaddr = resolve(*server_address)
+        super().__init__(sockaddr, handler_class, bind_and_activate=False)
+        dual_stack(self.socket, self.address_family)
+        listen_or_close(self)
 
     @property
     def clients(self) -> int:
