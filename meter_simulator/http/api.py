@@ -13,12 +13,12 @@ anything else is a bug, logged and answered 500.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import re
 from typing import Callable
 from urllib.parse import parse_qs, unquote
 
+from ..checks import JsonProblem, json_document
 from ..device.control import Control, ControlError
 from ..device.faults import FaultError, FaultLimitError, UnknownError
 from ..model.pins import PinError
@@ -99,6 +99,18 @@ def constant_time_equal(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
 
+BODY_PROBLEMS = {"utf8": "the body is not UTF-8", "depth": "bad JSON: nested too deeply",
+                 "digits": "bad JSON: a number with too many digits"}
+
+
+def body_problem(problem: JsonProblem) -> str:
+    """A request body that is no JSON, in one line."""
+    if problem.error is not None:
+        error = problem.error
+        return f"bad JSON: {error.msg} at line {error.lineno} column {error.colno}"
+    return BODY_PROBLEMS[problem.kind]
+
+
 def body_object(request: Request, *, optional: bool = False) -> dict:
     """The request body as one JSON object; BadRequest otherwise (an empty body is {} when
     optional)."""
@@ -108,15 +120,9 @@ def body_object(request: Request, *, optional: bool = False) -> dict:
             return {}
         raise BadRequest("the body must be a JSON object")
     try:
-        document = json.loads(text.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise BadRequest("the body is not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"bad JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise BadRequest("bad JSON: nested too deeply") from None
-    except ValueError:  # an integer of more digits than Python converts (int_max_str_digits)
-        raise BadRequest("bad JSON: a number with too many digits") from None
+        document = json_document(text)
+    except JsonProblem as problem:
+        raise BadRequest(body_problem(problem)) from None
     if not isinstance(document, dict):
         raise BadRequest("the body must be a JSON object")
     return document

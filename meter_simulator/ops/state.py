@@ -47,7 +47,7 @@ import time
 from collections.abc import Mapping
 from typing import Union
 
-from ..checks import is_finite_number, is_long_integer, long_integer_text
+from ..checks import JsonProblem, is_finite_number, is_long_integer, json_document, long_integer_text
 from ..model.quantities import COUNTER_MAX, ELECTRIC_COUNTERS, FLOW_COUNTERS, MAX_DEMANDS, PHASES
 
 try:
@@ -178,22 +178,28 @@ def encode(meter_type: str, meters: Mapping[str, MeterValues], saved_at_s: float
     return ("{\n" + text + body + "\n}\n").encode("utf-8")
 
 
+FILE_PROBLEMS = {"utf8": "not a state file (not UTF-8 text)",
+                 "depth": "not a state file (nested too deeply)",
+                 "digits": "not a state file (an integer of more digits than can be read)"}
+
+
+def file_problem(problem: JsonProblem) -> str:
+    """A state file that is no JSON, in one line (no file name)."""
+    if problem.error is not None:
+        error = problem.error
+        return f"not valid JSON, truncated or corrupt ({error.msg}: line {error.lineno} column {error.colno})"
+    return FILE_PROBLEMS[problem.kind]
+
+
 def decode(data: bytes, meter_type: str) -> dict[str, dict[str, float]]:
     """Every meter's values (each with every counter of its type) by key, from a version-1 or
     version-2 file's bytes; ValueError with the problem (no file name) otherwise."""
     if not data.strip():
         raise ValueError("the file is empty")
     try:
-        document = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ValueError("not a state file (not UTF-8 text)") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON, truncated or corrupt ({exc.msg}: line {exc.lineno} "
-                         f"column {exc.colno})") from None
-    except RecursionError:  # [[[[...]]]] deeper than the parser's recursion
-        raise ValueError("not a state file (nested too deeply)") from None
-    except ValueError:  # int() past sys.get_int_max_str_digits(); Python's words vary by version
-        raise ValueError("not a state file (an integer of more digits than can be read)") from None
+        document = json_document(data)
+    except JsonProblem as problem:
+        raise ValueError(file_problem(problem)) from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ValueError(f"not a state file (no \"format\": \"{FORMAT}\")")
     version = document.get("version")
