@@ -25,6 +25,7 @@ from .simulator import Simulator, host_port
 log = logging.getLogger("meter_simulator")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+PROTOCOLS = {"tcp": "Modbus/TCP", "rtu": "Modbus RTU over TCP"}  # by --framing, in the start line
 SIGNAL_POLL_S = 0.1  # longest a SIGTERM or SIGINT waits for the main thread to see it
 # SIGHUP too: a closed terminal or a dropped ssh session stops the meters as SIGTERM does
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
@@ -118,7 +119,8 @@ def check_open_file_limit(config: Config, limit: int) -> None:
 def start_line(config: Config, port: int) -> str:
     """What serves where, for the log and systemd's STATUS=: '3 electric meters serving ...'."""
     return fleet.describe(config.meter_type, host_port(config.host, port), config.count, config.unit_ids,
-                          config.profile.name if config.profile is not None else "seed")
+                          config.profile.name if config.profile is not None else "seed",
+                          PROTOCOLS[config.framing])
 
 
 def warn_if_exposed(config: Config) -> None:
@@ -162,7 +164,7 @@ def run(config: Config, stop: threading.Event, signalled: list[int], in_process:
         service.stopping()
         simulator.stop()
         simulator.stopped()  # after the updater: the last tick's totals are saved
-    log.info("%s stopped", serving.replace(" serving Modbus/TCP", "", 1))
+    log.info("%s stopped", serving.replace(f" serving {PROTOCOLS[config.framing]}", "", 1))
     return EXIT_FAILURE if server.updater.failed else EXIT_OK
 
 

@@ -16,7 +16,7 @@ from ..maps.profiles import ProfileError, profile_named
 from ..model.meters import METER_TYPES
 
 USAGE = """\
-meter-simulator: a utility meter (electric, water or gas) served over Modbus/TCP.
+meter-simulator: a utility meter (electric, water or gas) served over Modbus/TCP or RTU.
 
 Usage:
   meter-simulator [options]
@@ -40,7 +40,17 @@ Options:
   --save-interval SECONDS  How often the totals are saved, 1 to 86400 [default: 60].
   --count N                N meters on consecutive ports from --port, 1 to 10000 [default: 1].
   --unit-ids LIST          Gateway mode: a meter per listed unit id (1 to 247), e.g. 1-32 or
-                           1,5,7; other unit ids get exception 0x0B [default: all].
+                           1,5,7; other unit ids get exception 0x0B (silence on RTU)
+                           [default: all].
+  --framing FRAMING        What every TCP port speaks: tcp (Modbus/TCP) or rtu (RTU over TCP,
+                           as an RS485-to-Ethernet converter would) [default: tcp].
+  --serial DEVICE|pty[:LINK]  Also serve the meters as RTU slaves on a serial line: a device
+                           like /dev/ttyUSB0, or pty for a pseudo-terminal, LINK a symbolic
+                           link to it [default: none].
+  --baud N                 Serial line speed, 1200 to 921600; it sets the RTU timing
+                           [default: 9600].
+  --parity PARITY          Serial parity: N (none), E (even) or O (odd) [default: N].
+  --stopbits N             Serial stop bits: 1 or 2 [default: 1].
   --max-clients N          Connections served at once per port, 1 to 10000 [default: 100].
   --idle-timeout SECONDS   Close a connection with no complete request for this long,
                            0 to 86400; 0 never closes [default: 120].
@@ -95,6 +105,11 @@ class Config:
     pv_kwp: float = 0.0
     http: tuple[str, int] | None = None  # the control port's host and port; None: off
     http_token: str | None = field(default=None, repr=False)  # never printed
+    framing: str = "tcp"  # what every TCP port speaks: "tcp" (MBAP) or "rtu" (RTU over TCP)
+    serial: str | None = None  # "pty", "pty:LINK" or a device path; None: no serial line
+    baud: int = 9600
+    parity: str = "N"
+    stopbits: int = 1
     show_help: bool = False
     show_version: bool = False
 
@@ -326,6 +341,46 @@ def size(nbytes: int) -> str:
     return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
 
 
+def control_port(args: dict) -> tuple[tuple[str, int] | None, str | None]:
+    """--http and --http-token-file, checked: (host, port) or None, and the token or None."""
+    http = None if args["--http"] == "off" else http_address(args["--http"])
+    if args["--http-token-file"] == "none":
+        return http, None
+    if http is None:
+        raise UsageError("--http-token-file protects the control port: give --http too")
+    return http, token_file(args["--http-token-file"])
+
+
+FRAMINGS = ("tcp", "rtu")
+LINE_OPTIONS = ("--baud", "--parity", "--stopbits")
+
+
+def serial_line(args: dict, argv: Sequence[str], count: int) -> dict:
+    """The RTU options, checked: framing, serial, baud, parity, stopbits (Config's fields)."""
+    framing = choice("--framing", FRAMINGS)(args["--framing"])
+    serial = None if args["--serial"] == "none" else args["--serial"]
+    if serial is not None:
+        if not serial.strip():
+            raise UsageError("--serial must name a device, or pty, or pty:LINK, not ''")
+        if serial.startswith("pty:") and not serial[4:].strip():
+            raise UsageError(f"--serial {serial} has an empty LINK: give pty or pty:/path/to/link")
+        if count > 1:
+            raise UsageError(f"--serial serves one port's meters, not those of --count {count}")
+    if serial is None and framing != "rtu":
+        given = {item.longer for item in given_options(argv) if isinstance(item, Option)}
+        for name in LINE_OPTIONS:
+            if name in given:
+                raise UsageError(f"{name} sets an RTU line: give --serial or --framing rtu too")
+    parity = args["--parity"]
+    if parity.upper() not in ("N", "E", "O"):
+        raise UsageError(f"--parity must be N, E or O, not {parity!r}")
+    stopbits = args["--stopbits"]
+    if stopbits not in ("1", "2"):
+        raise UsageError(f"--stopbits must be 1 or 2, not {stopbits!r}")
+    return {"framing": framing, "serial": serial, "baud": integer("--baud", 1200, 921600)(args["--baud"]),
+            "parity": parity.upper(), "stopbits": int(stopbits)}
+
+
 def parse_args(argv: Sequence[str], memory_bytes: int | None = None) -> Config:
     """The checked configuration for argv; UsageError with a one-line reason otherwise.
 
@@ -357,14 +412,11 @@ def parse_args(argv: Sequence[str], memory_bytes: int | None = None) -> Config:
     pv_kwp = number("--pv-kwp", 0, 40)(args["--pv-kwp"])
     if pv_kwp and meter_type != "electric":
         raise UsageError(f"--pv-kwp puts solar panels behind an electric meter, not a {meter_type} meter")
-    http = None if args["--http"] == "off" else http_address(args["--http"])
-    http_token = None
-    if args["--http-token-file"] != "none":
-        if http is None:
-            raise UsageError("--http-token-file protects the control port: give --http too")
-        http_token = token_file(args["--http-token-file"])
+    http, http_token = control_port(args)
     check_fleet_size(count, unit_ids, memory_bytes, meter_bytes(profile, meter_type, pv_kwp))
+    line = serial_line(args, argv, count)
     return Config(
+        **line,
         meter_type=meter_type,
         profile=profile,
         pv_kwp=pv_kwp,

@@ -15,6 +15,7 @@ from typing import Callable
 
 from ..device import fleet
 from ..device.control import Control
+from ..modbus import rtu
 from ..modbus.server import MeterServer, new_device
 from ..net.listeners import BindError
 from ..ops.service import Service
@@ -44,6 +45,9 @@ def build_server(config: Config, on_failure=None,
     return MeterServer(config.host, endpoints, interval_s=config.interval_s, speed=config.speed,
                        read_only=config.read_only, max_clients=config.max_clients,
                        idle_timeout_s=config.idle_timeout_s, allow=config.allow,
+                       framing=config.framing,
+                       tcp_silence_s=max(rtu.silence_s(config.baud, config.parity, config.stopbits),
+                                         rtu.TCP_SILENCE_S),
                        on_failure=on_failure, tick_context=tick_context)
 
 

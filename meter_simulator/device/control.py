@@ -282,7 +282,8 @@ class Control:
         shared = self._request_faults_by_port.get(None, ())
         return (own, shared) if own or shared else ()
 
-    def match(self, request_faults: tuple, unit_id: int, function_code: int) -> ActiveFault | None:
+    def match(self, request_faults: tuple, unit_id: int, function_code: int,
+              face=None) -> ActiveFault | None:
         """The fault that acts on a request (the oldest that applies after its draw), counted;
         request_faults: what the request's port holds (see request_faults)."""
         own, shared = request_faults

@@ -33,6 +33,20 @@ PARAMETERS = {"delay": {"delay_ms"}, "no_answer": {"delay_ms"}, "close": {"delay
 SCOPE_KEYS = frozenset({"port", "unit_id", "meter"})
 
 
+@dataclass(frozen=True)
+class Face:
+    """Where a request arrives: kind "tcp" (a TCP port, whatever its framing) or "serial" (the
+    serial line), and the framing it speaks there, "mbap" or "rtu"."""
+
+    kind: str
+    framing: str
+
+
+MBAP_TCP = Face("tcp", "mbap")
+RTU_TCP = Face("tcp", "rtu")
+RTU_SERIAL = Face("serial", "rtu")
+
+
 class FaultError(ValueError):
     """A fault that cannot be made: the message is one line (HTTP 400)."""
 

@@ -75,18 +75,19 @@ def id_ranges(ids: Sequence[int]) -> str:
 
 
 def describe(meter_type: str, host_port: str, count: int, unit_ids: Sequence[int] | None,
-             profile: str = "seed") -> str:
+             profile: str = "seed", protocol: str = "Modbus/TCP") -> str:
     """The start line: which meters serve on which port(s) and unit ids, through which profile
     (named after the meter word, unless it is the seed map).
 
-    host_port names the first port; a fleet of ports adds -last (127.0.0.1:5020-5029).
+    host_port names the first port; a fleet of ports adds -last (127.0.0.1:5020-5029). protocol:
+    what the ports speak, "Modbus/TCP" or "Modbus RTU over TCP".
     """
     meters = count * (len(unit_ids) if unit_ids is not None else 1)
     where = host_port if count == 1 else f"{host_port}-{int(host_port.rsplit(':', 1)[1]) + count - 1}"
     through = "" if profile == "seed" else f" ({profile})"
     if meters == 1 and unit_ids is None:
-        return f"{meter_type} meter{through} serving Modbus/TCP on {where}"
-    text = f"{meters} {meter_type} meters{through} serving Modbus/TCP on {where}"
+        return f"{meter_type} meter{through} serving {protocol} on {where}"
+    text = f"{meters} {meter_type} meters{through} serving {protocol} on {where}"
     if unit_ids is not None:
         text += f", unit ids {id_ranges(unit_ids)}" + (" on each port" if count > 1 else "")
     return text

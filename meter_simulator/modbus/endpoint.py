@@ -12,22 +12,31 @@ from pyModbusTCP.server import ModbusServer
 
 from .mbap import ConnectionHandler
 from .pdu import Responder
+from .rtu import TCP_SILENCE_S, RtuBus
+from .rtutcp import RtuConnectionHandler
 from .tcp import MeterTCPServer
 
 
 class ModbusEndpoint(ModbusServer):
     """pyModbusTCP's ModbusServer (its data handler and identification) on our TCP server."""
 
-    def __init__(self, *args, transport_options: dict | None = None, **kwargs) -> None:
+    def __init__(self, *args, transport_options: dict | None = None, framing: str = "tcp",
+                 silence_s: float = TCP_SILENCE_S, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.transport_options = transport_options or {}  # MeterTCPServer's limits and allow list
         self.responder = Responder(self.data_hdl, self.device_id)
+        self.bus = RtuBus(self.responder)  # the port's meters as RTU slaves (RTU over TCP, serial)
+        self.framing = framing  # what the port speaks: "tcp" (MBAP) or "rtu"
+        self.silence_s = silence_s  # RTU over TCP: what discards a partial frame
 
     def start(self) -> None:
         """Bind and listen; the MeterServer's Acceptor serves the socket. BindError with one line
         when the address cannot be served."""
-        self._service = MeterTCPServer(self.host, self.port, ConnectionHandler,
-                                       responder=self.responder, **self.transport_options)
+        rtu = self.framing == "rtu"
+        self._service = MeterTCPServer(self.host, self.port,
+                                       RtuConnectionHandler if rtu else ConnectionHandler,
+                                       responder=self.responder, bus=self.bus if rtu else None,
+                                       silence_s=self.silence_s, **self.transport_options)
         self._evt_running.set()
 
     def stop(self) -> None:

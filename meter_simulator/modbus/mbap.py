@@ -9,6 +9,8 @@ import time
 
 from pyModbusTCP.server import ModbusServer
 
+from ..device.faults import MBAP_TCP
+
 log = logging.getLogger(__name__)
 
 # what a request's answer was, in the per-connection counts (key: function code << 2 | result)
@@ -33,9 +35,75 @@ class IdleTimeout(ModbusServer.NetworkError):
     """No complete request within the idle timeout: the connection is closed."""
 
 
-class ConnectionHandler(ModbusServer.ModbusService):
+class Exchange:
+    """A face's bookkeeping of one request and the request faults acted out on it: the counts by
+    function code and result, and inject(). A face frames its answers (frame, garbled), finds the
+    normal answer (answer_pdu), waits (hold), sends (send_all) and restarts its idle clock
+    (mark_active); mbap.py's connections, rtutcp.py's and the serial line (line.py) do."""
+
+    counts: dict[int, int]
+
+    def count(self, function_code: int, answer_pdu: bytes | None, result: int) -> None:
+        """Count one request (before its answer is sent) and the exception answer it gets."""
+        counts = self.counts
+        key = function_code << 2 | result
+        counts[key] = counts.get(key, 0) + 1
+        if answer_pdu is not None and len(answer_pdu) >= 2 and answer_pdu[0] & 0x80:
+            key = EXCEPTION_KEY + answer_pdu[1]
+            counts[key] = counts.get(key, 0) + 1
+
+    def frame(self, header, unit_id: int, answer_pdu: bytes) -> bytes:
+        """The answer ADU: the MBAP header (header: the request's transaction id), then the PDU."""
+        return MBAP.pack(header, 0, len(answer_pdu) + 1, unit_id) + answer_pdu
+
+    def garbled(self, frame: bytes, mode: str) -> bytes:
+        """An answer ADU as a corrupt fault in this mode garbles it."""
+        return corrupted(frame, mode)
+
+    def answer_pdu(self, unit_id: int, pdu: bytes) -> bytes | None:
+        """The normal answer PDU (None: none), for a fault that acts on the exchange."""
+        return self.server.responder.answer(unit_id, pdu)
+
+    def inject(self, fault, header, unit_id: int, pdu: bytes) -> None:
+        """Act out a fault on this request instead of the normal exchange (faults.py); raises
+        NetworkError when the fault ends the connection. header: what frame() needs."""
+        function_code = pdu[0]
+        if fault.delay_s:
+            self.hold(fault.delay_s)
+            self.mark_active()  # the wait was ours, not the client's: its idle time starts now
+        kind = fault.type
+        if kind in ("delay", "corrupt"):  # executed when the answer is built
+            answer_pdu = self.answer_pdu(unit_id, pdu)
+            self.count(function_code, answer_pdu, RESULT_FAULT)
+            if answer_pdu is None:
+                return
+            answer = self.frame(header, unit_id, answer_pdu)
+            if kind == "corrupt":
+                answer = self.garbled(answer, fault.parameters["mode"])
+            self.send_all(answer)
+        elif kind == "exception":
+            answer_pdu = bytes(((function_code | 0x80) & 0xFF, fault.parameters["code"]))
+            self.count(function_code, answer_pdu, RESULT_FAULT)
+            self.send_all(self.frame(header, unit_id, answer_pdu))
+        elif kind == "no_answer":
+            self.count(function_code, None, RESULT_FAULT)
+        elif kind == "close":
+            self.count(function_code, None, RESULT_FAULT)
+            try:
+                self.request.shutdown(socket.SHUT_WR)  # FIN now, whatever is still unread
+            except OSError:
+                pass
+            raise ModbusServer.NetworkError("closed by a fault")
+        elif kind == "reset":
+            self.count(function_code, None, RESULT_FAULT)
+            self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+            raise ModbusServer.NetworkError("reset by a fault")
+
+
+class ConnectionHandler(Exchange, ModbusServer.ModbusService):
     """One connection: MBAP frames in and out around the port's PDU seam (server.responder),
-    with strict framing, an idle timeout and IPv6 peers."""
+    with strict framing, an idle timeout and IPv6 peers. The fault acting (inject, hold) is
+    framing-agnostic: rtutcp.py's RTU connections reuse it through frame/garbled/answer_pdu."""
 
     def setup(self) -> None:
         self.counts: dict[int, int] = {}  # requests by function code << 2 | result, exceptions
@@ -109,15 +177,6 @@ class ConnectionHandler(ModbusServer.ModbusService):
             raise FramingError(f"MBAP length {length}, not {MIN_MBAP_LENGTH} to {MAX_MBAP_LENGTH}")
         return tid, length, unit_id
 
-    def count(self, function_code: int, answer_pdu: bytes | None, result: int) -> None:
-        """Count one request (before its answer is sent) and the exception answer it gets."""
-        counts = self.counts
-        key = function_code << 2 | result
-        counts[key] = counts.get(key, 0) + 1
-        if answer_pdu is not None and len(answer_pdu) >= 2 and answer_pdu[0] & 0x80:
-            key = EXCEPTION_KEY + answer_pdu[1]
-            counts[key] = counts.get(key, 0) + 1
-
     def handle(self) -> None:
         peer = ("?", 0)
         server = self.server
@@ -133,7 +192,7 @@ class ConnectionHandler(ModbusServer.ModbusService):
                 self.mark_active()
                 request_faults = server.request_faults
                 if request_faults:
-                    fault = server.match_fault(request_faults, unit_id, pdu[0])
+                    fault = server.match_fault(request_faults, unit_id, pdu[0], MBAP_TCP)
                     if fault is not None:
                         self.inject(fault, tid, unit_id, pdu)
                         continue
@@ -155,41 +214,6 @@ class ConnectionHandler(ModbusServer.ModbusService):
         finally:
             self.request.close()
             server.unregister(self)
-
-    def inject(self, fault, tid: int, unit_id: int, pdu: bytes) -> None:
-        """Act out a fault on this request instead of the normal exchange (faults.py); raises
-        NetworkError when the fault ends the connection."""
-        function_code = pdu[0]
-        if fault.delay_s:
-            self.hold(fault.delay_s)
-            self.mark_active()  # the wait was ours, not the client's: its idle time starts now
-        kind = fault.type
-        if kind in ("delay", "corrupt"):  # executed when the answer is built
-            answer_pdu = self.server.responder.answer(unit_id, pdu)
-            self.count(function_code, answer_pdu, RESULT_FAULT)
-            if answer_pdu is None:
-                return
-            answer = MBAP.pack(tid, 0, len(answer_pdu) + 1, unit_id) + answer_pdu
-            if kind == "corrupt":
-                answer = corrupted(answer, fault.parameters["mode"])
-            self.send_all(answer)
-        elif kind == "exception":
-            answer_pdu = bytes(((function_code | 0x80) & 0xFF, fault.parameters["code"]))
-            self.count(function_code, answer_pdu, RESULT_FAULT)
-            self.send_all(MBAP.pack(tid, 0, len(answer_pdu) + 1, unit_id) + answer_pdu)
-        elif kind == "no_answer":
-            self.count(function_code, None, RESULT_FAULT)
-        elif kind == "close":
-            self.count(function_code, None, RESULT_FAULT)
-            try:
-                self.request.shutdown(socket.SHUT_WR)  # FIN now, whatever is still unread
-            except OSError:
-                pass
-            raise ModbusServer.NetworkError("closed by a fault")
-        elif kind == "reset":
-            self.count(function_code, None, RESULT_FAULT)
-            self.request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
-            raise ModbusServer.NetworkError("reset by a fault")
 
     def hold(self, delay_s: float) -> None:
         """Wait delay_s (only this connection waits) while watching the socket: what the client

@@ -20,6 +20,7 @@ from ..net.acceptor import Acceptor
 from ..net.listeners import BindError
 from .endpoint import ModbusEndpoint
 from .handler import MeterDataHandler
+from .rtu import TCP_SILENCE_S
 from .tcp import MeterTCPServer
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ class MeterServer:
 
     def __init__(self, host: str, endpoints: list[PortPlan], *, interval_s: float = 1.0,
                  speed: float = 1.0, read_only: bool = False, max_clients: int = 100,
-                 idle_timeout_s: float = 120.0, allow=None,
+                 idle_timeout_s: float = 120.0, allow=None, framing: str = "tcp",
+                 tcp_silence_s: float = TCP_SILENCE_S,
                  on_failure: Callable[[], None] | None = None,
                  on_tick: Callable[[], None] | None = None,
                  tick_context: Callable[[], AbstractContextManager] | None = None) -> None:
@@ -102,8 +104,10 @@ class MeterServer:
                                                      read_only=read_only),
                            device_id=device_identification(devices[0].meter_type,
                                                            devices[0].profile.name),
-                           transport_options=self.transport_options)
+                           transport_options=self.transport_options, framing=framing,
+                           silence_s=tcp_silence_s)
             for endpoint in endpoints]
+        self.framing = framing  # what every TCP port speaks: "tcp" (MBAP) or "rtu"
 
     @property
     def ports(self) -> list[int]:

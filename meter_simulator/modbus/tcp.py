@@ -29,10 +29,13 @@ class MeterTCPServer(BoundedConnections, socketserver.TCPServer):
     full_reason = "max_clients"
     refusal_log = log
 
-    def __init__(self, host: str, port: int, handler_class, *, responder, max_clients: int = 100,
+    def __init__(self, host: str, port: int, handler_class, *, responder, bus=None,
+                 silence_s: float = 0.0, max_clients: int = 100,
                  idle_timeout_s: float = 120.0,
                  allow: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] | None = None) -> None:
         self.responder = responder  # the port's PDU seam (pdu.Responder): what connections ask
+        self.bus = bus  # RTU over TCP: the port's meters on their bus (rtu.RtuBus); None: MBAP
+        self.silence_s = silence_s  # RTU over TCP: the silence that discards a partial frame
         self.idle_timeout_s = idle_timeout_s  # 0: never
         self.ended_counts: dict[int, int] = {}  # the request counts of connections that ended
         self.request_faults: tuple = ()  # or (this port's request faults, every port's): control.py
