@@ -315,3 +315,23 @@ def closed_by_server(sock: socket.socket, timeout: float = 10.0) -> bool:
         return True
     except socket.timeout:
         return False
+
+
+def scrape(http_url: str) -> dict:
+    """GET /metrics of a control port, as Prometheus' own parser reads it: families by name."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urlopen(http_url + "metrics", timeout=10) as answer:
+        text = answer.read().decode("utf-8")
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def rtu_frames(families: dict, face: str, result: str) -> float | None:
+    """meter_simulator_rtu_frames_total{face, result}; None when the series is not exported."""
+    family = families.get("meter_simulator_rtu_frames")
+    for sample in family.samples if family is not None else ():
+        if sample.labels == {"face": face, "result": result}:
+            return sample.value
+    return None

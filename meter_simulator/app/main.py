@@ -18,6 +18,7 @@ except ImportError:  # no open file limit to raise on this platform
 from .. import __version__
 from ..device import fleet
 from ..net.listeners import BindError, is_loopback
+from ..net.serialline import SerialLineError
 from ..ops.state import StateError
 from .options import USAGE, Config, UsageError, parse_args, short_usage
 from .simulator import Simulator, host_port
@@ -123,6 +124,14 @@ def start_line(config: Config, port: int) -> str:
                           PROTOCOLS[config.framing])
 
 
+def serial_start_line(config: Config, line) -> str:
+    """What the serial line serves: '... serving Modbus RTU on serial /dev/pts/4 (9600 8N1, link
+    /tmp/meter.tty)'; tools find the path with the expression 'Modbus RTU on serial (\\S+) '."""
+    where = f"serial {line.path} ({line.settings.describe()}" + (f", link {line.link})" if line.link else ")")
+    return fleet.describe(config.meter_type, where, 1, config.unit_ids,
+                          config.profile.name if config.profile is not None else "seed", "Modbus RTU")
+
+
 def warn_if_exposed(config: Config) -> None:
     """Warn when anyone on the network could change the meters: writes open off loopback, or a
     control port off loopback without a token."""
@@ -143,13 +152,15 @@ def run(config: Config, stop: threading.Event, signalled: list[int], in_process:
                           tick_context=short_gil_slices if fleet_ticks else None)
     try:
         simulator.open()  # a bad state file or a port in use starts nothing
-    except (StateError, BindError) as exc:
+    except (StateError, BindError, SerialLineError) as exc:
         print(f"meter-simulator: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     server, service = simulator.server, simulator.service
     simulator.serve()
     serving = start_line(config, server.port)
     log.info("%s", serving)
+    if server.line is not None:
+        log.info("%s", serial_start_line(config, server.line.line))
     if simulator.http is not None:
         log.info("control port on %s", simulator.http_url)
     warn_if_exposed(config)

@@ -18,6 +18,7 @@ from ..device.control import Control
 from ..modbus import rtu
 from ..modbus.server import MeterServer, new_device
 from ..net.listeners import BindError
+from ..net.serialline import LineSettings
 from ..ops.service import Service
 from .options import Config
 
@@ -71,8 +72,9 @@ class Simulator:
         return f"http://{host_port(self.config.http[0], self.http.port)}/"
 
     def open(self) -> None:
-        """Restore the state file and bind every port (Modbus, then control); StateError or
-        BindError with one line, and nothing left bound or locked, when that cannot be done.
+        """Restore the state file, bind every port (Modbus, then control) and open the serial line;
+        StateError, BindError or SerialLineError with one line, and nothing left bound, locked or
+        linked, when that cannot be done.
 
         Ports asked for as 0 (the Python API) are bound first: the meters' ids and the state
         file's keys follow the ports they get."""
@@ -90,7 +92,9 @@ class Simulator:
                 self.server.rekey()
                 self._restore()
             self.control = Control(self.server.updater, self.server.plan, seed=config.seed,
-                                   on_request_faults=self._request_faults)
+                                   on_request_faults=self._request_faults, framing=config.framing)
+            if config.serial is not None:
+                self._open_serial()
             if config.http is not None:
                 self.http = self._control_port()
         except BaseException:
@@ -100,6 +104,22 @@ class Simulator:
             if self.control is not None:
                 self.control.close()
             raise
+
+    def _open_serial(self) -> None:
+        """The serial line for the port's meters (SerialLineError: one line), told to the control
+        core (the API's serial field, the faults' serial face)."""
+        config = self.config
+        settings = LineSettings(config.baud, config.parity, config.stopbits)
+        line = self.server.open_serial(config.serial, settings).line
+        self.control.set_serial({"port": self.server.port, "path": line.path, "link": line.link,
+                                 "baud": settings.baud, "parity": settings.parity,
+                                 "stopbits": settings.stopbits})
+
+    @property
+    def serial_path(self) -> str | None:
+        """The path serial clients open (a pty's client side), or None without a serial line."""
+        line = self.server.line
+        return line.line.path if line is not None else None
 
     def _restore(self) -> None:
         config = self.config
@@ -147,6 +167,9 @@ class Simulator:
         for service in self.server.services:
             if service.socket.fileno() < 0:
                 reasons.append(f"Modbus port {service.server_address[1]} is closed")
+        line = self.server.line
+        if line is not None and line.error is not None:
+            reasons.append(line.error)
         return reasons
 
     def stop(self) -> None:

@@ -59,8 +59,11 @@ class Control:
 
     def __init__(self, updater: Updater, plan: Sequence[PortPlan], *, seed: int | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 on_request_faults: Callable[[dict[int, tuple]], None] | None = None) -> None:
+                 on_request_faults: Callable[[dict[int, tuple]], None] | None = None,
+                 framing: str = "tcp") -> None:
         self.updater = updater
+        self.framing = framing
+        self.serial = None
         self._clock = clock
         self._seed = seed
         self._on_request_faults = on_request_faults
@@ -164,6 +167,9 @@ class Control:
                 "units": dict(readings.symbols(meter.device.meter_type, meter.panels)),
                 "overrides": overrides,
                 "faults": [fault.as_dict(self._clock()) for fault in self._faults_of(meter)]}
+
+    def set_serial(self, serial) -> None:
+        self.serial = serial
 
     # --- changing meters ---
     def set_overrides(self, meter_id, changes) -> dict:

@@ -18,6 +18,7 @@ from ..device.faults import FAULT_TYPES
 from ..device.updater import TICK_BUCKETS_S
 from ..modbus.mbap import EXCEPTION_KEY, RESULT_EXCEPTION, RESULT_FAULT
 from ..modbus.pdu import SUPPORTED_FUNCTIONS
+from ..modbus.rtu import FRAME_KEY, FRAME_RESULTS
 from ..modbus.server import MeterServer
 
 # the text format 0.0.4, which the library's newer releases no longer make their default
@@ -38,18 +39,7 @@ class SimulatorCollector:
 
     def collect(self):
         services = self.server.services
-        requests: dict[tuple[str, str], int] = {}
-        exceptions: dict[str, int] = {}
-        for service in services:
-            for key, value in service.request_counts().items():
-                if key >= EXCEPTION_KEY:
-                    code = str(key - EXCEPTION_KEY)
-                    exceptions[code] = exceptions.get(code, 0) + value
-                    continue
-                function_code, result = key >> 2, key & 3
-                label = (str(function_code) if function_code in SUPPORTED_FUNCTIONS else "other",
-                         RESULTS[result])
-                requests[label] = requests.get(label, 0) + value
+        requests, exceptions, frames = self.request_counts()
         family = CounterMetricFamily(PREFIX + "modbus_requests", "Modbus requests answered or faulted",
                                      labels=("function", "result"))
         for labels, value in sorted(requests.items()):
@@ -61,6 +51,12 @@ class SimulatorCollector:
         for code, value in sorted(exceptions.items(), key=lambda item: int(item[0])):
             family.add_metric((code,), value)
         yield family
+        if frames:
+            family = CounterMetricFamily(PREFIX + "rtu_frames", "RTU frames received, by what they were",
+                                         labels=("face", "result"))
+            for labels, value in frames.items():
+                family.add_metric(labels, value)
+            yield family
         family = CounterMetricFamily(PREFIX + "faults_applied", "Times a fault acted", labels=("type",))
         applied = self.control.applied_counts()
         for kind in FAULT_TYPES:
@@ -75,6 +71,41 @@ class SimulatorCollector:
         for reason in ("max_clients", "allow"):
             family.add_metric((reason,), sum(service.refused[reason] for service in services))
         yield family
+        yield from self.tick_metrics()
+        yield from self.control_port_metrics()
+        yield from self.meter_metrics()
+        yield GaugeMetricFamily(PREFIX + "uptime_seconds", "Seconds since start",
+                                value=self.control.uptime_s())
+
+    def request_counts(self) -> tuple[dict, dict, dict]:
+        """Every face's counts summed: requests by (function, result), exceptions by code, and RTU
+        frames by (face, result), with every pair of the faces the run has (zeros included)."""
+        requests: dict[tuple[str, str], int] = {}
+        exceptions: dict[str, int] = {}
+        frames: dict[tuple[str, str], int] = {}
+        faces = [("tcp", service) for service in self.server.services]
+        if self.server.framing == "rtu":
+            frames.update((("tcp", result), 0) for result in FRAME_RESULTS)
+        if self.server.line is not None:
+            faces.append(("serial", self.server.line))
+            frames.update((("serial", result), 0) for result in FRAME_RESULTS)
+        for face, source in faces:
+            for key, value in source.request_counts().items():
+                if key >= FRAME_KEY:
+                    label = (face, FRAME_RESULTS[key - FRAME_KEY])
+                    frames[label] = frames.get(label, 0) + value
+                elif key >= EXCEPTION_KEY:
+                    code = str(key - EXCEPTION_KEY)
+                    exceptions[code] = exceptions.get(code, 0) + value
+                else:
+                    function_code, result = key >> 2, key & 3
+                    label = (str(function_code) if function_code in SUPPORTED_FUNCTIONS else "other",
+                             RESULTS[result])
+                    requests[label] = requests.get(label, 0) + value
+        return requests, exceptions, frames
+
+    def tick_metrics(self):
+        """Ticks, how long they took and how late the last one started."""
         updater = self.server.updater
         yield CounterMetricFamily(PREFIX + "ticks", "Ticks since start", value=updater.ticks)
         times = updater.tick_seconds
@@ -87,10 +118,6 @@ class SimulatorCollector:
                                     buckets=buckets, sum_value=sum_s)
         yield GaugeMetricFamily(PREFIX + "tick_lag_seconds", "How late the last tick started",
                                 value=updater.lag_s)
-        yield from self.control_port_metrics()
-        yield from self.meter_metrics()
-        yield GaugeMetricFamily(PREFIX + "uptime_seconds", "Seconds since start",
-                                value=self.control.uptime_s())
 
     def control_port_metrics(self):
         """The control port's refused connections and late requests (never counted with Modbus's)."""

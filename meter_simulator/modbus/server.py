@@ -18,8 +18,10 @@ from ..maps.points import Profile
 from ..model.meters import Meter
 from ..net.acceptor import Acceptor
 from ..net.listeners import BindError
+from ..net.serialline import LineSettings, open_line
 from .endpoint import ModbusEndpoint
 from .handler import MeterDataHandler
+from .line import RtuLine
 from .rtu import TCP_SILENCE_S
 from .tcp import MeterTCPServer
 
@@ -108,6 +110,7 @@ class MeterServer:
                            silence_s=tcp_silence_s)
             for endpoint in endpoints]
         self.framing = framing  # what every TCP port speaks: "tcp" (MBAP) or "rtu"
+        self.line: RtuLine | None = None  # the serial face, once open_serial() opened it
 
     @property
     def ports(self) -> list[int]:
@@ -154,11 +157,20 @@ class MeterServer:
                 with self.updater.lock:
                     device.publish()
 
+    def open_serial(self, spec: str, settings: LineSettings) -> RtuLine:
+        """After bind(): open the serial line ("pty", "pty:LINK" or a device) for the first port's
+        meters, to be served from serve(); SerialLineError with one line when it cannot be."""
+        endpoint = self.endpoints[0]
+        self.line = RtuLine(open_line(spec, settings), endpoint.bus, endpoint.bound_port)
+        return self.line
+
     def serve(self) -> None:
-        """Accept connections on the bound ports and start ticking."""
+        """Accept connections on the bound ports, serve the serial line and start ticking."""
         try:
             self.acceptor = Acceptor(self.services)
             self.acceptor.start()
+            if self.line is not None:
+                self.line.start()
         except BaseException:
             self.stop()
             raise
@@ -167,13 +179,16 @@ class MeterServer:
     def set_request_faults(self, changes: Mapping[int, tuple], match) -> None:
         """Give these ports' connections the request faults that may act there now, by port:
         () or (the port's own, every port's) (control.Control.request_faults)."""
+        line = self.line
         for port, request_faults in changes.items():
-            service = self._services_by_port[port]
-            service.match_fault = match  # first: a connection that sees a fault can match it
-            service.request_faults = request_faults
+            holders = [self._services_by_port[port]] + ([line] if line is not None and line.port == port
+                                                        else [])
+            for holder in holders:
+                holder.match_fault = match  # first: a connection that sees a fault can match it
+                holder.request_faults = request_faults
 
     def stop(self) -> None:
-        """Stop ticking and close every endpoint and connection; safe to call twice."""
+        """Stop ticking and close every endpoint, connection and the serial line; safe twice."""
         self.updater.stop()
         if self.acceptor is not None:
             self.acceptor.stop()
@@ -182,6 +197,8 @@ class MeterServer:
             endpoint.stop()
         for service in services:
             service.end_connections()
+        if self.line is not None:
+            self.line.stop()
 
     def __enter__(self) -> MeterServer:
         self.start()

@@ -20,7 +20,8 @@ OPTIONS = {"type": "--type", "count": "--count", "unit_ids": "--unit-ids", "inte
            "speed": "--speed", "seed": "--seed", "read_only": None, "allow": "--allow",
            "max_clients": "--max-clients", "idle_timeout": "--idle-timeout",
            "state_file": "--state-file", "save_interval": "--save-interval", "profile": "--profile",
-           "pv_kwp": "--pv-kwp", "host": "--address", "port": "--port"}
+           "pv_kwp": "--pv-kwp", "host": "--address", "port": "--port", "framing": "--framing",
+           "serial": "--serial", "baud": "--baud", "parity": "--parity", "stopbits": "--stopbits"}
 EXTRA = ("http", "http_token")
 
 
@@ -113,8 +114,10 @@ class MeterSimulator:
     """Meters on 127.0.0.1, free ports unless port= is given; start() or a with block runs them.
 
     Keywords: type, count, unit_ids, interval, speed, seed, read_only, allow, max_clients,
-    idle_timeout, state_file, save_interval, profile, pv_kwp, host, port; http=True serves
-    the control port on a free loopback port (or http="HOST:PORT"), http_token requires it.
+    idle_timeout, state_file, save_interval, profile, pv_kwp, host, port, framing ("tcp" or
+    "rtu"), serial ("pty", "pty:LINK" or a device; serial_path is what clients open), baud,
+    parity, stopbits; http=True serves the control port on a free loopback port (or
+    http="HOST:PORT"), http_token requires it.
     """
 
     def __init__(self, **keywords) -> None:
@@ -187,6 +190,12 @@ class MeterSimulator:
     def http_url(self) -> str | None:
         """The control port's URL (http=True), e.g. http://127.0.0.1:41234/; None without."""
         return self._running().http_url
+
+    @property
+    def serial_path(self) -> str | None:
+        """The path serial clients open (serial="pty": the pty's client side, e.g. /dev/pts/4;
+        never the link); None without a serial line."""
+        return self._running().serial_path
 
     def _running(self) -> Simulator:
         if self._simulator is None:
