@@ -94,6 +94,10 @@ def test_an_error_that_is_no_refusal_of_the_core_is_a_logged_500(sim, monkeypatc
     ("/api/meters/{m}/online", b'{"online": 1}', 400), ("/api/meters/{m}/total", b'{"total": 1e400}', 400),
     ("/api/faults", b'{"type": "steam"}', 400),
     ("/api/faults", b'{"type": "freeze", "scope": {"port": 1}}', 404),
+    ("/api/faults", b'{"type": "delay", "delay_ms": 5, "scope": {"face": "serial"}}', 404),
+    ("/api/faults", b'{"type": "delay", "delay_ms": 5, "scope": {"face": "rtu"}}', 400),
+    ("/api/faults", b'{"type": "corrupt", "mode": "crc"}', 400),
+    ("/api/faults", b'{"type": "offline", "scope": {"face": "tcp"}}', 400),
     ("/api/meters/nope/total", b'{"total": 1}', 404), ("/api/meters?limit=0", b"", 400),
 ])
 def test_the_cores_own_refusals_stay_4xx(sim, path, body, status):
@@ -118,3 +122,4 @@ def test_one_fault_past_the_limit_is_409_and_changes_nothing(sim, monkeypatch):
         assert len(sim.faults()) == 2
     finally:
         sim.clear_faults()
+

@@ -47,7 +47,7 @@ def control_of(clock: FakeClock, *, gateway: bool = False, seed: int | None = 1,
     ({"type": "exception"}, "an exception fault needs code (1 to 255)"),
     ({"type": "exception", "code": 256}, "code must be from 1 to 255, not 256"),
     ({"type": "exception", "code": 0}, "code must be from 1 to 255, not 0"),
-    ({"type": "corrupt", "mode": "bits"}, "mode must be one of transaction_id, length, truncate, "
+    ({"type": "corrupt", "mode": "bits"}, "mode must be one of transaction_id, length, truncate, crc, "
                                           "not 'bits'"),
     ({"type": "reset", "code": 3}, "unknown key 'code' for a reset fault"),
     ({"type": "no_answer", "probability": 0}, "probability must be a number above 0 and at most 1, "
@@ -62,7 +62,7 @@ def control_of(clock: FakeClock, *, gateway: bool = False, seed: int | None = 1,
     ({"type": "offline", "probability": 0.5}, "an offline fault takes duration_s only, not probability"),
     ({"type": "freeze", "delay_ms": 5}, "unknown key 'delay_ms' for a freeze fault"),
     ({"type": "close", "scope": []}, "scope must be an object, not []"),
-    ({"type": "close", "scope": {"host": 1}}, "unknown scope key 'host': give port, unit_id or meter"),
+    ({"type": "close", "scope": {"host": 1}}, "unknown scope key 'host': give port, unit_id, meter or face"),
     ({"type": "close", "scope": {"meter": "5020", "port": 5020}},
      "scope meter stands alone, without port or unit_id"),
     ({"type": "close", "scope": {"unit_id": 256}}, "unit_id must be from 0 to 255, not 256"),
@@ -129,10 +129,10 @@ def test_a_fault_hits_requests_in_its_scope_and_functions_only():
     control = control_of(clock, gateway=True)
     control.start_fault({"type": "no_answer", "scope": {"meter": "5020-7"}, "functions": [3, 4]})
     candidates = control.request_faults(5020)
-    assert control.match(candidates, 7, 3) is not None
-    assert control.match(candidates, 7, 4) is not None
-    assert control.match(candidates, 7, 6) is None
-    assert control.match(candidates, 2, 3) is None
+    assert control.match(candidates, 7, 3, faults.MBAP_TCP) is not None
+    assert control.match(candidates, 7, 4, faults.MBAP_TCP) is not None
+    assert control.match(candidates, 7, 6, faults.MBAP_TCP) is None
+    assert control.match(candidates, 2, 3, faults.MBAP_TCP) is None
     assert control.fault("f1")["applied"] == 2
 
 
@@ -141,12 +141,12 @@ def test_count_ends_a_fault_and_misses_do_not_count():
     control = control_of(clock)
     control.start_fault({"type": "exception", "code": 6, "count": 2, "functions": [3]})
     candidates = control.request_faults(5020)
-    assert control.match(candidates, 1, 4) is None  # another function: not counted
+    assert control.match(candidates, 1, 4, faults.MBAP_TCP) is None  # another function: not counted
     assert control.fault("f1")["remaining"] == 2
-    assert control.match(candidates, 1, 3) is not None
-    assert control.match(candidates, 1, 3) is not None
+    assert control.match(candidates, 1, 3, faults.MBAP_TCP) is not None
+    assert control.match(candidates, 1, 3, faults.MBAP_TCP) is not None
     assert control.faults() == []
-    assert control.match(candidates, 1, 3) is None
+    assert control.match(candidates, 1, 3, faults.MBAP_TCP) is None
     with pytest.raises(UnknownError):
         control.fault("f1")
     assert control.applied_by_type["exception"] == 2
@@ -160,9 +160,9 @@ def test_duration_ends_a_fault_on_the_clock_whether_or_not_it_applied():
     candidates = control.request_faults(5020)
     clock.now += 2.0
     assert control.fault("f1")["expires_in_s"] == 0.5
-    assert control.match(candidates, 1, 3) is not None
+    assert control.match(candidates, 1, 3, faults.MBAP_TCP) is not None
     clock.now += 0.5
-    assert control.match(candidates, 1, 3) is None
+    assert control.match(candidates, 1, 3, faults.MBAP_TCP) is None
     assert control.faults() == []
     control.close()
 
@@ -173,8 +173,8 @@ def test_the_oldest_fault_that_applies_acts_alone():
     control.start_fault({"type": "exception", "code": 6, "functions": [4]})
     control.start_fault({"type": "close", "count": 5})
     candidates = control.request_faults(5020)
-    assert control.match(candidates, 1, 3).id == "f2"  # f1 does not apply to FC 3
-    assert control.match(candidates, 1, 4).id == "f1"
+    assert control.match(candidates, 1, 3, faults.MBAP_TCP).id == "f2"  # f1 does not apply to FC 3
+    assert control.match(candidates, 1, 4, faults.MBAP_TCP).id == "f1"
     assert control.fault("f2")["remaining"] == 4  # not consumed by the request f1 took
 
 
@@ -182,7 +182,7 @@ def hit_pattern(seed: int | None) -> list[bool]:
     control = control_of(FakeClock(), seed=seed)
     control.start_fault({"type": "no_answer", "probability": 0.3})
     candidates = control.request_faults(5020)
-    return [control.match(candidates, 1, 3) is not None for _ in range(300)]
+    return [control.match(candidates, 1, 3, faults.MBAP_TCP) is not None for _ in range(300)]
 
 
 def test_probability_draws_from_the_seed_and_the_fault_id():
@@ -224,10 +224,10 @@ def test_a_ports_own_faults_and_every_ports_act_oldest_first():
     control.start_fault({"type": "exception", "code": 4, "scope": {"port": 5020}})  # f4
     on_5020, on_5021 = control.request_faults(5020), control.request_faults(5021)
     assert (ids(on_5020), ids(on_5021)) == ([["f2", "f4"], ["f1", "f3"]], [[], ["f1", "f3"]])
-    assert control.match(on_5020, 1, 4).id == "f1"
-    assert control.match(on_5020, 1, 3).id == "f2"
-    assert control.match(on_5021, 1, 3).id == "f3"
-    assert control.match(on_5021, 1, 4).id == "f1"
+    assert control.match(on_5020, 1, 4, faults.MBAP_TCP).id == "f1"
+    assert control.match(on_5020, 1, 3, faults.MBAP_TCP).id == "f2"
+    assert control.match(on_5021, 1, 3, faults.MBAP_TCP).id == "f3"
+    assert control.match(on_5021, 1, 4, faults.MBAP_TCP).id == "f1"
 
 
 def test_a_meters_faults_are_found_without_looking_at_other_ports_faults(monkeypatch):

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MAX_TOTAL = 1e9  # kWh or m3 a total may jump to
 MAX_PAGE = 1000
+SERIAL_KEYS = ("path", "link", "baud", "parity", "stopbits")  # a serial line as details show it
 
 
 class ControlError(ValueError):
@@ -60,10 +61,8 @@ class Control:
     def __init__(self, updater: Updater, plan: Sequence[PortPlan], *, seed: int | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  on_request_faults: Callable[[dict[int, tuple]], None] | None = None,
-                 framing: str = "tcp") -> None:
+                 framing: str = "tcp", serial: Mapping | None = None) -> None:
         self.updater = updater
-        self.framing = framing
-        self.serial = None
         self._clock = clock
         self._seed = seed
         self._on_request_faults = on_request_faults
@@ -80,7 +79,8 @@ class Control:
             self._meters_on.setdefault(meter.port, []).append(meter)
         self.topology = Topology({endpoint.port: (frozenset(endpoint.devices_by_id)
                                                   if endpoint.devices_by_id is not None else None)
-                                  for endpoint in plan})
+                                  for endpoint in plan}, framing)
+        self.set_serial(serial)  # self.serial, and the topology's serial port
         self.started_s = clock()
         self._lock = threading.Lock()  # the faults: list, index, counts, deadlines
         self._faults: dict[str, ActiveFault] = {}  # oldest first
@@ -168,8 +168,12 @@ class Control:
                 "overrides": overrides,
                 "faults": [fault.as_dict(self._clock()) for fault in self._faults_of(meter)]}
 
-    def set_serial(self, serial) -> None:
-        self.serial = serial
+    def set_serial(self, serial: Mapping | None) -> None:
+        """The serial line serving port serial["port"]'s meters (with its path, link, baud, parity
+        and stopbits), or None; called once the line is open, as its path is known only then."""
+        # a new Topology, swapped whole: a fault being made sees the old line or the new one
+        self.topology = self.topology.with_serial_port(None if serial is None else serial["port"])
+        self.serial = None if serial is None else {key: serial[key] for key in ("port", *SERIAL_KEYS)}
 
     # --- changing meters ---
     def set_overrides(self, meter_id, changes) -> dict:
@@ -289,26 +293,16 @@ class Control:
         return (own, shared) if own or shared else ()
 
     def match(self, request_faults: tuple, unit_id: int, function_code: int,
-              face=None) -> ActiveFault | None:
-        """The fault that acts on a request (the oldest that applies after its draw), counted;
-        request_faults: what the request's port holds (see request_faults)."""
+              face: faults.Face) -> ActiveFault | None:
+        """The fault that acts on a request arriving on face (the oldest that applies after its
+        draw), counted; request_faults: what the request's port holds (see request_faults)."""
         own, shared = request_faults
         candidates = faults.oldest_first(own, shared) if own and shared else own or shared
         now = self._clock()
-        expired = []
-        hit = None
         with self._lock:
-            for fault in candidates:
-                if fault.id not in self._faults:
-                    continue
-                expires = fault.expires_s
-                if expires is not None and now >= expires:
-                    expired.append(fault)
-                    continue
-                if faults.hits(fault, unit_id, function_code):
-                    hit = fault
-                    self.applied_by_type[fault.type] += 1
-                    break
+            hit, expired = faults.first_hit(candidates, self._faults, now, unit_id, function_code, face)
+            if hit is not None:
+                self.applied_by_type[hit.type] += 1
         for fault in expired:
             self._end(fault, "its duration passed")
         if hit is not None and hit.remaining == 0:
@@ -322,8 +316,9 @@ class Control:
         with self._lock:
             own = self._faults_by_port.get(meter.port, {}).values()
             shared = self._faults_by_port.get(None, {}).values()
+            topology = self.topology
             return [fault for fault in faults.oldest_first(own, shared)
-                    if fault.scope.covers(meter.port, meter.unit_id)]
+                    if topology.covers(fault.scope, meter.port, meter.unit_id)]
 
     def _known(self, fault_id) -> ActiveFault:
         """The active fault of that id (under the lock); UnknownError otherwise."""
