@@ -123,3 +123,8 @@ def test_one_fault_past_the_limit_is_409_and_changes_nothing(sim, monkeypatch):
     finally:
         sim.clear_faults()
 
+
+def test_a_meters_details_name_its_framing_and_serial_line(sim):
+    answer = Api(sim.control)(request("GET", f"/api/meters/{sim.meter_ids[0]}"))
+    details = json.loads(answer.body)
+    assert (details["framing"], details["serial"]) == ("tcp", None)

@@ -303,3 +303,47 @@ def test_a_port_scope_covers_the_serial_line_of_its_meters():
     assert control.match(control.request_faults(5020), 1, 3, MBAP_TCP).id == "f1"
     assert control.request_faults(5021) == ()
 
+
+# --- a meter's framing and serial line ---
+
+@pytest.mark.parametrize("framing", ["tcp", "rtu"])
+def test_details_show_the_framing_and_no_serial_line(framing):
+    details = control_of(ports=2, framing=framing).details("5021")
+    assert (details["framing"], details["serial"]) == (framing, None)
+
+
+def test_details_show_the_serial_line_of_its_meters_only():
+    control = control_of(ports=2, serial=LINE)
+    assert control.details("5020")["serial"] == dict(SHOWN_LINE, unit_id=1)
+    assert control.details("5021")["serial"] is None
+    assert control.details("5020")["framing"] == "tcp"
+
+
+def test_a_gateway_meter_answers_its_own_unit_id_on_the_line():
+    control = control_of(gateway=True, framing="rtu", serial=dict(LINE, link=None, parity="E", baud=19200))
+    for unit_id in (1, 2, 7):
+        assert control.details(f"5020-{unit_id}")["serial"] == dict(
+            SHOWN_LINE, link=None, parity="E", baud=19200, unit_id=unit_id)
+
+
+def test_the_serial_line_is_set_once_it_is_open():
+    control = control_of(ports=2)
+    with pytest.raises(UnknownError):
+        control.start_fault({"type": "no_answer", "scope": {"face": "serial"}})
+    control.set_serial(LINE)
+    assert control.details("5020")["serial"] == dict(SHOWN_LINE, unit_id=1)
+    assert control.topology.serial_port == 5020 and control.topology.ports == {5020: None, 5021: None}
+    shown = control.view(control.start_fault({"type": "no_answer", "scope": {"face": "serial"}}))
+    assert shown["scope"] == {"face": "serial"}
+    assert control.fault_ids(control.meter("5020")) == ["f1"]
+    assert control.fault_ids(control.meter("5021")) == [], "5021's meter is not on the line"
+    control.set_serial(None)
+    assert control.details("5020")["serial"] is None and control.topology.serial_port is None
+    with pytest.raises(ValueError):
+        control.set_serial(dict(LINE, port=6000))
+
+
+def test_the_listing_is_unchanged():
+    control = control_of(serial=LINE, framing="rtu")
+    summary = control.page()["meters"][0]
+    assert "framing" not in summary and "serial" not in summary

@@ -40,15 +40,18 @@ class ControlError(ValueError):
 
 
 class ServedMeter:
-    """One served meter as the control API names it."""
+    """One served meter as the control API names it, and the readings its row shows as its total
+    and its rate."""
 
-    __slots__ = ("id", "port", "unit_id", "device")
+    __slots__ = ("id", "port", "unit_id", "device", "total_name", "rate_name")
 
     def __init__(self, port: int, unit_id: int | None, device: Device) -> None:
         self.id = meter_key(port, unit_id)
         self.port = port
         self.unit_id = unit_id  # None outside gateway mode
         self.device = device
+        self.total_name = "energy_import" if device.meter_type == "electric" else "volume_total"
+        self.rate_name = "power_total" if device.meter_type == "electric" else "flow"
 
     @property
     def panels(self) -> bool:
@@ -120,7 +123,7 @@ class Control:
         values, overrides, online, no_alarm = self._shown(meter)
         return {"id": meter.id, "port": meter.port, "unit_id": meter.unit_id,
                 "type": meter.device.meter_type, "online": online, "no_alarm": no_alarm,
-                "total": values[total_name(meter)], "rate": values[rate_name(meter)],
+                "total": values[meter.total_name], "rate": values[meter.rate_name],
                 "overrides": sorted(overrides), "faults": self.fault_ids(meter)}
 
     def page(self, offset: int = 0, limit: int = 100) -> dict:
@@ -161,12 +164,22 @@ class Control:
         values, overrides, online, no_alarm = self._shown(meter)
         return {"id": meter.id, "port": meter.port, "unit_id": meter.unit_id,
                 "type": meter.device.meter_type, "profile": meter.device.profile.name,
+                "framing": self.topology.framing, "serial": self.serial_of(meter),
                 "online": online, "no_alarm": no_alarm, "tick": self.updater.ticks,
-                "total": values[total_name(meter)], "rate": values[rate_name(meter)],
+                "total": values[meter.total_name], "rate": values[meter.rate_name],
                 "readings": values,
                 "units": dict(readings.symbols(meter.device.meter_type, meter.panels)),
                 "overrides": overrides,
                 "faults": [fault.as_dict(self._clock()) for fault in self._faults_of(meter)]}
+
+    def serial_of(self, meter: ServedMeter) -> dict | None:
+        """The serial line a meter is on as its details show it, with the unit id the meter answers
+        there (a lone meter 1, as on any RTU bus; a gateway's meter its own), or None."""
+        line = self.serial
+        if line is None or line["port"] != meter.port:
+            return None
+        return {**{key: line[key] for key in SERIAL_KEYS},
+                "unit_id": 1 if meter.unit_id is None else meter.unit_id}
 
     def set_serial(self, serial: Mapping | None) -> None:
         """The serial line serving port serial["port"]'s meters (with its path, link, baud, parity
@@ -431,14 +444,6 @@ class Control:
 def log_end(fault: ActiveFault, reason: str) -> None:
     log.info("fault %s (%s) ended: %s, applied %d time%s", fault.id, fault.describe(), reason,
              fault.applied, "" if fault.applied == 1 else "s")
-
-
-def total_name(meter: ServedMeter) -> str:
-    return "energy_import" if meter.device.meter_type == "electric" else "volume_total"
-
-
-def rate_name(meter: ServedMeter) -> str:
-    return "power_total" if meter.device.meter_type == "electric" else "flow"
 
 
 __all__ = ["Control", "ControlError", "FaultError", "FaultLimitError", "UnknownError", "ServedMeter"]
