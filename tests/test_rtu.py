@@ -94,7 +94,8 @@ def test_a_frame_split_anywhere_is_reassembled(frame):
 
 def test_a_frame_a_byte_at_a_time_is_reassembled():
     frames, _ = deframer()
-    found = [frame for index, byte in enumerate(WRITE) for frame in frames.feed(bytes((byte,)), index * 0.001)]
+    found = [frame for index, byte in enumerate(WRITE)
+             for frame in frames.feed(bytes((byte,)), index * 0.001)]
     assert found == [(1, WRITE[1:-2])]
 
 

@@ -24,14 +24,14 @@ from meter_simulator.testing import MeterSimulator
 from support import (
     MeterProcess,
     bindable,
-    free_port,
     connect,
+    free_port,
     mbpoll_values,
-    recv_exactly,
     rtu_frames,
     run_mbpoll,
     run_program,
     scrape,
+    unit_kw,
     wait_for,
 )
 
@@ -93,9 +93,8 @@ def test_pymodbus_serial_client_reads_what_tcp_answers_at_the_same_moment(line_s
     tcp = ModbusTcpClient("127.0.0.1", port=sim.port, timeout=2)
     try:
         assert serial.connect() and tcp.connect()
-        keyword = "device_id" if "device_id" in serial.read_holding_registers.__code__.co_varnames else "slave"
-        over_serial = serial.read_holding_registers(0, count=18, **{keyword: 1})
-        over_tcp = tcp.read_holding_registers(0, count=18, **{keyword: 1})
+        over_serial = serial.read_holding_registers(0, count=18, **unit_kw(serial.read_holding_registers))
+        over_tcp = tcp.read_holding_registers(0, count=18, **unit_kw(tcp.read_holding_registers))
         assert over_serial.registers == over_tcp.registers  # interval 3600: one image
     finally:
         serial.close()

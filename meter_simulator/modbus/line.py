@@ -22,7 +22,7 @@ from .rtuface import RtuFace
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.1  # how often an idle line looks at the stop flag
+LINE_POLL_S = 0.1  # how often an idle line looks at the stop flag
 REOPEN_S = 1.0  # how often a lost device is opened again
 JOIN_S = 2.0
 
@@ -83,9 +83,9 @@ class RtuLine(RtuFace):
         line, closed = self.line, self.closed
         try:
             while not closed.is_set():
-                deadline_s = deframer.deadline_s
-                wait_s = POLL_S if deadline_s is None else min(max(deadline_s - time.monotonic(), 0.0),
-                                                               POLL_S)
+                deadline_s = deframer.deadline_s  # a partial frame waits at most its silence
+                wait_s = LINE_POLL_S if deadline_s is None else \
+                    min(max(deadline_s - time.monotonic(), 0.0), LINE_POLL_S)
                 try:
                     data = line.read(wait_s)
                     if data:
