@@ -6,6 +6,7 @@ import inspect
 import os
 import random
 import re
+import select
 import shutil
 import signal
 import socket
@@ -335,3 +336,26 @@ def rtu_frames(families: dict, face: str, result: str) -> float | None:
         if sample.labels == {"face": face, "result": result}:
             return sample.value
     return None
+
+
+@contextmanager
+def opened(path: str):
+    """A serial line's client side (a pty) opened as a shell redirection would: no termios of its
+    own."""
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def read_exactly(fd: int, size: int, timeout: float = 5.0) -> bytes:
+    """size bytes from a file descriptor (a pty), within timeout."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while len(data) < size:
+        left = deadline - time.monotonic()
+        assert left > 0, f"got {data.hex()} of {size} bytes"
+        if select.select([fd], [], [], left)[0]:
+            data += os.read(fd, size - len(data))
+    return data

@@ -10,10 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import signal
-import time
-from contextlib import contextmanager
 from urllib.request import urlopen
 
 import minimalmodbus
@@ -27,6 +24,8 @@ from support import (
     connect,
     free_port,
     mbpoll_values,
+    opened,
+    read_exactly,
     rtu_frames,
     run_mbpoll,
     run_program,
@@ -37,27 +36,6 @@ from support import (
 
 READ_STATUS = bytes.fromhex("03 0064 0002")
 SERIAL_LINE = re.compile(r"Modbus RTU on serial (\S+) ")
-
-
-@contextmanager
-def opened(path: str):
-    """The client side opened as a shell redirection would: no termios of its own."""
-    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def read_exactly(fd: int, size: int, timeout: float = 5.0) -> bytes:
-    deadline = time.monotonic() + timeout
-    data = b""
-    while len(data) < size:
-        left = deadline - time.monotonic()
-        assert left > 0, f"got {data.hex()} of {size} bytes"
-        if select.select([fd], [], [], left)[0]:
-            data += os.read(fd, size - len(data))
-    return data
 
 
 def ask(fd: int, unit_id: int, pdu: bytes, size: int) -> bytes:

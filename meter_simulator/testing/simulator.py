@@ -251,19 +251,16 @@ class MeterSimulator:
 
     # --- faults ---
     def fault(self, type: str, *, meter=None, port: int | None = None,  # noqa: A002 - the API's word
-              unit_id: int | None = None, scope: dict | None = None,
+              unit_id: int | None = None, face: str | None = None, scope: dict | None = None,
               functions: Sequence[int] | None = None, **parameters) -> Fault:
         """Start a fault (as POST /api/faults); use it as a with block to end it on leaving.
 
-        Scope: meter="5020-7", port=, unit_id=, or scope={...}; none is every meter."""
+        Scope: meter="5020-7", port=, unit_id=, face="tcp" or "serial", or scope={...}; none is
+        every meter on every face."""
         if scope is None:
-            scope = {}
-            if meter is not None:
-                scope["meter"] = str(meter)
-            if port is not None:
-                scope["port"] = port
-            if unit_id is not None:
-                scope["unit_id"] = unit_id
+            scope = {name: value for name, value in (("meter", None if meter is None else str(meter)),
+                                                     ("port", port), ("unit_id", unit_id), ("face", face))
+                     if value is not None}
         spec = {"type": type, "scope": scope, **parameters}
         if functions is not None:
             spec["functions"] = list(functions)
