@@ -1,4 +1,4 @@
-/* Modbus/TCP load generator (and a trivial server) for scripts/bench/benchmark.py.
+/* Modbus/TCP and RTU-over-TCP load generator (and a trivial server) for scripts/bench/benchmark.py.
  *
  * One thread, epoll, non-blocking sockets: on one core it drives more requests
  * per second than any of the Python servers can answer, which the benchmark
@@ -19,6 +19,17 @@
  *       the extra one took.
  *   loadgen serve PORT
  *       Answers every read at once with zeros (the load generator's own ceiling).
+ *
+ * Every mode also comes as MODE-rtu (closed-rtu, fleet-rtu, storm-rtu, serve-rtu) with the
+ * same arguments: the same requests framed as RTU over TCP (unit id, PDU, CRC-16/MODBUS low
+ * byte first, no MBAP header). An RTU answer has no length field: a read of QTY registers
+ * is answered by 5 + 2*QTY bytes, an exception by 5. Answers whose CRC does not match are
+ * counted (crc_errors), so are answers from another unit id or function code or with another
+ * byte count (bad_answers: the rest of the stream is ignored until the request times out).
+ *
+ * A request unanswered for TIMEOUT_S is counted (timeouts) and sent again, as a master
+ * retries: an RTU slave is silent to a unit id it does not have, so a wrong unit id or a
+ * lost frame shows as timeouts, never as a hang; every mode is bounded by its SECONDS.
  *
  * Results are one line of JSON on stdout; latencies in microseconds.
  */
@@ -41,6 +52,7 @@
 
 #define HIST_US 2000000 /* latencies above 2 s land in the last bucket */
 #define BUF 600
+#define TIMEOUT_S 1.0 /* closed: a request unanswered this long is counted and sent again */
 
 static uint32_t *hist;
 static uint64_t hist_n;
@@ -94,8 +106,50 @@ static int connect_to(const char *host, int port, int nonblock) {
 }
 
 static uint8_t read_func = 3; /* the read's function code: 3 holding, 4 input registers */
+static int rtu;               /* framing: 0 Modbus/TCP (MBAP header), 1 RTU over TCP */
+static int expect_qty;        /* RTU: the registers asked for, as answers carry no length */
+static uint64_t crc_errors, bad_answers;
+
+/* CRC-16/MODBUS (polynomial 0xA001 reflected, initial 0xFFFF), a byte at a time from a table:
+ * serve-rtu computes one per answer, up to 255 bytes, and must stay far above the servers. */
+static uint16_t crc_table[256];
+
+static void crc_init(void) {
+    for (int i = 0; i < 256; i++) {
+        uint16_t crc = i;
+        for (int bit = 0; bit < 8; bit++) crc = crc & 1 ? (crc >> 1) ^ 0xA001 : crc >> 1;
+        crc_table[i] = crc;
+    }
+}
+
+static uint16_t crc16(const uint8_t *p, int n) {
+    uint16_t crc = 0xFFFF;
+    while (n-- > 0) crc = (crc >> 8) ^ crc_table[(crc ^ *p++) & 0xff];
+    return crc;
+}
+
+static int crc_ok(const uint8_t *frame, int len) {
+    uint16_t crc = crc16(frame, len - 2);
+    return frame[len - 2] == (crc & 0xff) && frame[len - 1] == crc >> 8;
+}
+
+/* RTU requests carry no transaction id, so each unit id's read is built once and reused. */
+static uint8_t rtu_reads[256][8];
+static uint8_t rtu_built[256];
 
 static int build_read(uint8_t *out, uint16_t tid, uint8_t unit, uint16_t qty) {
+    if (rtu) {
+        if (!rtu_built[unit]) {
+            uint8_t *f = rtu_reads[unit];
+            f[0] = unit; f[1] = read_func; f[2] = 0; f[3] = 0; f[4] = qty >> 8; f[5] = qty & 0xff;
+            uint16_t crc = crc16(f, 6);
+            f[6] = crc & 0xff; /* low byte first */
+            f[7] = crc >> 8;
+            rtu_built[unit] = 1;
+        }
+        memcpy(out, rtu_reads[unit], 8);
+        return 8;
+    }
     uint8_t f[12] = {tid >> 8, tid & 0xff, 0, 0, 0, 6, unit, read_func, 0, 0, qty >> 8, qty & 0xff};
     memcpy(out, f, 12);
     return 12;
@@ -109,13 +163,42 @@ struct conn {
     double sent_at;   /* closed/storm: when the outstanding request was sent */
     int busy;         /* a request is outstanding */
     int port;
+    int unit;         /* the unit id of the last request sent, which an RTU answer must carry */
+    int discard;      /* RTU: a bad answer came; ignore input until the next request */
     /* fleet: a ring of pending polls (unit id, scheduled time) */
     int q_unit[256];
     double q_time[256];
     int q_head, q_len;
 };
 
+/* RTU: the answer length follows from the request (5 + 2*QTY bytes, an exception 5), so a
+ * frame from the wrong unit id or function code leaves no boundary to trust: it is counted
+ * and the rest ignored until the next request. *func is -1 for an answer with a bad CRC. */
+static int take_rtu_frame(struct conn *c, int *func) {
+    if (c->discard) { c->have = 0; return 0; }
+    if (c->have < 5) return 0;
+    int exception = c->buf[1] & 0x80, len = exception ? 5 : 5 + 2 * expect_qty;
+    if (c->buf[0] != c->unit || (c->buf[1] & 0x7f) != read_func ||
+        (!exception && c->buf[2] != (uint8_t)(2 * expect_qty))) {
+        bad_answers++;
+        c->discard = 1;
+        c->have = 0;
+        return 0;
+    }
+    if (c->have < len) return 0;
+    if (crc_ok(c->buf, len)) {
+        *func = c->buf[1];
+    } else {
+        crc_errors++;
+        *func = -1;
+    }
+    memmove(c->buf, c->buf + len, c->have - len);
+    c->have -= len;
+    return 1;
+}
+
 static int take_frame(struct conn *c, int *func) {
+    if (rtu) return take_rtu_frame(c, func);
     if (c->have < 7) return 0;
     int len = (c->buf[4] << 8 | c->buf[5]) + 6;
     if (len > BUF || c->have < len) return 0;
@@ -139,8 +222,10 @@ static int fill(struct conn *c) {
 
 static int send_read(struct conn *c, uint16_t tid, uint8_t unit, uint16_t qty) {
     uint8_t req[12];
-    build_read(req, tid, unit, qty);
-    return send(c->fd, req, 12, MSG_NOSIGNAL) == 12 ? 0 : -1;
+    int len = build_read(req, tid, unit, qty);
+    c->unit = unit;
+    c->discard = 0;
+    return send(c->fd, req, len, MSG_NOSIGNAL) == len ? 0 : -1;
 }
 
 static int run_closed(const char *host, int port, int nports, int nconns, int qty, double seconds) {
@@ -153,9 +238,9 @@ static int run_closed(const char *host, int port, int nports, int nconns, int qt
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = i};
         epoll_ctl(ep, EPOLL_CTL_ADD, conns[i].fd, &ev);
     }
-    uint64_t done = 0, errors = 0, warm = 0;
+    uint64_t done = 0, errors = 0, warm = 0, timeouts = 0;
     uint16_t tid = 0;
-    double start = now_s(), warm_end = start + 0.5, end = warm_end + seconds;
+    double start = now_s(), warm_end = start + 0.5, end = warm_end + seconds, next_check = start;
     for (int i = 0; i < nconns; i++) { conns[i].sent_at = now_s(); send_read(&conns[i], ++tid, 1, qty); }
     struct epoll_event evs[256];
     int closed = 0;
@@ -168,7 +253,9 @@ static int run_closed(const char *host, int port, int nports, int nconns, int qt
             if (fill(c) < 0) { closed = 1; break; }
             int func;
             while (take_frame(c, &func)) {
-                if (t >= warm_end) {
+                if (func < 0) {
+                    /* a bad CRC: no answer to count, and the master asks again at once */
+                } else if (t >= warm_end) {
                     record(t - c->sent_at);
                     done++;
                     if (func & 0x80) errors++;
@@ -179,13 +266,26 @@ static int run_closed(const char *host, int port, int nports, int nconns, int qt
                 if (send_read(c, ++tid, 1, qty) < 0) { closed = 1; break; }
             }
         }
+        /* a tenth of a second between scans: 100 connections per event would cost more */
+        if (t < next_check || closed) continue;
+        next_check = t + 0.1;
+        for (int i = 0; i < nconns; i++) {
+            struct conn *c = &conns[i];
+            if (t - c->sent_at < TIMEOUT_S) continue;
+            timeouts++;
+            if (rtu) c->have = 0; /* as a master drops a partial frame; MBAP's length resyncs */
+            c->sent_at = t;
+            if (send_read(c, ++tid, 1, qty) < 0) { closed = 1; break; }
+        }
     }
     double elapsed = now_s() - warm_end;
     if (elapsed > seconds) elapsed = seconds;
-    printf("{\"requests\": %llu, \"warm_up_requests\": %llu, \"errors\": %llu, \"seconds\": %.3f, "
+    printf("{\"framing\": \"%s\", \"requests\": %llu, \"warm_up_requests\": %llu, \"errors\": %llu, "
+           "\"timeouts\": %llu, \"crc_errors\": %llu, \"bad_answers\": %llu, \"seconds\": %.3f, "
            "\"rps\": %.1f, \"p50_us\": %ld, \"p99_us\": %ld, \"closed_early\": %d}\n",
-           (unsigned long long)done, (unsigned long long)warm, (unsigned long long)errors, elapsed,
-           done / elapsed,
+           rtu ? "rtu" : "tcp", (unsigned long long)done, (unsigned long long)warm,
+           (unsigned long long)errors, (unsigned long long)timeouts, (unsigned long long)crc_errors,
+           (unsigned long long)bad_answers, elapsed, done / elapsed,
            percentile_us(0.50), percentile_us(0.99), closed);
     return 0;
 }
@@ -264,7 +364,7 @@ static int run_fleet(const char *host, int port, int nports, int units, int qty,
             while (take_frame(c, &func)) {
                 if (!c->busy) continue;
                 record(t - c->q_time[c->q_head]);
-                if (func & 0x80) errors++; else answered++;
+                if (func & 0x80) errors++; else answered++; /* a bad CRC (-1) is an error too */
                 c->q_head = (c->q_head + 1) % 256;
                 c->q_len--;
                 c->busy = 0;
@@ -275,9 +375,11 @@ static int run_fleet(const char *host, int port, int nports, int units, int qty,
             }
         }
     }
-    printf("{\"meters\": %ld, \"polls\": %ld, \"answered\": %llu, \"errors\": %llu, "
+    printf("{\"framing\": \"%s\", \"meters\": %ld, \"polls\": %ld, \"answered\": %llu, "
+           "\"errors\": %llu, \"crc_errors\": %llu, \"bad_answers\": %llu, "
            "\"p50_us\": %ld, \"p99_us\": %ld, \"max_us\": %ld, \"max_queue\": %llu, \"failed\": %d}\n",
-           meters, total_polls, (unsigned long long)answered, (unsigned long long)errors,
+           rtu ? "rtu" : "tcp", meters, total_polls, (unsigned long long)answered,
+           (unsigned long long)errors, (unsigned long long)crc_errors, (unsigned long long)bad_answers,
            percentile_us(0.50), percentile_us(0.99), percentile_us(1.0),
            (unsigned long long)max_queue, failed);
     return 0;
@@ -315,7 +417,7 @@ static int run_storm(const char *host, int port, int nconns, int qty, double tim
             } else if (evs[k].events & EPOLLIN) {
                 int func;
                 if (fill(c) < 0) { epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL); continue; }
-                if (take_frame(c, &func) && c->busy == 1) {
+                if (take_frame(c, &func) && func >= 0 && c->busy == 1) {
                     c->busy = 2;
                     answered++;
                     if (answered == nconns) all_answered = t - t0;
@@ -348,6 +450,50 @@ static int run_storm(const char *host, int port, int nconns, int qty, double tim
     return 0;
 }
 
+/* serve: answers the whole MBAP reads in c's buffer with zeros. */
+static void answer_mbap(struct conn *c) {
+    uint8_t out[BUF];
+    while (c->have >= 12) {
+        int qty = c->buf[10] << 8 | c->buf[11];
+        if (qty > 125) qty = 125;
+        int len = 9 + 2 * qty;
+        memcpy(out, c->buf, 8);
+        out[4] = (3 + 2 * qty) >> 8;
+        out[5] = (3 + 2 * qty) & 0xff;
+        out[8] = 2 * qty;
+        memset(out + 9, 0, 2 * qty);
+        int flen = (c->buf[4] << 8 | c->buf[5]) + 6;
+        memmove(c->buf, c->buf + flen, c->have - flen);
+        c->have -= flen;
+        send(c->fd, out, len, MSG_NOSIGNAL);
+    }
+}
+
+/* serve-rtu: answers the whole RTU reads (8 bytes each) in c's buffer with zeros, any unit id.
+ * A candidate whose CRC does not match loses one byte and the next one is tried, as an RTU
+ * slave resynchronises, so one bad byte costs one request rather than the connection. */
+static void answer_rtu(struct conn *c) {
+    uint8_t out[BUF];
+    int at = 0;
+    while (c->have - at >= 8) {
+        const uint8_t *req = c->buf + at;
+        if (!crc_ok(req, 8)) { at++; continue; }
+        int qty = req[4] << 8 | req[5];
+        if (qty > 125) qty = 125;
+        out[0] = req[0];
+        out[1] = req[1];
+        out[2] = 2 * qty;
+        memset(out + 3, 0, 2 * qty);
+        uint16_t crc = crc16(out, 3 + 2 * qty);
+        out[3 + 2 * qty] = crc & 0xff;
+        out[4 + 2 * qty] = crc >> 8;
+        send(c->fd, out, 5 + 2 * qty, MSG_NOSIGNAL);
+        at += 8;
+    }
+    memmove(c->buf, c->buf + at, c->have - at);
+    c->have -= at;
+}
+
 static int run_serve(int port) {
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
     setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -377,21 +523,7 @@ static int run_serve(int port) {
                 continue;
             }
             if (fill(c) < 0) { close(c->fd); free(c); continue; }
-            uint8_t out[BUF];
-            while (c->have >= 12) {
-                int qty = c->buf[10] << 8 | c->buf[11];
-                if (qty > 125) qty = 125;
-                int len = 9 + 2 * qty;
-                memcpy(out, c->buf, 8);
-                out[4] = (3 + 2 * qty) >> 8;
-                out[5] = (3 + 2 * qty) & 0xff;
-                out[8] = 2 * qty;
-                memset(out + 9, 0, 2 * qty);
-                int flen = (c->buf[4] << 8 | c->buf[5]) + 6;
-                memmove(c->buf, c->buf + flen, c->have - flen);
-                c->have -= flen;
-                send(c->fd, out, len, MSG_NOSIGNAL);
-            }
+            if (rtu) answer_rtu(c); else answer_mbap(c);
         }
     }
 }
@@ -399,16 +531,27 @@ static int run_serve(int port) {
 int main(int argc, char **argv) {
     raise_fd_limit();
     hist = calloc(HIST_US, sizeof *hist);
-    if (argc >= 8 && strcmp(argv[1], "closed") == 0) {
+    crc_init();
+    /* MODE-rtu is MODE with RTU framing */
+    char mode[16] = "";
+    if (argc >= 2 && strlen(argv[1]) < sizeof mode) strcpy(mode, argv[1]);
+    size_t mlen = strlen(mode);
+    if (mlen > 4 && strcmp(mode + mlen - 4, "-rtu") == 0) { rtu = 1; mode[mlen - 4] = 0; }
+    if (argc >= 8 && strcmp(mode, "closed") == 0) {
         if (argc >= 9) read_func = (uint8_t)atoi(argv[8]);
         if (read_func != 3 && read_func != 4) { fprintf(stderr, "loadgen: FUNC must be 3 or 4\n"); return 2; }
+        expect_qty = atoi(argv[6]);
         return run_closed(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), atoi(argv[6]), atof(argv[7]));
     }
-    if (argc >= 8 && strcmp(argv[1], "fleet") == 0)
+    if (argc >= 8 && strcmp(mode, "fleet") == 0) {
+        expect_qty = atoi(argv[6]);
         return run_fleet(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), atoi(argv[6]), atof(argv[7]));
-    if (argc >= 7 && strcmp(argv[1], "storm") == 0)
+    }
+    if (argc >= 7 && strcmp(mode, "storm") == 0) {
+        expect_qty = atoi(argv[5]);
         return run_storm(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), atof(argv[6]));
-    if (argc >= 3 && strcmp(argv[1], "serve") == 0)
+    }
+    if (argc >= 3 && strcmp(mode, "serve") == 0)
         return run_serve(atoi(argv[2]));
     fprintf(stderr, "usage: see the comment at the top of loadgen.c\n");
     return 2;
