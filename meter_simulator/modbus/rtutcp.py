@@ -32,6 +32,8 @@ class RtuConnectionHandler(RtuFace, ConnectionHandler):
     def setup(self) -> None:
         super().setup()
         self.valid_frames: set[bytes] = set()  # read requests whose CRC was checked: clients repeat them
+        self.unit_ids = self.server.bus.unit_ids  # bound once: the hot path's lookups
+        self.answer_read = self.server.responder.answer_read
 
     @property
     def bus(self) -> RtuBus:
@@ -76,9 +78,19 @@ class RtuConnectionHandler(RtuFace, ConnectionHandler):
             deframer = Deframer(server.silence_s, self.counts)
             peer = self.request.getpeername()
             log.debug("RTU over TCP connection from %s port %s", peer[0], peer[1])
+            recv, served_fast = self.request.recv, self.served_fast
             while True:
-                data = self.receive(deframer)
-                if not self.served_fast(data, deframer):
+                if self._received or deframer.buffer:
+                    data = self.receive(deframer)  # held bytes first; a partial frame's silence
+                else:  # receive() inlined: nothing pending, the socket's timeout is POLL_S
+                    try:
+                        data = recv(RECV_AHEAD_BYTES)
+                    except socket.timeout:
+                        self.check_alive()
+                        continue
+                    if not data:
+                        raise ModbusServer.NetworkError("closed by the client")
+                if not served_fast(data, deframer):
                     for unit_id, pdu in deframer.feed(data, time.monotonic()):
                         self.serve_frame(unit_id, pdu)
         except (ModbusServer.Error, OSError) as exc:
@@ -91,11 +103,11 @@ class RtuConnectionHandler(RtuFace, ConnectionHandler):
         """Serve data when it is the common case, one whole read of a meter on the bus in one recv
         with no fault about (serve_frame inlined, the CRC of a frame seen before not recomputed);
         False: the deframer must look at it."""
-        if len(data) != READ_FRAME or deframer.buffer or deframer.resynchronising:
+        if len(data) != READ_FRAME or deframer.resynchronising or deframer.buffer:
             return False
         server = self.server
         unit_id = data[0]
-        if data[1] not in READ_FUNCTIONS or unit_id not in server.bus.unit_ids or server.request_faults:
+        if data[1] not in READ_FUNCTIONS or unit_id not in self.unit_ids or server.request_faults:
             return False
         valid = self.valid_frames
         if data not in valid:
@@ -108,7 +120,7 @@ class RtuConnectionHandler(RtuFace, ConnectionHandler):
             self.deadline = time.monotonic() + self.idle_timeout_s  # mark_active()
         counts = self.counts
         counts[REQUEST_FRAME] = counts.get(REQUEST_FRAME, 0) + 1
-        answer_pdu = server.responder.answer_read(unit_id, data[1:6])
+        answer_pdu = self.answer_read(unit_id, data[1:6])
         if answer_pdu[0] & 0x80:
             if answer_pdu[1] == EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND:  # an offline device
                 self.count(data[1], None, RESULT_OK)
