@@ -6,7 +6,9 @@ that must, and the first bytes back are that answer.
 """
 from __future__ import annotations
 
+import select
 import socket
+import time
 
 import pytest
 from pymodbus.client import ModbusTcpClient
@@ -165,3 +167,23 @@ def test_the_idle_timeout_counts_from_the_last_valid_frame():
         status(sock)
         sock.sendall(b"\x00" * 4)  # garbage does not keep the connection alive
         assert closed_by_server(sock)
+
+
+def test_a_stream_of_garbage_does_not_hold_off_the_idle_timeout():
+    with MeterSimulator(framing="rtu", idle_timeout=0.5) as sim, connect(sim.port) as sock:
+        status(sock)
+        deadline = time.monotonic() + 10
+        closed = False
+        while not closed and time.monotonic() < deadline:  # garbage every 50 ms, bounded
+            try:
+                sock.sendall(b"\x00\x80")
+            except OSError:
+                closed = True
+                break
+            readable, _, _ = select.select([sock], [], [], 0.05)
+            if readable:
+                try:
+                    closed = sock.recv(16) == b""
+                except OSError:
+                    closed = True
+        assert closed

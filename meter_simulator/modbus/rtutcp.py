@@ -91,8 +91,11 @@ class RtuConnectionHandler(RtuFace, ConnectionHandler):
                     if not data:
                         raise ModbusServer.NetworkError("closed by the client")
                 if not served_fast(data, deframer):
-                    for unit_id, pdu in deframer.feed(data, time.monotonic()):
+                    frames = deframer.feed(data, time.monotonic())
+                    for unit_id, pdu in frames:
                         self.serve_frame(unit_id, pdu)
+                    if not frames:
+                        self.check_alive()  # a stream of garbage does not hold off the idle timeout
         except (ModbusServer.Error, OSError) as exc:
             log.debug("connection from %s port %s closed: %s", peer[0], peer[1], exc)
         finally:
