@@ -158,6 +158,24 @@ REFUSALS = [
     (["--allow", "127.0.0.1,"],
      "--allow has an empty part in '127.0.0.1,': give networks like 192.168.1.0/24"),
     (["--allow", ""], "--allow takes networks like 192.168.1.0/24, not ''"),
+    # the RTU options (rtu-contract section 1)
+    (["--framing", "ascii"], "--framing must be tcp or rtu, not 'ascii'"),
+    (["--framing", "RTU"], "--framing must be tcp or rtu, not 'RTU'"),
+    (["--serial", "pty", "--baud", "1199"], "--baud must be from 1200 to 921600, not 1199"),
+    (["--serial", "pty", "--baud", "921601"], "--baud must be from 1200 to 921600, not 921601"),
+    (["--serial", "pty", "--baud", "9600.0"], "--baud must be a whole number, not '9600.0'"),
+    (["--serial", "pty", "--baud", "9_600"], "--baud must be a whole number, not '9_600'"),
+    (["--serial", "pty", "--baud", " 9600"], "--baud must be a whole number, not ' 9600'"),
+    (["--framing", "rtu", "--parity", "X"], "--parity must be N, E or O, not 'X'"),
+    (["--framing", "rtu", "--parity", "none"], "--parity must be N, E or O, not 'none'"),
+    (["--framing", "rtu", "--stopbits", "1.5"], "--stopbits must be 1 or 2, not '1.5'"),
+    (["--serial", ""], "--serial must name a device, or pty, or pty:LINK, not ''"),
+    (["--serial", "pty:"], "--serial pty: has an empty LINK: give pty or pty:/path/to/link"),
+    (["--serial", "pty", "--count", "2"], "--serial serves one port's meters, not those of --count 2"),
+    (["--baud", "19200"], "--baud sets an RTU line: give --serial or --framing rtu too"),
+    (["--parity", "E"], "--parity sets an RTU line: give --serial or --framing rtu too"),
+    (["--stopbits", "2"], "--stopbits sets an RTU line: give --serial or --framing rtu too"),
+    (["--port", "5_020"], "--port must be a whole number, not '5_020'"),
     # what docopt refuses: unknown, ambiguous, repeated, misplaced options, missing values,
     # stray arguments
     (["--bogus"], "unknown option: --bogus"),
@@ -186,6 +204,20 @@ REFUSALS = [
     (["-h", "--port", "1"], "-h/--help stands alone, not with -p/--port"),
     (["--version", "-t", "gas"], "--version stands alone, not with -t/--type"),
 ]
+
+
+@pytest.mark.parametrize("argv, fields", [
+    ([], {"framing": "tcp", "serial": None, "baud": 9600, "parity": "N", "stopbits": 1}),
+    (["--framing", "rtu"], {"framing": "rtu", "serial": None}),
+    (["--serial", "pty:/tmp/x.tty", "--baud", "19200", "--parity", "e", "--stopbits", "2"],
+     {"serial": "pty:/tmp/x.tty", "baud": 19200, "parity": "E", "stopbits": 2}),
+    (["--serial", "/dev/ttyUSB0", "--count", "1", "--unit-ids", "1-3"],
+     {"serial": "/dev/ttyUSB0", "unit_ids": (1, 2, 3)}),
+    (["--framing", "rtu", "--count", "3", "--baud", "1200"], {"count": 3, "baud": 1200}),
+])
+def test_the_rtu_options(argv, fields):
+    config = parse_args(argv)
+    assert {name: getattr(config, name) for name in fields} == fields
 
 
 @pytest.mark.parametrize("argv, reason", REFUSALS, ids=[shlex.join(argv) for argv, _ in REFUSALS])

@@ -114,16 +114,16 @@ class Config:
     show_version: bool = False
 
 
+WHOLE_NUMBER = re.compile(r"-?[0-9]+")
+
+
 def integer(name: str, low: int | None = None, high: int | None = None) -> Callable[[str], int]:
     """A converter for a whole number in low..high."""
 
     def convert(text: str) -> int:
-        try:
-            if not text.isascii():
-                raise ValueError(text)
-            value = int(text, 10)
-        except ValueError:
-            raise UsageError(f"{name} must be a whole number, not {text!r}") from None
+        if not WHOLE_NUMBER.fullmatch(text):  # int() would take " 9600", "+9600" and "9_600"
+            raise UsageError(f"{name} must be a whole number, not {text!r}")
+        value = int(text, 10)
         if (low is not None and value < low) or (high is not None and value > high):
             raise UsageError(f"{name} must be from {low} to {high}, not {text}")
         return value
@@ -357,7 +357,9 @@ LINE_OPTIONS = ("--baud", "--parity", "--stopbits")
 
 def serial_line(args: dict, argv: Sequence[str], count: int) -> dict:
     """The RTU options, checked: framing, serial, baud, parity, stopbits (Config's fields)."""
-    framing = choice("--framing", FRAMINGS)(args["--framing"])
+    framing = args["--framing"]
+    if framing not in FRAMINGS:  # exact: the contract names them in lower case
+        raise UsageError(f"--framing must be tcp or rtu, not {framing!r}")
     serial = None if args["--serial"] == "none" else args["--serial"]
     if serial is not None:
         if not serial.strip():

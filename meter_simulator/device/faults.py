@@ -230,8 +230,8 @@ class Topology:
         unknown = sorted(set(value) - SCOPE_KEYS)
         if unknown:
             raise FaultError(f"unknown scope key {unknown[0]!r}: give port, unit_id, meter or face")
-        face = value.get("face")  # null is absent, as a null scope is
-        if face is not None and face not in FACE_KINDS:
+        face = value.get("face")  # null is no face, as null is no port or unit id
+        if "face" in value and face not in FACE_KINDS:
             raise FaultError(f"scope face must be tcp or serial, not {face!r}")
         if "meter" in value:
             if set(value) - {"face"} != {"meter"}:
