@@ -79,11 +79,14 @@ def test_pymodbus_serial_client_reads_what_tcp_answers_at_the_same_moment(line_s
         tcp.close()
 
 
-def test_mbpoll_rtu_reads_the_link(line_sim):
+def test_mbpoll_rtu_reads_the_link_as_the_readme_shows(line_sim):
     _, link = line_sim
+    result = run_mbpoll("-m", "rtu", "-b", "9600", "-P", "none", "-a", "1", "-t", "4", "-r", "1",
+                        "-c", "4", "-1", link)  # README.md, "Modbus RTU"; docs/rtu.md
+    assert result.returncode == 0, result.stderr
+    assert sorted(mbpoll_values(result.stdout)) == [1, 2, 3, 4]
     result = run_mbpoll("-m", "rtu", "-b", "9600", "-P", "none", "-a", "1", "-t", "4", "-r", "101",
                         "-c", "2", "-1", link)
-    assert result.returncode == 0, result.stderr
     assert mbpoll_values(result.stdout) == {101: 1, 102: 0}
 
 

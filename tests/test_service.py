@@ -444,6 +444,24 @@ def test_the_unit_files_pass_systemd_analyze_verify(tmp_path):
     assert result.stderr.strip() == "", result.stderr  # unknown keys are only warned about
 
 
+def test_the_serial_line_drop_in_passes_systemd_analyze_verify(tmp_path):
+    """scripts/systemd/serial-line.conf (docs/rtu.md) on an instance, as systemd would load it."""
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        if os.environ.get("CI"):
+            pytest.fail("systemd-analyze is missing: .ci/run installs Debian's systemd")
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd); CI runs it")
+    copy = unit_with_exec(tmp_path, console_script() or sys.executable)
+    drop_ins = tmp_path / "meter-simulator@sdm630-rs485.service.d"
+    drop_ins.mkdir()
+    shutil.copy(SYSTEMD / "serial-line.conf", drop_ins)
+    instance = copy.with_name("meter-simulator@sdm630-rs485.service")
+    result = subprocess.run([tool, "verify", str(instance)], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path, env=dict(os.environ, SYSTEMD_UNIT_PATH=f"{tmp_path}:"))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", result.stderr  # a bad key or value is only warned about
+
+
 def test_the_unit_runs_the_example_instance_as_documented(tmp_path, notify_socket):
     """ExecStart with the example environment file (on a free port), as systemd would expand it."""
     device = UNIT.read_text()
