@@ -429,12 +429,18 @@ def unit_with_exec(tmp_path: Path, executable: str) -> Path:
     return copy
 
 
-def test_the_unit_files_pass_systemd_analyze_verify(tmp_path):
+def systemd_analyze() -> str:
+    """systemd-analyze's path; the test skips without it, except in CI, where it fails."""
     tool = shutil.which("systemd-analyze")
     if tool is None:
         if os.environ.get("CI"):
             pytest.fail("systemd-analyze is missing: .ci/run installs Debian's systemd")
         pytest.skip("systemd-analyze is not installed (apt-get install systemd); CI runs it")
+    return tool
+
+
+def test_the_unit_files_pass_systemd_analyze_verify(tmp_path):
+    tool = systemd_analyze()
     script = console_script() or sys.executable
     copy = unit_with_exec(tmp_path, script)
     instance = copy.with_name("meter-simulator@water-5021.service")
@@ -446,11 +452,7 @@ def test_the_unit_files_pass_systemd_analyze_verify(tmp_path):
 
 def test_the_serial_line_drop_in_passes_systemd_analyze_verify(tmp_path):
     """scripts/systemd/serial-line.conf (docs/rtu.md) on an instance, as systemd would load it."""
-    tool = shutil.which("systemd-analyze")
-    if tool is None:
-        if os.environ.get("CI"):
-            pytest.fail("systemd-analyze is missing: .ci/run installs Debian's systemd")
-        pytest.skip("systemd-analyze is not installed (apt-get install systemd); CI runs it")
+    tool = systemd_analyze()
     copy = unit_with_exec(tmp_path, console_script() or sys.executable)
     drop_ins = tmp_path / "meter-simulator@sdm630-rs485.service.d"
     drop_ins.mkdir()
