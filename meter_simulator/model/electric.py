@@ -112,6 +112,7 @@ class ElectricMeter(Meter):
     """
 
     meter_type = "electric"
+    feeds_in = False  # an inverter behind the meter: it exports without panels of its own
     counter_names = ELECTRIC_COUNTERS
     total_counter = "energy_import"
     total_parts = ("energy_import_l1", "energy_import_l2", "energy_import_l3")
@@ -130,6 +131,8 @@ class ElectricMeter(Meter):
         # so a meter without panels draws exactly what it always drew
         self.panels = SolarPanels(pv_kwp, random.Random(rng.getrandbits(64))) if pv_kwp > 0.0 else None
         self.demand = Demand()
+        # export (panels, or an inverter behind the meter) takes the power factor anywhere
+        self.exports = self.panels is not None or self.feeds_in
         self._shown = ()  # what _accumulate integrates: P, Q, S per phase and total, sum of I
         super().__init__(rng, time_of_day_s)
 
@@ -159,7 +162,8 @@ class ElectricMeter(Meter):
         counters["ampere_hours"] += amps_sum * dt_s * AH_PER_AS
         self.demand.add(dt_s, powers[3], apparent[3], *currents, neutral_a)
 
-    def _draw(self, dt_s: float) -> None:
+    def _loads(self, dt_s: float) -> tuple[list[float], list[float]]:
+        """The household's draw this step: (W, var) per phase, every random draw of its appliances."""
         rng = self._rng
         activity = household_activity(self.time_of_day_s)
         real_w = [drift.step(dt_s) for drift in self._standby]
@@ -173,6 +177,11 @@ class ElectricMeter(Meter):
                 for ph in phases:
                     real_w[ph] += load_w
                     reactive_var[ph] += load_var
+        return real_w, reactive_var
+
+    def _draw(self, dt_s: float) -> None:
+        rng = self._rng
+        real_w, reactive_var = self._loads(dt_s)
         panels = self.panels
         pv_w = 0.0 if panels is None else panels.step(dt_s, self.time_of_day_s)
         pv_phase_w = pv_w / 3.0  # a three-phase inverter at unity power factor
@@ -217,11 +226,19 @@ class ElectricMeter(Meter):
             powers.append(power_w)
             apparent.append(va)
             reactive.append(sqrt(square) if square > 0.0 else 0.0)
+        return self._reading(voltages, currents_a, factors, frequency_hz, power_factor,
+                             powers, reactive, apparent, pv_w)
+
+    def _reading(self, voltages, currents_a, factors, frequency_hz: float,
+                 power_factor: float | None, powers: list[float], reactive: list[float],
+                 apparent: list[float], pv_w: float) -> Reading:
+        """The Reading of these per-phase values (power_factor: a pinned total PF, else P / S),
+        and what the counters and the demand integrate from it."""
         power_total_w = powers[0] + powers[1] + powers[2]
         apparent_total_va = apparent[0] + apparent[1] + apparent[2]
         i1_a, i2_a, i3_a = currents_a
         neutral_a = neutral_current(i1_a, i2_a, i3_a)
-        in_band = electric_in_band(voltages, currents_a, frequency_hz, factors, self.panels is not None)
+        in_band = electric_in_band(voltages, currents_a, frequency_hz, factors, self.exports)
         self._shown = (
             (*powers, power_total_w), (*reactive, reactive[0] + reactive[1] + reactive[2]),
             (*apparent, apparent_total_va), i1_a + i2_a + i3_a, currents_a, neutral_a)
