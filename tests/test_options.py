@@ -9,7 +9,8 @@ import pytest
 
 from meter_simulator import __version__
 from meter_simulator.app.main import machine_memory_bytes, main
-from meter_simulator.app.options import BYTES_PER_METER, USAGE, Config, UsageError, parse_args, short_usage
+from meter_simulator.app.options import USAGE, Config, UsageError, parse_args, short_usage
+from meter_simulator.app.sizing import BYTES_PER_METER
 
 
 def usage_default(option: str) -> str:

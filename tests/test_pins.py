@@ -448,8 +448,20 @@ def test_pinnable_names():
                         "current_l2", "current_l3", "frequency", "power_factor_total",
                         "power_factor_l1", "power_factor_l2", "power_factor_l3")
     assert PINNABLE["water"] == PINNABLE["gas"] == ("flow", "temperature", "pressure")
-    assert set(PINNABLE) == set(meters.METER_TYPES)
+    # a site's grid meter and inverter: their powers follow the site's balance
+    assert set(PINNABLE) == {*meters.METER_TYPES, "grid", "inverter"}
+    assert PINNABLE["grid"] == tuple(name for name in ELECTRIC
+                                     if name != "power_total" and not name.startswith("current"))
+    assert PINNABLE["inverter"] == ()
     assert {name for names in PINNABLE.values() for name in names} == set(pins.RANGES)
+
+
+@pytest.mark.parametrize("kind, name", [("grid", "power_total"), ("grid", "current_l2"),
+                                        ("inverter", "voltage_l1"), ("inverter", "power_total")])
+def test_a_sites_balance_refuses_pins_of_its_powers_and_names_the_site_pin(kind, name):
+    with pytest.raises(PinError, match=f"^{name} of a site's {kind} meter follows the site's balance: "
+                                       "pin load_w or pv_available_w of the site"):
+        merged(kind, {}, {name: 100.0})
 
 
 def test_empty_changes_return_the_present_pins_as_a_new_dict():

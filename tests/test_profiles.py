@@ -9,7 +9,8 @@ import struct
 import pytest
 from pymodbus.client import ModbusTcpClient
 
-from meter_simulator.app.options import UsageError, check_fleet_size, meter_bytes, parse_args
+from meter_simulator.app.options import UsageError, parse_args
+from meter_simulator.app.sizing import SizeError, check_fleet_size, meter_bytes
 from meter_simulator.device.updater import Updater
 from meter_simulator.maps import profiles
 from meter_simulator.modbus.server import new_device
@@ -235,5 +236,5 @@ def test_a_fleet_of_a_map_with_a_big_block_is_refused_on_a_small_machine(tmp_pat
     assert str(caught.value) == ("--count 10000 makes 10,000 meters, which need about 3.9 GiB (408 kB a "
                                  "meter); this machine gives at most 2.0 GiB")
     assert parse_args(["--count", "5000", "--profile", str(path)], memory_bytes=2 * 2**30).count == 5000
-    with pytest.raises(UsageError, match=r"^--count 10000 makes 10,000 meters, which need about 270\.7 MiB"):
+    with pytest.raises(SizeError, match=r"^--count 10000 makes 10,000 meters, which need about 270\.7 MiB"):
         check_fleet_size(10000, None, 2**27, meter_bytes(profiles.built_in("sdm630"), "electric", 0.0))

@@ -17,11 +17,12 @@ except ImportError:  # no open file limit to raise on this platform
 
 from .. import __version__
 from ..device import fleet
+from ..device.site import describe_sites
 from ..net.listeners import BindError, is_loopback
 from ..net.serialline import SerialLineError
 from ..ops.state import StateError
 from .options import USAGE, Config, UsageError, parse_args, short_usage
-from .simulator import Simulator, host_port
+from .simulator import Simulator, host_port, site_plan
 
 log = logging.getLogger("meter_simulator")
 
@@ -119,6 +120,11 @@ def check_open_file_limit(config: Config, limit: int) -> None:
 
 def start_line(config: Config, port: int) -> str:
     """What serves where, for the log and systemd's STATUS=: '3 electric meters serving ...'."""
+    if config.site:
+        plan = site_plan(config)
+        return describe_sites(host_port(config.host, port), config.count,
+                              config.profile.name if config.profile is not None else "seed",
+                              plan.pv_kwp, plan.battery_kwh, plan.battery_kw, PROTOCOLS[config.framing])
     return fleet.describe(config.meter_type, host_port(config.host, port), config.count, config.unit_ids,
                           config.profile.name if config.profile is not None else "seed",
                           PROTOCOLS[config.framing])
@@ -128,6 +134,10 @@ def serial_start_line(config: Config, line) -> str:
     """What the serial line serves: '... serving Modbus RTU on serial /dev/pts/4 (9600 8N1, link
     /tmp/meter.tty)'; tools find the path with the expression 'Modbus RTU on serial (\\S+) '."""
     where = f"serial {line.path} ({line.settings.describe()}" + (f", link {line.link})" if line.link else ")")
+    if config.site:
+        plan = site_plan(config)
+        return describe_sites(where, 1, config.profile.name if config.profile is not None else "seed",
+                              plan.pv_kwp, plan.battery_kwh, plan.battery_kw, "Modbus RTU")
     return fleet.describe(config.meter_type, where, 1, config.unit_ids,
                           config.profile.name if config.profile is not None else "seed", "Modbus RTU")
 

@@ -10,10 +10,11 @@ from typing import Callable
 
 from docopt import Argument, DocoptExit, Option, Tokens, docopt, parse_argv, parse_options
 
-from ..maps.codec import image_bytes
 from ..maps.points import Profile
 from ..maps.profiles import ProfileError, profile_named
 from ..model.meters import METER_TYPES
+from .siteoptions import SiteOptionError, site_options, start_time
+from .sizing import SizeError, check_fleet_size, meter_bytes
 
 USAGE = """\
 meter-simulator: a utility meter (electric, water or gas) served over Modbus/TCP or RTU.
@@ -34,7 +35,13 @@ Options:
   --profile NAME|FILE      Register map: seed, sdm630, sunspec, sunspec-float (electric) or a
                            map file (.toml) [default: seed].
   --pv-kwp KWP             Solar panels of this peak power (kWp, 0 to 40) behind an electric
-                           meter [default: 0].
+                           meter, or feeding a site's inverter [default: 0].
+  --site                   Each port serves a home: a hybrid inverter (SunSpec) at unit id 1
+                           and its grid meter (in the map of --profile) at unit id 200.
+  --battery-kwh KWH        The site's battery: usable capacity, 0 to 200; 0 = none [default: 0].
+  --battery-kw KW          The battery's largest charge and discharge power, 0.1 to 100
+                           [default: KWH/2].
+  --start-time HH:MM       Simulated time of day at start, 00:00 to 23:59 [default: now].
   --log-level LEVEL        debug, info, warning or error [default: info].
   --state-file PATH        Keep the totals in this file across restarts [default: none].
   --save-interval SECONDS  How often the totals are saved, 1 to 86400 [default: 60].
@@ -67,17 +74,6 @@ Options:
 """
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-# memory a meter takes, measured with margin (electric, the largest: about 10 kB; see the README)
-BYTES_PER_METER = 16 * 1024
-# a device profile's larger image, or solar panels (measured: 2,470 SDM630 meters with panels add
-# 45 MB, 18 kB a meter; seed meters 14 kB; see docs/fleets.md)
-BYTES_PER_DEVICE_METER = 24 * 1024
-# a device profile's meter holds this many images of its map at once, at the peak (measured: 1,000
-# meters of a map with a 0-65535 block, a 128 kB image, add 406 kB a meter to the peak RSS and
-# 304 kB after some ticks: the allocator keeps freed images; see docs/fleets.md)
-IMAGES_PER_METER = 3
-
-
 class UsageError(Exception):
     """A bad command line; the message is one line."""
 
@@ -110,6 +106,10 @@ class Config:
     baud: int = 9600
     parity: str = "N"
     stopbits: int = 1
+    site: bool = False  # each port serves a site: an inverter (unit id 1) and a grid meter (200)
+    battery_kwh: float = 0.0
+    battery_kw: float | None = None  # None: half the capacity, at least 0.1 kW
+    start_time_s: float | None = None  # the simulated time of day at start; None: now (or seeded)
     show_help: bool = False
     show_version: bool = False
 
@@ -317,30 +317,6 @@ def token_file(path: str) -> str:
         raise UsageError(f"--http-token-file: the token in {path} {exc}") from None
 
 
-def check_fleet_size(count: int, unit_ids: tuple[int, ...] | None, memory_bytes: int | None,
-                     bytes_per_meter: int = BYTES_PER_METER) -> None:
-    """UsageError when the meters asked for would need more memory than memory_bytes."""
-    meters = count * (len(unit_ids) if unit_ids is not None else 1)
-    if memory_bytes is None or meters * bytes_per_meter <= memory_bytes:
-        return
-    what = f"--count {count}" + (f" x {len(unit_ids)} --unit-ids" if unit_ids is not None else "")
-    raise UsageError(f"{what} makes {meters:,} meters, which need about "
-                     f"{size(meters * bytes_per_meter)} ({bytes_per_meter // 1024} kB a "
-                     f"meter); this machine gives at most {size(memory_bytes)}")
-
-
-def meter_bytes(profile: Profile | None, meter_type: str, pv_kwp: float) -> int:
-    """The memory one meter takes: the fixed cost of its kind, and the images of its map."""
-    if profile is None:
-        return BYTES_PER_DEVICE_METER if pv_kwp else BYTES_PER_METER
-    return BYTES_PER_DEVICE_METER + IMAGES_PER_METER * image_bytes(profile, meter_type)
-
-
-def size(nbytes: int) -> str:
-    """An amount of memory as people write it: 37.7 GiB, 128.0 MiB."""
-    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
-
-
 def control_port(args: dict) -> tuple[tuple[str, int] | None, str | None]:
     """--http and --http-token-file, checked: (host, port) or None, and the token or None."""
     http = None if args["--http"] == "off" else http_address(args["--http"])
@@ -383,6 +359,18 @@ def serial_line(args: dict, argv: Sequence[str], count: int) -> dict:
             "parity": parity.upper(), "stopbits": int(stopbits)}
 
 
+def sized_site(args: dict, count: int, unit_ids: tuple[int, ...] | None, memory_bytes: int | None,
+               bytes_per_meter: int, meter_type: str) -> dict:
+    """The site options and --start-time (Config's fields), checked, and the fleet's size checked
+    against the machine's memory (a site is two devices)."""
+    try:
+        site = site_options(args, meter_type, unit_ids)
+        check_fleet_size(count, (1, 200) if site["site"] else unit_ids, memory_bytes, bytes_per_meter)
+        return {**site, "start_time_s": start_time(args["--start-time"])}
+    except (SiteOptionError, SizeError) as exc:
+        raise UsageError(str(exc)) from None
+
+
 def parse_args(argv: Sequence[str], memory_bytes: int | None = None) -> Config:
     """The checked configuration for argv; UsageError with a one-line reason otherwise.
 
@@ -415,10 +403,12 @@ def parse_args(argv: Sequence[str], memory_bytes: int | None = None) -> Config:
     if pv_kwp and meter_type != "electric":
         raise UsageError(f"--pv-kwp puts solar panels behind an electric meter, not a {meter_type} meter")
     http, http_token = control_port(args)
-    check_fleet_size(count, unit_ids, memory_bytes, meter_bytes(profile, meter_type, pv_kwp))
+    site = sized_site(args, count, unit_ids, memory_bytes, meter_bytes(profile, meter_type, pv_kwp),
+                      meter_type)
     line = serial_line(args, argv, count)
     return Config(
         **line,
+        **site,
         meter_type=meter_type,
         profile=profile,
         pv_kwp=pv_kwp,

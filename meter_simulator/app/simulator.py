@@ -15,8 +15,11 @@ from typing import Callable
 
 from ..device import fleet
 from ..device.control import Control
+from ..device.site import SitePlan
+from ..maps import hybrid
 from ..modbus import rtu
 from ..modbus.server import MeterServer, new_device
+from ..model.site import BATTERY_KW_RANGE
 from ..net.listeners import BindError
 from ..net.serialline import LineSettings
 from ..ops.service import Service
@@ -28,10 +31,14 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def start_time_of_day_s(rng: random.Random, seeded: bool) -> float:
-    """Where the simulated day starts: the local time now, or a seeded time for reproducible runs."""
+def start_time_of_day_s(rng: random.Random, seeded: bool, given_s: float | None = None) -> float:
+    """Where the simulated day starts: --start-time, else the local time now, or a seeded time for
+    reproducible runs (drawn also when given, so that the meters draw the same numbers)."""
     if seeded:
-        return rng.uniform(0.0, 86400.0)
+        drawn_s = rng.uniform(0.0, 86400.0)
+        return drawn_s if given_s is None else given_s
+    if given_s is not None:
+        return given_s
     now = time.localtime()
     return now.tm_hour * 3600.0 + now.tm_min * 60.0 + now.tm_sec
 
@@ -41,8 +48,9 @@ def build_server(config: Config, on_failure=None,
     """The meters and their Modbus server for a configuration (not started)."""
     rng = random.Random(config.seed)
     endpoints = fleet.plan(config.meter_type, config.port, config.count, config.unit_ids, rng,
-                           start_time_of_day_s(rng, config.seed is not None), new_device,
-                           profile=config.profile, pv_kwp=config.pv_kwp)
+                           start_time_of_day_s(rng, config.seed is not None, config.start_time_s),
+                           new_device, profile=config.profile, pv_kwp=config.pv_kwp,
+                           site=site_plan(config))
     return MeterServer(config.host, endpoints, interval_s=config.interval_s, speed=config.speed,
                        read_only=config.read_only, max_clients=config.max_clients,
                        idle_timeout_s=config.idle_timeout_s, allow=config.allow,
@@ -50,6 +58,20 @@ def build_server(config: Config, on_failure=None,
                        tcp_silence_s=max(rtu.silence_s(config.baud, config.parity, config.stopbits),
                                          rtu.TCP_SILENCE_S),
                        on_failure=on_failure, tick_context=tick_context)
+
+
+def site_plan(config: Config) -> SitePlan | None:
+    """What each site of the run has, or None for a run of meters."""
+    if not config.site:
+        return None
+    battery_kw = config.battery_kw
+    if config.battery_kwh and battery_kw is None:
+        battery_kw = max(config.battery_kwh / 2.0, BATTERY_KW_RANGE[0])
+    rated_w = 1000.0 * max(config.pv_kwp, battery_kw or 0.0)
+    profile = hybrid.chain(battery=bool(config.battery_kwh), rated_w=rated_w,
+                           battery_max_w=1000.0 * (battery_kw or 0.0),
+                           capacity_wh=1000.0 * config.battery_kwh)
+    return SitePlan(config.pv_kwp, config.battery_kwh, battery_kw, profile)
 
 
 class Simulator:

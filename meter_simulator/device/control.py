@@ -25,37 +25,19 @@ from ..model import pins
 from . import faults
 from .deadlines import Deadlines
 from .faults import ActiveFault, FaultError, FaultLimitError, Topology, UnknownError
-from .fleet import PortPlan, meter_key
+from .fleet import PortPlan
+from .served import MAX_PAGE, ServedMeter
+from .sitecontrol import SiteControl
 from .updater import Device, Updater
 
 log = logging.getLogger(__name__)
 
 MAX_TOTAL = 1e9  # kWh or m3 a total may jump to
-MAX_PAGE = 1000
 SERIAL_KEYS = ("path", "link", "baud", "parity", "stopbits")  # a serial line as details show it
 
 
 class ControlError(ValueError):
     """A bad change (HTTP 400); the message is one line."""
-
-
-class ServedMeter:
-    """One served meter as the control API names it, and the readings its row shows as its total
-    and its rate."""
-
-    __slots__ = ("id", "port", "unit_id", "device", "total_name", "rate_name")
-
-    def __init__(self, port: int, unit_id: int | None, device: Device) -> None:
-        self.id = meter_key(port, unit_id)
-        self.port = port
-        self.unit_id = unit_id  # None outside gateway mode
-        self.device = device
-        self.total_name = "energy_import" if device.meter_type == "electric" else "volume_total"
-        self.rate_name = "power_total" if device.meter_type == "electric" else "flow"
-
-    @property
-    def panels(self) -> bool:
-        return getattr(self.device.meter, "panels", None) is not None
 
 
 class Control:
@@ -77,6 +59,7 @@ class Control:
                 self.meters.extend(ServedMeter(endpoint.port, unit_id, device)
                                    for unit_id, device in sorted(endpoint.devices_by_id.items()))
         self.by_id = {meter.id: meter for meter in self.meters}
+        self.sites = SiteControl(updater, plan)  # GET/PUT /api/sites
         self._meters_on: dict[int, list[ServedMeter]] = {}  # by port
         for meter in self.meters:
             self._meters_on.setdefault(meter.port, []).append(meter)
@@ -165,6 +148,7 @@ class Control:
         return {"id": meter.id, "port": meter.port, "unit_id": meter.unit_id,
                 "type": meter.device.meter_type, "profile": meter.device.profile.name,
                 "framing": self.topology.framing, "serial": self.serial_of(meter),
+                "time_of_day_s": meter.device.meter.time_of_day_s,
                 "online": online, "no_alarm": no_alarm, "tick": self.updater.ticks,
                 "total": values[meter.total_name], "rate": values[meter.rate_name],
                 "readings": values,
@@ -196,7 +180,7 @@ class Control:
             raise ControlError("overrides must be a JSON object of reading names and values")
         device = meter.device
         with self.updater.lock:
-            merged = pins.merged(device.meter_type, device.meter.overrides, changes, meter.panels)
+            merged = pins.merged(meter.pin_kind, device.meter.overrides, changes, meter.panels)
             self.updater.set_overrides(device, merged)
         return self.details(meter.id)
 

@@ -56,6 +56,7 @@ class Device:
         self._frozen: tuple | None = None  # (reading, counters, demands) shown while not live
         self.no_alarm = meter.reading.in_band  # coil 1 as last published (held while offline)
         self.shown: tuple = (meter.reading, meter.counters, {})  # what the last publish showed
+        self.site = None  # a site's SiteDevices (stepped and published together), or None
 
     @property
     def meter_type(self) -> str:
@@ -106,6 +107,11 @@ class Device:
     @property
     def demand_time(self) -> float:
         return self.meter.demand.time_min if self.meter.demand is not None else 0
+
+    def step(self, dt_s: float) -> None:
+        """Advance the meter dt_s simulated seconds (less what a catch-up already integrated)."""
+        self.meter.step(dt_s, self.integrated_s)
+        self.integrated_s = 0.0
 
     # --- publishing ---
     def publish(self) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ..maps.points import Profile
 from ..model.meters import make_meter
 from .device import serial_number
+from .site import SiteDevices, SitePlan, new_site
 from .updater import Device
 
 
@@ -18,6 +19,7 @@ class PortPlan:
     port: int
     device: Device | None = None  # a single meter answering every unit id
     devices_by_id: dict[int, Device] | None = None  # gateway mode: unit id -> meter
+    site: SiteDevices | None = None  # a site: its inverter and grid meter in devices_by_id
 
     @property
     def devices(self) -> list[Device]:
@@ -32,19 +34,25 @@ def meter_key(port: int, unit_id: int | None = None) -> str:
 
 def plan(meter_type: str, port: int, count: int, unit_ids: Sequence[int] | None,
          rng: random.Random, time_of_day_s: float, new_device, *, profile: Profile | None = None,
-         pv_kwp: float = 0.0) -> list[PortPlan]:
+         pv_kwp: float = 0.0, site: SitePlan | None = None) -> list[PortPlan]:
     """count ports from port, each one meter or (with unit_ids) one meter per unit id.
 
     Every meter draws its own random generator from rng, so the meters differ from
     one another and the whole fleet is reproducible from one seed. new_device makes a
     Device (with its bank) from a meter, a profile (None: the seed map) and the meter's
     identity: the meter id it shows (its unit id in gateway mode, else 1), its serial number
-    and its key.
+    and its key. site: every port serves a site (an inverter and a grid meter through profile).
     """
     endpoints = []
     for offset in range(count):
         # port 0: every endpoint binds a free port of its own (MeterServer.rekey names them)
         endpoint_port = port + offset if port else 0
+        if site is not None:
+            devices = new_site(site, random.Random(rng.getrandbits(64)), time_of_day_s,
+                               endpoint_port, new_device, profile, meter_key)
+            endpoints.append(PortPlan(endpoint_port, site=devices, devices_by_id={
+                device.unit_id: device for device in devices.devices}))
+            continue
 
         def meter(unit_id: int | None = None, meter_port: int = endpoint_port):
             model = make_meter(meter_type, random.Random(rng.getrandbits(64)), time_of_day_s,

@@ -54,6 +54,9 @@ class Updater:
                  on_failure: Callable[[], None] | None = None,
                  tick_context: Callable[[], AbstractContextManager] | None = None) -> None:
         self.devices = list(devices)
+        # what a tick steps and publishes: a meter, or a site's two devices at once
+        self._units: list = list({id(unit): unit for unit in (
+            device if device.site is None else device.site for device in self.devices)}.values())
         # wraps each tick; the program gives a fleet short GIL slices there (process-wide
         # state, so only the program may: see app.main.short_gil_slices)
         self._tick_context = tick_context or contextlib.nullcontext
@@ -88,10 +91,9 @@ class Updater:
             now = self._clock()
             dt_s = max(now - self._last, 0.0) * self.speed
             self._last = now
-            for device in self.devices:
-                device.meter.step(dt_s, device.integrated_s)
-                device.integrated_s = 0.0
-                device.publish()
+            for unit in self._units:
+                unit.step(dt_s)
+                unit.publish()
             took_s = self._clock() - now
         self.tick_seconds.add(took_s)
         self._check_duration(took_s)
@@ -176,6 +178,15 @@ class Updater:
             self.catch_up(device)
             device.meter.pin(overrides)
             device.publish()
+
+    def change_site(self, site, change: Callable[[], None]) -> None:
+        """Change a site's pins or state of charge (change() does it): what both its devices showed
+        until now is integrated first, and the new balance published before this returns."""
+        with self.lock:
+            for device in site.devices:
+                self.catch_up(device)
+            change()
+            site.publish()
 
     def change_faults(self, steps: Mapping[Device, Mapping[str, int]]) -> None:
         """Freeze and offline faults start (a step of +n) or end (-n) on meters, by kind; each

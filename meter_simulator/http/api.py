@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, unquote
 from ..checks import JsonProblem, json_document
 from ..device.control import Control, ControlError
 from ..device.faults import FaultError, FaultLimitError, UnknownError
+from ..device.sitecontrol import SiteError
 from ..model.pins import PinError
 from . import dashboard
 from .web import Answer, Request, error_answer, json_answer
@@ -38,7 +39,7 @@ class BadRequest(ValueError):
 
 
 # what the core refuses before it changes anything: the only errors a client is told are its own
-REFUSALS = (BadRequest, ControlError, FaultError, PinError)
+REFUSALS = (BadRequest, ControlError, FaultError, PinError, SiteError)
 
 
 def host_and_port(header: str) -> tuple[str, int | None] | None:
@@ -190,6 +191,8 @@ class Api:
             (re.compile(meter + "/online"), {"PUT": self.put_online}),
             (re.compile(meter + "/reset"), {"POST": self.post_reset}),
             (re.compile(meter + "/total"), {"PUT": self.put_total}),
+            (re.compile(r"/api/sites"), {"GET": self.get_sites}),
+            (re.compile(r"/api/sites/(?P<port>[^/]+)"), {"GET": self.get_site, "PUT": self.put_site}),
             (re.compile(r"/api/faults"), {"GET": self.get_faults, "POST": self.post_fault,
                                           "DELETE": self.delete_faults}),
             (re.compile(r"/api/faults/(?P<fault>[^/]+)"), {"GET": self.get_fault,
@@ -325,6 +328,22 @@ class Api:
         return json_answer(200, details, summary=f"{meter} total {document['total']}")
 
     # --- faults ---
+    # --- sites ---
+    def get_sites(self, request, query) -> Answer:
+        return json_answer(200, self.control.sites.page(whole_query(query, "offset", 0),
+                                                        whole_query(query, "limit", 100)))
+
+    def get_site(self, request, query, port) -> Answer:
+        return json_answer(200, self.control.sites.site(port))
+
+    def put_site(self, request, query, port) -> Answer:
+        self.control.sites.of(port)
+        changes = body_object(request)
+        site = self.control.sites.set_site(port, changes)
+        log.info("control: site %s: %s", site["port"], ", ".join(
+            f"{name}={'null' if value is None else format(value, 'g')}" for name, value in changes.items()))
+        return json_answer(200, site)
+
     def get_faults(self, request, query) -> Answer:
         return json_answer(200, {"faults": self.control.faults()})
 

@@ -20,6 +20,10 @@ PINNABLE: dict[str, tuple[str, ...]] = {
                  "current_l3", "frequency", "power_factor_total", *PHASE_FACTOR_PINS),
     "water": FLOW_PINS,
     "gas": FLOW_PINS,
+    # a site's grid meter: its power and currents follow the site's balance (pin the site's load)
+    "grid": ("voltage_l1", "voltage_l2", "voltage_l3", "frequency", "power_factor_total",
+             *PHASE_FACTOR_PINS),
+    "inverter": (),  # the site's pins move it
 }
 # (lowest, highest) of each pin, both included: what the registers can show (contract section 4)
 RANGES: dict[str, tuple[float, float]] = {
@@ -103,6 +107,9 @@ def merged(meter_type: str, current: Mapping[str, float], changes: Mapping[str, 
         raise PinError(f"overrides must be an object of reading names and values, not {echoed(changes)}")
     pins = dict(current)
     for name, value in changes.items():
+        if meter_type in ("grid", "inverter") and name not in pinnable and name in PINNABLE["electric"]:
+            raise PinError(f"{name} of a site's {meter_type} meter follows the site's "
+                           "balance: pin load_w or pv_available_w of the site (PUT /api/sites/PORT)")
         if not isinstance(name, str) or name not in pinnable:
             raise PinError(f"unknown reading {echoed(name)}: pinnable are {', '.join(pinnable)}")
         if value is None:

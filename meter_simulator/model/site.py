@@ -303,6 +303,7 @@ class Site:
             raise ValueError("a battery power needs a battery: --battery-kwh above 0")
         self.rated_w = 1000.0 * max(pv_kwp, self.battery.max_w / 1000.0 if self.battery else 0.0)
         self.pv_kwp = pv_kwp
+        self.time_s = 0.0  # simulated seconds since the start
         self.pins: dict[str, float] = {}  # load_w, pv_available_w
         self.balance: Balance | None = None
         self.grid = GridMeter(self, rng, time_of_day_s, pv_kwp)  # its first draw balances
@@ -362,6 +363,7 @@ class Site:
 
         *_integrated_s: the part of dt_s each device's counters already hold (a catch-up)."""
         dt_s = max(dt_s, 0.0)
+        self.time_s += dt_s
         self.inverter.integrate(dt_s - inverter_integrated_s)
         self.grid.step(dt_s, grid_integrated_s)
         self.inverter.reading = self.inverter._derive()
