@@ -214,8 +214,11 @@ def point_code(point: Point, meter_type: str, profile: Profile) -> tuple[str, st
         return raw, f"_swap(_float_bits({source}, {bits}), {bits})"
     code, bits, signed = INTEGER_CODES[point.type]
     wraps = point.type in WRAPPING_TYPES or point.quantity in quantities.COUNTERS
-    # signed values clamp symmetrically: the most negative value is SunSpec's "not implemented"
+    # signed quantities clamp symmetrically: the most negative value is SunSpec's "not implemented",
+    # which a constant (checked to fit its type when the map was read) may store
     low, high = (1 - (1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if signed and point.quantity is None:
+        low -= 1
     if wraps:
         arg = f"(round({source}) % {1 << bits})"
         if signed and point.word_order == "big":
