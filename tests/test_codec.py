@@ -136,10 +136,15 @@ def test_decode_is_the_inverse_of_the_encoding(type_, word_order):
     assert codec.written_value(point, words(image, 0, point.length)) == 1234
 
 
+def meter_quantities() -> list[str]:
+    """Every numeric quantity a meter's map may show (a site's inverter shows its own, too)."""
+    return [n for n in quantities.NAMES if n not in quantities.STRINGS and n not in quantities.SITE]
+
+
 def every_quantity_map(meter_type: str) -> dict:
     """A map that shows every numeric quantity as a float32, one after another."""
     entries = [{"address": 2 * i, "type": "float32", "quantity": name}
-               for i, name in enumerate(n for n in quantities.NAMES if n not in quantities.STRINGS)]
+               for i, name in enumerate(meter_quantities())]
     return {"name": "all", "type": meter_type, "register": entries}
 
 
@@ -155,7 +160,7 @@ def test_every_quantity_encodes_for_every_meter_type_and_never_as_nan(meter_type
         data = device.bank.image.holding[0][2]
         values = struct.unpack(f">{len(data) // 4}f", data)
         assert all(math.isfinite(value) for value in values)
-    named = dict(zip((n for n in quantities.NAMES if n not in quantities.STRINGS), values))
+    named = dict(zip(meter_quantities(), values))
     assert named["unit_id"] == 7 and named["serial_number"] == pytest.approx(5021007, rel=1e-6)
     assert named["meter_type"] == {"electric": 0, "water": 1, "gas": 2}[meter_type]
     if meter_type == "electric":
@@ -268,7 +273,7 @@ def test_the_built_in_maps_encode_every_source_at_its_extremes(name, meter_type)
 
 
 def test_a_map_at_the_bounds_encodes_every_quantity_at_its_extremes_and_finite():
-    names = [n for n in quantities.NAMES if n not in quantities.STRINGS]
+    names = meter_quantities()
     entries = [{"address": 4 * i, "type": kind, "quantity": name, "scale": 1e10, "offset": -1e10}
                for i, name in enumerate(names) for kind in ("float32",)]
     entries += [{"address": 4 * i + 2, "type": "int16", "quantity": name, "scale": -1e10}

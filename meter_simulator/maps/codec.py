@@ -50,7 +50,9 @@ NAN_STORED = 0.0  # what a float register shows for a value that is not a number
 QUANTITY_BOUND = 2 * quantities.COUNTER_MAX
 THD_VOLTAGE_PCT = 1.5  # harmonic distortion is not simulated: small constants, as a quiet grid shows
 THD_CURRENT_PCT = 4.0
-METER_TYPE_CODES = {"electric": 0, "water": 1, "gas": 2}
+METER_TYPE_CODES = {"electric": 0, "water": 1, "gas": 2, "inverter": 3}
+NOMINAL_AC_V = 230.0  # the inverter's nameplate: its rated current at three times this voltage
+NOMINAL_BATTERY_V = 385.0  # the battery's nameplate: the middle of its 350-420 V (model.site)
 
 
 def _phase_expressions() -> dict[str, str]:
@@ -108,12 +110,61 @@ COMMON_EXPRESSIONS = {"online": "m.online", "unit_id": "m.unit_id", "serial_numb
           "serial_number_high": "(m.serial_number >> 16)", "serial_number_low": "(m.serial_number & 0xFFFF)"}
 
 
+def _per(numerator: str, denominator: str) -> str:
+    """The expression numerator / denominator, 0 where the denominator is 0 (no voltage, no current)."""
+    return f"({numerator} / {denominator} if {denominator} else 0.0)"
+
+
+def _site_expressions() -> dict[str, str]:
+    """Expressions of the site quantities a Reading with a site (model.site.Balance) shows."""
+    expressions = {name: f"r.site.{key}" for name, key in (
+        ("load_power", "load_w"), ("pv_available_power", "pv_available_w"), ("pv_dc_power", "pv_dc_w"),
+        ("pv_dc_power_1", "pv_dc_w_1"), ("pv_dc_power_2", "pv_dc_w_2"), ("pv_ac_power", "pv_ac_w"),
+        ("battery_power", "battery_w"), ("inverter_power", "inverter_w"), ("grid_power", "grid_w"),
+        ("battery_soc", "soc_pct"), ("inverter_state", "state"), ("battery_capacity", "capacity_kwh"),
+        ("battery_max_power", "battery_max_w"), ("inverter_rated_power", "rated_w"),
+        ("battery_voltage", "battery_v"), ("pv_dc_voltage", "string_v"),
+        ("battery_reserve", "reserve_pct"), ("battery_state", "charge_state"),
+        ("inverter_temperature", "cabinet_c"))}
+    charge, discharge = "max(-r.site.battery_w, 0.0)", "max(r.site.battery_w, 0.0)"
+    expressions.update({
+        "pv_dc_current": _per("r.site.pv_dc_w", "r.site.string_v"),
+        "pv_dc_current_1": _per("r.site.pv_dc_w_1", "r.site.string_v"),
+        "pv_dc_current_2": _per("r.site.pv_dc_w_2", "r.site.string_v"),
+        "battery_current": _per("r.site.battery_w", "r.site.battery_v"),
+        "battery_charge_power": charge, "battery_discharge_power": discharge,
+        "battery_charge_current": _per(charge, "r.site.battery_v"),
+        "battery_discharge_current": _per(discharge, "r.site.battery_v"),
+        "battery_capacity_ah": f"(r.site.capacity_kwh * {1000.0 / NOMINAL_BATTERY_V!r})",
+        "inverter_apparent_power": "abs(r.site.inverter_w)",
+        "inverter_rated_current": f"(r.site.rated_w / {3 * NOMINAL_AC_V!r})",
+    })
+    return expressions
+
+
+# The site quantities read r.site, the tick's balance: the inverter's Reading carries it, and a
+# grid meter's may. Hook: a grid meter's map that shows them would be compiled with these merged
+# into ELECTRIC_EXPRESSIONS (under a meter type of its own, so that a plain electric meter's
+# maps, whose Reading has no site, never read r.site); today only the inverter resolves them.
+SITE_EXPRESSIONS = _site_expressions()
+INVERTER_EXPRESSIONS = {
+    **{name: ELECTRIC_EXPRESSIONS[name] for name in (
+        *quantities.phased("voltage", "current"), "voltage_avg", "voltage_l1_l2", "voltage_l2_l3",
+        "voltage_l3_l1", "voltage_ll_avg", "current_sum", "current_avg", "frequency")},
+    **SITE_EXPRESSIONS,
+    **{name: f"c[{name!r}]" for name in quantities.SITE_COUNTERS if name != "pv_energy"},
+    "pv_energy": "(c['pv_energy_1'] + c['pv_energy_2'])",
+}
+TYPE_EXPRESSIONS = {"electric": ELECTRIC_EXPRESSIONS, "inverter": INVERTER_EXPRESSIONS}
+
+
 def expression(quantity: str, meter_type: str) -> str:
     """The Python expression of a quantity for a meter type; '0.0' for one it does not have."""
-    own = ELECTRIC_EXPRESSIONS if meter_type == "electric" else FLOW_EXPRESSIONS
+    own = TYPE_EXPRESSIONS.get(meter_type, FLOW_EXPRESSIONS)
     if quantity == "meter_type":
         return repr(METER_TYPE_CODES[meter_type])
     return own.get(quantity) or COMMON_EXPRESSIONS.get(quantity) or "0.0"
+
 
 
 def _angle(power_factor: float) -> float:

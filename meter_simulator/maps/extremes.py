@@ -10,7 +10,9 @@ import dataclasses
 
 from ..model import pins, quantities
 from ..model.demand import PERIODS_MIN
+from ..model.meter import fast_reading
 from ..model.reading import Reading
+from ..model.site import MAX_SITE_PIN_W, Balance
 from .codec import INTEGER_CODES, CompiledMap, compile_map, space_points
 from .points import FLOAT_MAX, FLOAT_TYPES, Point, Profile
 
@@ -31,6 +33,8 @@ READING_RANGES = {
     "apparent_va": (0.0, PHASE_VA_MAX), "pv_w": (0.0, 3 * PHASE_VA_MAX),
     "current_neutral_a": pins.RANGES["current_l1"],
 }
+# the largest magnitude of a site's values (W, V, A, %, a state code): above the pins' 100 kW
+SITE_VALUE_MAX = 10 * MAX_SITE_PIN_W
 DEMAND_MAX = 3 * PHASE_VA_MAX  # the largest demand: a total power (W, VA); currents are far below
 SERIAL_NUMBER_MAX = 65535 * 1000 + quantities.UNIT_ID_MAX  # device.serial_number of the last port
 EXTREMES = ("lowest", "highest", "zero")
@@ -73,12 +77,22 @@ def extreme_tick(compiled: CompiledMap, extreme: str) -> tuple:
         if field.name in READING_RANGES:
             value = (*READING_RANGES[field.name], 0.0)[index]
             fields[field.name] = (value,) * 3 if isinstance(field.default, tuple) else value
-    counters = dict.fromkeys(quantities.ELECTRIC_COUNTERS + quantities.FLOW_COUNTERS,
-                             (0.0, quantities.COUNTER_MAX, 0.0)[index])
+    inverter = compiled.meter_type == "inverter"  # a site's: its counters, and the balance
+    names = quantities.SITE_COUNTERS if inverter else quantities.ELECTRIC_COUNTERS + quantities.FLOW_COUNTERS
+    counters = dict.fromkeys(names, (0.0, quantities.COUNTER_MAX, 0.0)[index])
     demands = dict.fromkeys(quantities.DEMANDS + quantities.MAX_DEMANDS, (0.0, DEMAND_MAX, 0.0)[index])
     stored = {address: stored_extreme(point, extreme) for address, point in compiled.writable.items()
               if point.quantity is None}
-    return Reading(**fields), counters, demands, _Device(extreme, stored)
+    reading = fast_reading(**fields, site=site_extreme(extreme)) if inverter else Reading(**fields)
+    return reading, counters, demands, _Device(extreme, stored)
+
+
+def site_extreme(extreme: str) -> Balance:
+    """A site's balance (a Reading's site) with every value at -SITE_VALUE_MAX, +SITE_VALUE_MAX or 0."""
+    value = (-SITE_VALUE_MAX, SITE_VALUE_MAX, 0.0)[EXTREMES.index(extreme)]
+    fields = dict.fromkeys(Balance.__slots__, value)
+    fields.update(loads_w=(value,) * 3, has_battery=extreme != "zero")
+    return Balance(**fields)
 
 
 def check_encodes(profile: Profile, meter_type: str) -> CompiledMap:

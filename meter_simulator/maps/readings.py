@@ -20,17 +20,27 @@ ELECTRIC_INSTANT = tuple(name for name in quantities.INSTANTANEOUS
 ELECTRIC = (ELECTRIC_INSTANT + quantities.ELECTRIC_COUNTERS + quantities.DERIVED_COUNTERS
             + quantities.DEMANDS + quantities.MAX_DEMANDS)
 FLOW = ("volume_total", "flow", "temperature", "pressure")
+# the inverter of a site: the balance and nameplate of site-contract A7, then its counters
+INVERTER = ("load_power", "pv_available_power", "pv_dc_power", "pv_dc_power_1", "pv_dc_power_2",
+            "pv_ac_power", "battery_power", "inverter_power", "grid_power", "battery_soc",
+            "inverter_state", "battery_capacity", "battery_max_power", "inverter_rated_power",
+            "battery_voltage", "battery_current", *quantities.SITE_COUNTERS)
 
 
 def names(meter_type: str, panels: bool = False) -> tuple[str, ...]:
     """The readings a meter of this type shows (with solar panels: also pv_power)."""
+    if meter_type == "inverter":
+        return INVERTER
     if meter_type != "electric":
         return FLOW
     return ELECTRIC + ("pv_power",) if panels else ELECTRIC
 
 
 def symbol(name: str, meter_type: str) -> str:
-    """The unit symbol of a reading: V, A, W, kWh, m³, L/min, ... ('' for a power factor)."""
+    """The unit symbol of a reading: V, A, W, kWh, m³, L/min, ... ('' for a power factor, '-' for
+    a state code)."""
+    if name in quantities.SITE_UNITS:
+        return quantities.SITE_UNITS[name]
     if name == "pressure":
         return "bar" if meter_type == "water" else "mbar"
     stems = (("max_demand_apparent", "VA"), ("max_demand_current", "A"), ("max_demand_", "W"),

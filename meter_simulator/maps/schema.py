@@ -34,6 +34,7 @@ OFFSET_MAX = 1e10  # above every reading (the largest, about 1.3e7 W) and any co
 SETTING_VALUES = {"unit_id": f"a unit id (0 to {quantities.UNIT_ID_MAX})",
                   "demand_period": f"a demand period ({', '.join(map(str, PERIODS_MIN))} min)"}
 QUOTED_CHARS = 120  # a value quoted in a message is cut here: the message stays one short line
+SITE_TYPES = ("inverter",)  # the maps a site serves that may show its quantities (model.site)
 NO_DEMAND = ("water", "gas")  # meter types without a demand model: their demand_period is not a setting
 
 
@@ -118,7 +119,7 @@ class EntryChecks:
             raise self.fail("give either quantity or value, not both" if "quantity" in entry
                             else "give a quantity or a value")
         if "quantity" in entry:
-            self.quantity(quantity, kind)
+            self.quantity(quantity, kind, file_type)
         else:
             value = self.constant(value, kind, length)
         scale, offset = self.scaling(entry, kind, quantity)
@@ -193,9 +194,12 @@ class EntryChecks:
             raise self.fail("a writable demand_period needs allowed: a list of the periods "
                             f"({', '.join(map(str, PERIODS_MIN))} min)")
 
-    def quantity(self, quantity: Any, kind: str) -> None:
+    def quantity(self, quantity: Any, kind: str, file_type: str | None) -> None:
         if not isinstance(quantity, str) or quantity not in quantities.NAME_SET:
             raise self.fail(unknown("quantity", quantity, quantities.NAMES, listed=False))
+        if quantity in quantities.SITE and file_type not in SITE_TYPES:
+            raise self.fail(f"quantity {show(quantity)} belongs to a site: only a map of type "
+                            f"{' or '.join(SITE_TYPES)} shows it")
         if kind == "string" and quantity not in TEXT_QUANTITIES:
             raise self.fail(f"quantity {show(quantity)} is a number: a string shows "
                             f"{', '.join(TEXT_QUANTITIES)} or a text value")

@@ -29,7 +29,28 @@ DERIVED_COUNTERS = ("energy_total", *phased("energy_total"), "reactive_energy_to
 DEMANDS = ("demand_power_total", "demand_power_import", "demand_power_export", "demand_apparent",
            *phased("demand_current"), "demand_current_neutral")
 MAX_DEMANDS = tuple(f"max_{name}" for name in DEMANDS)
-COUNTERS = frozenset(ELECTRIC_COUNTERS + FLOW_COUNTERS + DERIVED_COUNTERS)
+# the inverter's counters (kWh; model.site.INVERTER_COUNTERS), then their sum over the two strings
+SITE_COUNTERS = ("inverter_energy", "pv_energy_1", "pv_energy_2", "battery_energy_charged",
+                 "battery_energy_discharged", "pv_energy")
+# A site's quantities (the inverter's map; site-contract A7) and their fixed units: the tick's
+# balance and nameplate, then what the SunSpec chain shows besides (per string, battery charge
+# and discharge), then the counters
+SITE_UNITS = {
+    "load_power": "W", "pv_available_power": "W", "pv_dc_power": "W", "pv_dc_power_1": "W",
+    "pv_dc_power_2": "W", "pv_ac_power": "W", "battery_power": "W", "inverter_power": "W",
+    "grid_power": "W", "battery_soc": "%", "inverter_state": "-", "battery_capacity": "kWh",
+    "battery_max_power": "W", "inverter_rated_power": "W", "battery_voltage": "V",
+    "battery_current": "A",
+    "pv_dc_voltage": "V", "pv_dc_current": "A", "pv_dc_current_1": "A", "pv_dc_current_2": "A",
+    "battery_charge_power": "W", "battery_discharge_power": "W", "battery_charge_current": "A",
+    "battery_discharge_current": "A", "battery_reserve": "%", "battery_state": "-",
+    "battery_capacity_ah": "Ah", "inverter_apparent_power": "VA", "inverter_temperature": "°C",
+    "inverter_rated_current": "A",
+    **dict.fromkeys(SITE_COUNTERS, "kWh"),
+}
+SITE_INSTANTANEOUS = tuple(name for name in SITE_UNITS if name not in SITE_COUNTERS)
+SITE = frozenset(SITE_UNITS)  # only a site's maps show these
+COUNTERS = frozenset(ELECTRIC_COUNTERS + FLOW_COUNTERS + DERIVED_COUNTERS + SITE_COUNTERS)
 
 INSTANTANEOUS = (
     *phased("voltage"), "voltage_avg", "voltage_l1_l2", "voltage_l2_l3", "voltage_l3_l1",
@@ -60,5 +81,6 @@ IDENTITY = ("online", "meter_type", "serial_number", "serial_number_high", "seri
 STRINGS = ("version", "profile")  # text quantities, for string points only (serial_number too)
 
 NAMES = tuple(dict.fromkeys(INSTANTANEOUS + ELECTRIC_COUNTERS + DERIVED_COUNTERS + FLOW_COUNTERS
-                            + DEMANDS + MAX_DEMANDS + SETTINGS + IDENTITY + STRINGS))
+                            + DEMANDS + MAX_DEMANDS + SETTINGS + IDENTITY + STRINGS
+                            + SITE_INSTANTANEOUS + SITE_COUNTERS))
 NAME_SET = frozenset(NAMES)
