@@ -54,6 +54,8 @@ def error_of(text: str, meter_type: str | None = None, name: str = "mine.toml") 
 
 U16 = {"address": 20, "type": "uint16"}
 R = "register 1 (address 20): "  # how the errors name a register at address 20
+NO_SUNSSF = (R + "scale_factor 21 is not the address of an int16 constant from -10 to 10 in its space "
+             "(a SunSpec sunssf)")
 
 INVALID = [
     # the file as a whole
@@ -90,7 +92,7 @@ INVALID = [
      'register 2: unknown key "adress" (did you mean "address"?)'),
     (register(**U16, value=1, units="V"),
      R + 'unknown key "units" (one of address, space, type, quantity, value, scale, '
-     "offset, word_order, length, writable, allowed, min, max, absolute, meter_types)"),
+     "offset, word_order, length, writable, allowed, min, max, absolute, meter_types, scale_factor)"),
     (register(type="uint16", value=1), "register 1: address missing"),
     (register(address=70000, type="uint16", value=1), "register 1: address 70000 is not an integer 0-65535"),
     (register(address=-1, type="uint16", value=1), "register 1: address -1 is not an integer 0-65535"),
@@ -179,6 +181,28 @@ INVALID = [
      R + "scale applies to numbers, not to a string"),
     (register(**U16, quantity="flow", absolute=1), R + "absolute 1 is not true or false"),
     (register(**U16, value=1, absolute=True), R + "absolute applies to a numeric quantity"),
+    # scale_factor: the address of a SunSpec sunssf, an int16 constant from -10 to 10
+    (register(**U16, quantity="flow", scale_factor=21), NO_SUNSSF),
+    (register(**U16, quantity="flow", scale_factor=21) + register(address=21, type="uint16", value=0),
+     NO_SUNSSF),
+    (register(**U16, quantity="flow", scale_factor=21) + register(address=21, type="int16", value=-32768),
+     NO_SUNSSF),
+    (register(**U16, quantity="flow", scale_factor=21)
+     + register(address=21, type="int16", value=-1, space="input"),
+     NO_SUNSSF),
+    (register(**U16, quantity="flow", scale_factor=21) + register(address=21, type="int16", quantity="flow"),
+     NO_SUNSSF),
+    (register(**U16, quantity="flow", scale=1e9, scale_factor=21)
+     + register(address=21, type="int16", value=-2),
+     R + "scale 1e+09 x 10^2 is out of range: its magnitude must be from 1e-10 to 1e+10"),
+    (register(**U16, quantity="flow", scale_factor=70000),
+     R + "scale_factor 70000 is not an integer 0-65535"),
+    (register(**U16, value=1, scale_factor=21),
+     R + "scale_factor applies to a quantity in an integer type, not writable"),
+    (register(address=20, type="float32", quantity="flow", scale_factor=22),
+     R + "scale_factor applies to a quantity in an integer type, not writable"),
+    (register(**U16, quantity="unit_id", writable=True, scale_factor=21),
+     R + "scale_factor applies to a quantity in an integer type, not writable"),
     # writable and the ranges a write may store
     (register(**U16, quantity="flow", writable=True),
      R + 'quantity "flow" cannot be writable: only constants and unit_id and '
@@ -472,6 +496,17 @@ def test_constants_at_the_edges_of_their_type_fit(kind, value):
     assert point.value == value
     if kind.startswith(("uint", "int", "acc")):
         assert type(point.value) is int
+
+
+@pytest.mark.parametrize(("factor", "scale"), [(-2, 100.0), (0, 1.0), (1, 0.1), (3, 0.001)])
+def test_a_point_with_a_scale_factor_stores_its_quantity_times_scale_over_ten_to_the_factor(factor, scale):
+    text = (register(address=0, type="uint16", quantity="frequency", scale_factor=3)
+            + register(address=1, type="acc32", quantity="energy_import", scale=1000, scale_factor=3)
+            + register(address=3, type="int16", value=factor))
+    frequency, energy, sunssf = mapfile.load_map(write(text)).points
+    assert (frequency.scale, frequency.scale_factor) == (scale, 3)
+    assert (energy.scale, energy.scale_factor) == (pytest.approx(1000 * scale), 3)
+    assert (sunssf.value, sunssf.scale_factor) == (factor, None)
 
 
 def test_entries_of_different_meter_types_may_share_addresses():

@@ -16,7 +16,7 @@ from typing import Any
 from ..checks import is_integer
 from ..model.meters import METER_TYPES
 from . import points
-from .schema import EntryChecks, MapError, check_overlaps, show, unknown
+from .schema import EntryChecks, MapError, check_overlaps, linked_scales, show, unknown
 
 TOP_KEYS = ("name", "type", "word_order", "write_functions", "block", "register")
 BLOCK_KEYS = ("space", "start", "end")
@@ -137,6 +137,7 @@ class _Parser(EntryChecks):
                       for number, entry in enumerate(entries, 1))
         self.where = ""
         check_overlaps(found, self.fail)
+        found = linked_scales(found, self.fail)
         return points.Profile(name=name, meter_type=file_type, points=found, blocks=blocks,
                               word_order=word_order, write_functions=write_functions, source=self.source)
 

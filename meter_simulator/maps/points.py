@@ -35,6 +35,7 @@ class Point:
     maximum: float | None = None
     absolute: bool = False  # the magnitude of the quantity (a sign-less register)
     meter_types: tuple[str, ...] | None = None  # only for these meter types (None: every type)
+    scale_factor: int | None = None  # the address of its SunSpec scale factor, already in scale
     label: str = ""  # how errors name it: 'register 3 (address 20)'
 
     @property

@@ -6,6 +6,7 @@ Every check names the entry it reads, as in
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 from typing import Any
@@ -17,7 +18,7 @@ from ..model.meters import METER_TYPES
 from . import points
 
 ENTRY_KEYS = ("address", "space", "type", "quantity", "value", "scale", "offset", "word_order", "length",
-              "writable", "allowed", "min", "max", "absolute", "meter_types")
+              "writable", "allowed", "min", "max", "absolute", "meter_types", "scale_factor")
 TEXT_QUANTITIES = ("serial_number", *quantities.STRINGS)  # what a string point may show
 WRITABLE_QUANTITIES = quantities.SETTINGS
 ADDRESS_MAX = 0xFFFF
@@ -31,6 +32,7 @@ SPACE_WORDS = {"holding": "the holding registers", "input": "the input registers
 # 1e26 once stored: a float32 holds it with 12 orders of magnitude to spare.
 SCALE_MIN, SCALE_MAX = 1e-10, 1e10
 OFFSET_MAX = 1e10  # above every reading (the largest, about 1.3e7 W) and any counter's start value
+SCALE_FACTOR_RANGE = (-10, 10)  # a SunSpec sunssf: value = raw x 10^SF
 SETTING_VALUES = {"unit_id": f"a unit id (0 to {quantities.UNIT_ID_MAX})",
                   "demand_period": f"a demand period ({', '.join(map(str, PERIODS_MIN))} min)"}
 QUOTED_CHARS = 120  # a value quoted in a message is cut here: the message stays one short line
@@ -132,10 +134,21 @@ class EntryChecks:
         meter_types = self.meter_types(entry.get("meter_types"), file_type)
         if writable and quantity == "demand_period":
             self.demand_period(allowed, file_type, meter_types)
+        scale_factor = self.scale_factor(entry, quantity, kind, writable)
         return points.Point(address=address, space=space, type=kind, quantity=quantity, value=value,
                             scale=float(scale), offset=float(offset), word_order=own_order, length=length,
                             writable=writable, allowed=allowed, minimum=minimum, maximum=maximum,
-                            absolute=absolute, meter_types=meter_types, label=label)
+                            absolute=absolute, meter_types=meter_types, scale_factor=scale_factor,
+                            label=label)
+
+    def scale_factor(self, entry: dict, quantity: str | None, kind: str, writable: bool) -> int | None:
+        """The address of the entry's scale factor point (checked once every entry is read)."""
+        if "scale_factor" not in entry:
+            return None
+        address = self.address("scale_factor", entry["scale_factor"])
+        if quantity is None or kind == "string" or kind in points.FLOAT_TYPES or writable:
+            raise self.fail("scale_factor applies to a quantity in an integer type, not writable")
+        return address
 
     def layout(self, entry: dict, address: int, word_order: str) -> tuple[str, int, str]:
         """(type, length in registers, word order) of an entry."""
@@ -317,3 +330,32 @@ def check_overlaps(found: tuple[points.Point, ...], fail) -> None:
                     if kinds & set(other.meter_types or METER_TYPES):
                         raise fail(f"{point.label}: overlaps {other.label} in {SPACE_WORDS[space]}")
                 here.append(point)
+
+
+def linked_scales(found: tuple[points.Point, ...], fail) -> tuple[points.Point, ...]:
+    """The points with scale_factor = ADDRESS stored as their scale times 10^-SF, SF the value of
+    the int16 constant at that address (a SunSpec sunssf point): the value a client decodes as
+    raw x 10^SF is the quantity x scale, whatever SF a map (or hybrid.chain) gives."""
+    factors = {(space, point.address): point for point in found for space in point.spaces()
+               if point.type == "int16" and point.quantity is None and not point.writable}
+    linked = []
+    for point in found:
+        if point.scale_factor is None:
+            linked.append(point)
+            continue
+        factor = factors.get((point.spaces()[0], point.scale_factor))
+        low, high = SCALE_FACTOR_RANGE
+        if factor is None or not low <= factor.value <= high:
+            raise fail(f"{point.label}: scale_factor {point.scale_factor} is not the address of an "
+                       f"int16 constant from {low} to {high} in its space (a SunSpec sunssf)")
+        scale = scaled(point.scale, factor.value)
+        if not SCALE_MIN <= abs(scale) <= SCALE_MAX:
+            raise fail(f"{point.label}: scale {point.scale:g} x 10^{-factor.value} is out of range: "
+                       f"its magnitude must be from {SCALE_MIN:g} to {SCALE_MAX:g}")
+        linked.append(dataclasses.replace(point, scale=scale))
+    return tuple(linked)
+
+
+def scaled(scale: float, factor: int) -> float:
+    """scale x 10^-factor, exact for whole powers of ten up (10^2, not 1 / 10^-2)."""
+    return scale * 10 ** -factor if factor <= 0 else scale / 10 ** factor
