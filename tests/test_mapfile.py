@@ -70,6 +70,7 @@ INVALID = [
     ('name = "a\\nb"\n' + VOLTAGE, 'name "a\\nb" is not a one-line text'),
     ('type = "steam"\n' + VOLTAGE, 'unknown type "steam" (one of electric, water, gas)'),
     ('type = "electirc"\n' + VOLTAGE, 'unknown type "electirc" (did you mean "electric"?)'),
+    ('type = "inverter"\n' + VOLTAGE, 'unknown type "inverter" (one of electric, water, gas)'),
     ('word_order = "middle"\n' + VOLTAGE, 'unknown word order "middle" (one of big, little)'),
     ("write_functions = [5]\n" + VOLTAGE,
      "write_functions [5] is not a list of 6 and 16 (FC 0x06, 0x10)"),
@@ -507,6 +508,13 @@ def test_a_point_with_a_scale_factor_stores_its_quantity_times_scale_over_ten_to
     assert (frequency.scale, frequency.scale_factor) == (scale, 3)
     assert (energy.scale, energy.scale_factor) == (pytest.approx(1000 * scale), 3)
     assert (sunssf.value, sunssf.scale_factor) == (factor, None)
+
+
+def test_a_built_in_map_may_be_a_sites_inverter_map_showing_its_quantities():
+    text = 'type = "inverter"\n' + register(address=0, type="int16", quantity="battery_power")
+    (point,) = mapfile.load_map(write(text), types=mapfile.MAP_TYPES).points
+    assert point.quantity == "battery_power"
+    assert mapfile.MAP_TYPES == ("electric", "water", "gas", "inverter")
 
 
 def test_entries_of_different_meter_types_may_share_addresses():

@@ -16,11 +16,12 @@ from typing import Any
 from ..checks import is_integer
 from ..model.meters import METER_TYPES
 from . import points
-from .schema import EntryChecks, MapError, check_overlaps, linked_scales, show, unknown
+from .schema import SITE_TYPES, EntryChecks, MapError, check_overlaps, linked_scales, show, unknown
 
 TOP_KEYS = ("name", "type", "word_order", "write_functions", "block", "register")
 BLOCK_KEYS = ("space", "start", "end")
 WRITE_FUNCTIONS = (0x06, 0x10)
+MAP_TYPES = (*METER_TYPES, *SITE_TYPES)  # the types a built-in map may have; a user's: METER_TYPES
 # Reading and compiling a map costs time and memory by its entries (measured, one-register
 # entries: 1,000 take 0.1 s and 10 MB at the peak, 10,000 0.75 s and 88 MB, 65,536 8.5 s and
 # 579 MB); the largest real maps, SunSpec chains, hold a few hundred. A file is refused past
@@ -40,10 +41,12 @@ def toml_parser():
     return tomllib
 
 
-def load_map(path: str | os.PathLike, meter_type: str | None = None) -> points.Profile:
+def load_map(path: str | os.PathLike, meter_type: str | None = None,
+             types: tuple[str, ...] = METER_TYPES) -> points.Profile:
     """The profile of the map file at path (.json: JSON, anything else: TOML), checked whole.
 
-    meter_type is --type when the user gave it: a file that names another type is refused."""
+    meter_type is --type when the user gave it: a file that names another type is refused, and so
+    is a type not among types (a site's inverter map: the built-in maps' MAP_TYPES only)."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as file:
@@ -57,7 +60,7 @@ def load_map(path: str | os.PathLike, meter_type: str | None = None) -> points.P
         text = data.decode("utf-8-sig")  # a BOM, as some editors write, is not an error
     except UnicodeDecodeError as exc:
         raise MapError(f"profile {path}: cannot read it: not UTF-8 text (byte {exc.start})") from None
-    return parse(document_of(text, path), path, meter_type)
+    return parse(document_of(text, path), path, meter_type, types)
 
 
 def document_of(text: str, path: str) -> Any:
@@ -83,11 +86,12 @@ def document_of(text: str, path: str) -> Any:
         raise MapError(f"profile {path}: invalid {language}: {TOO_MANY_DIGITS}") from None
 
 
-def parse(document: Any, source: str, meter_type: str | None = None) -> points.Profile:
+def parse(document: Any, source: str, meter_type: str | None = None,
+          types: tuple[str, ...] = METER_TYPES) -> points.Profile:
     """The profile a parsed map document describes; source names it in errors and is its default name."""
     parser = _Parser(source)
     try:
-        return parser.profile(document, meter_type)
+        return parser.profile(document, meter_type, types)
     except RecursionError:  # a value nested almost as deep as the parser allows, shown in a message
         raise parser.fail("a value is nested too deeply") from None
 
@@ -108,7 +112,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 class _Parser(EntryChecks):
     """Checks one document: its top-level keys, blocks and register entries."""
 
-    def profile(self, document: Any, meter_type: str | None) -> points.Profile:
+    def profile(self, document: Any, meter_type: str | None, types: tuple[str, ...]) -> points.Profile:
         if not isinstance(document, dict):
             raise self.fail("the file must hold a table of keys at the top")
         for key in document:
@@ -121,8 +125,8 @@ class _Parser(EntryChecks):
         if not isinstance(name, str) or not name.strip() or not name.isprintable():
             raise self.fail(f"name {show(name)} is not a one-line text")
         file_type = document.get("type")
-        if file_type is not None and file_type not in METER_TYPES:
-            raise self.fail(unknown("type", file_type, METER_TYPES))
+        if file_type is not None and file_type not in types:
+            raise self.fail(unknown("type", file_type, types))
         if file_type is not None and meter_type is not None and file_type != meter_type:
             raise self.fail(f"type {show(file_type)} does not match --type {meter_type}")
         word_order = self.word_order(document.get("word_order", "big"))

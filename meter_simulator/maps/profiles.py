@@ -39,8 +39,8 @@ def is_file(value: str) -> bool:
 
 @functools.cache
 def built_in(name: str) -> Profile:
-    """A built-in profile by name (seed, sdm630, sunspec, sunspec-float)."""
-    profile = mapfile.load_map(built_in_path(name))
+    """A built-in profile by name (seed, sdm630, sunspec, sunspec-float, sunspec-hybrid)."""
+    profile = mapfile.load_map(built_in_path(name), types=mapfile.MAP_TYPES)
     # the seed map's coils, discrete inputs and status writes are the simulator's own
     return dataclasses.replace(profile, coils=True) if name == SEED else profile
 
