@@ -11,6 +11,7 @@ import pytest
 from meter_simulator.maps import codec, extremes, mapfile, points, readings
 from meter_simulator.model import quantities, site
 from meter_simulator.model.site import Site
+from support import ROOT
 
 # site-contract A7's table: quantity -> unit
 A7_UNITS = {
@@ -146,3 +147,8 @@ def test_an_inverter_map_encodes_every_site_quantity_at_the_extremes():
     image = compiled.encode(home.inverter.reading, home.inverter.counters, {}, Shown())
     assert image.words(3 * names.index("pv_energy") + 2, 1) == [71500 % 65536]  # wraps, as meters do
     assert image.words(3 * names.index("load_power") + 2, 1) == [65535]  # an instantaneous value clamps
+
+
+def test_the_map_format_page_lists_every_site_quantity():
+    page = (ROOT / "docs" / "profiles.md").read_text(encoding="utf-8")
+    assert not [name for name in sorted(quantities.SITE) if f"`{name}`" not in page]
