@@ -152,8 +152,7 @@ class Meter:
         return self.reading
 
     def _with_total(self, reading: Reading) -> Reading:
-        fields = dict(reading.__dict__, total=self.total)
-        return Reading(**fields)
+        return fast_reading(**dict(reading.__dict__, total=self.total))
 
     def _accumulate(self, dt_s: float) -> None:
         raise NotImplementedError
