@@ -183,8 +183,8 @@ REFUSALS = [
     (["--bogus", "1"], "unknown option: --bogus"),
     (["-z"], "unknown option: -z"),
     (["-x"], "unknown option: -x"),
-    (["--s", "1"], "--s is ambiguous: it could be --speed, --seed, --site, --start-time, --state-file, --save-interval, "
-                   "--serial, --stopbits"),
+    (["--s", "1"], "--s is ambiguous: it could be --speed, --seed, --site, --start-time, --state-file, "
+                   "--save-interval, --serial, --stopbits"),
     (["--i", "1"], "--i is ambiguous: it could be --interval, --idle-timeout"),
     (["--port"], "--port requires a value"),
     (["--type"], "--type requires a value"),

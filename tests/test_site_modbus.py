@@ -288,10 +288,12 @@ def test_the_devices_are_meters_of_the_control_api():
 def test_an_offline_fault_on_the_inverter_leaves_the_grid_meter_answering():
     with running("--pv-kwp", "8", "--interval", STILL) as simulator:
         port = simulator.server.port
-        status, _ = http(simulator, "POST", "/api/faults", {"type": "offline", "scope": {"meter": f"{port}-1"}})
+        fault = {"type": "offline", "scope": {"meter": f"{port}-1"}}
+        status, _ = http(simulator, "POST", "/api/faults", fault)
         assert status in (200, 201)
         with pymodbus_client(port) as client:
-            answer = client.read_holding_registers(40000, count=2, **unit_kw(client.read_holding_registers, 1))
+            kw = unit_kw(client.read_holding_registers, 1)
+            answer = client.read_holding_registers(40000, count=2, **kw)
             assert answer.isError() and answer.exception_code == 0x0B
             answer = client.read_holding_registers(0, count=2, **unit_kw(client.read_holding_registers, 200))
             assert not answer.isError()  # the seed map

@@ -8,9 +8,24 @@ import random
 import pytest
 
 from meter_simulator.model.site import (
-    BATTERY_EFFICIENCY, CHARGING, DISCHARGING, EMPTY, FULL, HOLDING, INVERTER_EFFICIENCY, MPPT,
-    SLEEPING, STANDBY, STRING_SHARES, THROTTLED, Battery, Site, battery_window, inverter_state,
-    split)
+    BATTERY_EFFICIENCY,
+    CHARGING,
+    DISCHARGING,
+    EMPTY,
+    FULL,
+    HOLDING,
+    INVERTER_EFFICIENCY,
+    MPPT,
+    SLEEPING,
+    STANDBY,
+    STRING_SHARES,
+    THROTTLED,
+    Battery,
+    Site,
+    battery_window,
+    inverter_state,
+    split,
+)
 
 ETA = INVERTER_EFFICIENCY
 HOUR_S = 3600.0
@@ -153,8 +168,8 @@ def test_a_site_balances_on_every_tick_of_a_day():
         assert_identities(s)
 
 
-@pytest.mark.parametrize("kwargs", [dict(battery_kwh=0.0), dict(pv_kwp=0.0), dict(pv_kwp=40.0, battery_kwh=200.0,
-                                                                                 battery_kw=100.0)])
+@pytest.mark.parametrize("kwargs", [dict(battery_kwh=0.0), dict(pv_kwp=0.0),
+                                    dict(pv_kwp=40.0, battery_kwh=200.0, battery_kw=100.0)])
 def test_every_configuration_balances(kwargs):
     s = site(**kwargs)
     for _ in range(100):
