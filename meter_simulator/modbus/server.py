@@ -71,12 +71,13 @@ def device_identification(meter_type: str, profile: str = "seed") -> DeviceIdent
     """FC 0x2B / MEI 0x0E objects: vendor, product code naming the meter type (or the device
     profile), version."""
     code = f"{meter_type.upper()}-METER" if profile == "seed" else profile.upper()
+    device = "hybrid inverter" if meter_type == "inverter" else f"{meter_type} meter"  # a site's unit 1
     return MeterIdentification(
         vendor_name=VENDOR,
         product_code=code.encode(),
         major_minor_revision=__version__.encode(),
-        product_name=f"meter-simulator {meter_type} meter".encode(),
-        model_name=f"simulated {meter_type} meter".encode(),
+        product_name=f"meter-simulator {device}".encode(),
+        model_name=f"simulated {device}".encode(),
     )
 
 

@@ -9,7 +9,7 @@ Usage:
 Options:
   --quick              A few seconds per scenario, to try it out.
   --only NAMES         Comma-separated scenario groups: closed, profiles, faults, rtu,
-                       rtu-serial, storm, fleet, tick [default: all].
+                       rtu-serial, storm, fleet, tick, site [default: all].
   --seconds S          Seconds of load per throughput scenario and round [default: 5].
   --rounds N           Rounds per throughput scenario, servers taking turns; the median
                        round is shown [default: 3].
@@ -32,7 +32,11 @@ delay fault active on another port of the run, and (--baseline) an earlier versi
 The rtu group reads 4 and 100 registers over 1 and 10 connections from ours with
 --framing tcp (MBAP) and --framing rtu (RTU over TCP; the load generator's closed-rtu),
 the two taking turns in every round; rtu-serial times 4-register reads on the --serial pty
-line, one at a time, as an RS485 master on a bus would.
+line, one at a time, as an RS485 master on a bus would. The site group runs 100 sites
+(--count 100 --site --pv-kwp 8 --battery-kwh 10) ticking every second, unread, against 100
+and 200 plain meters with panels (CPU, tick time, RSS), and 4-register reads over 10
+connections of a site's grid meter (unit id 200) and inverter (unit id 1, SunSpec model 103)
+against a plain meter's.
 """
 from __future__ import annotations
 
@@ -71,6 +75,9 @@ PTY_READS = 2000  # 4-register reads timed on the pty line
 PTY_TARGET_MS = 5.0  # a pty SHOULD answer a 4-register read within 5 ms on an idle machine
 PTY_TIMEOUT_S = 1.0  # an answer not in by then is counted as a timeout
 PTY_MAX_TIMEOUTS = 5  # then the line is given up: 2,000 silent reads would take half an hour
+SITE_COUNT = 100
+SITE_OPTIONS = ("--site", "--pv-kwp", "8", "--battery-kwh", "10")
+SITE_READS = {"plain meter": (1, 0), "site unit 200": (200, 0), "site unit 1": (1, 40070)}
 SERIAL_LINE = re.compile(r"Modbus RTU on serial (\S+) ")  # the start line's path (contract 1)
 
 
@@ -139,7 +146,8 @@ class Server:
 
     def __init__(self, kind: str, port: int, count: int = 1, units: int = 0,
                  loadgen: str = "", profile: str = "seed", root: Path = ROOT,
-                 fault_elsewhere: bool = False, framing: str = "tcp", serial: str = "") -> None:
+                 fault_elsewhere: bool = False, framing: str = "tcp", serial: str = "",
+                 extra: tuple[str, ...] = ()) -> None:
         if fault_elsewhere:
             count = 2
         self.kind, self.port, self.count = kind, port, count
@@ -158,6 +166,7 @@ class Server:
                 argv += ["--framing", framing]
             if serial:
                 argv += ["--serial", serial]
+            argv += list(extra)
         elif kind == "ceiling":
             argv = [loadgen, "serve" if framing == "tcp" else f"serve-{framing}", str(port)]
         else:
@@ -285,10 +294,13 @@ def closed_rounds(loadgen: str, port: int, servers: dict[str, dict], rounds: int
     rounds_by_label: dict[str, list[dict]] = {label: [] for label in servers}
     for _ in range(rounds):
         for label, kwargs in servers.items():
+            kwargs = dict(kwargs)
+            target = (kwargs.pop("unit", 1), kwargs.pop("address", 0))  # whom the reads ask
             server = Server(port=port, loadgen=loadgen, **kwargs)
             mode = "closed-rtu" if kwargs.get("framing") == "rtu" else "closed"
             try:
-                r = measured(server, loadgen, mode, "127.0.0.1", port, 1, conns, qty, seconds, func)
+                r = measured(server, loadgen, mode, "127.0.0.1", port, 1, conns, qty, seconds, func,
+                             *target)
             finally:
                 server.stop()
             # the CPU time covers the warm-up too: divide by every request answered
@@ -529,6 +541,45 @@ def fleet(loadgen: str, port: int, seconds: float) -> list[dict]:
     return rows
 
 
+def idle_fleet(server: Server, seconds: float) -> dict:
+    """The server's CPU share and peak RSS over seconds of ticking with no client."""
+    cpu0, wall0 = server.cpu_s(), time.monotonic()
+    time.sleep(seconds)  # the measuring window itself: the server ticks on its own
+    return {"cpu_pct": 100 * (server.cpu_s() - cpu0) / (time.monotonic() - wall0),
+            "rss_mb": server.peak_rss_mb()}
+
+
+def sites(loadgen: str, port: int, seconds: float, rounds: int) -> dict:
+    """100 sites ticking every second against plain meters, then 4-register reads of a site's
+    two devices against a plain meter's, at 10 connections."""
+    print(f"\n## {SITE_COUNT} sites ticking every second, no client, {seconds:g} s", flush=True)
+    print(f"{'run':<34} {'CPU %':>6} {'ms a tick':>9} {'RSS MB':>7}")
+    idle = {}
+    for label, count, extra in ((f"{SITE_COUNT} sites (200 devices)", SITE_COUNT, SITE_OPTIONS),
+                                (f"{SITE_COUNT} meters with panels", SITE_COUNT, ("--pv-kwp", "8")),
+                                (f"{2 * SITE_COUNT} meters with panels", 2 * SITE_COUNT,
+                                 ("--pv-kwp", "8"))):
+        server = Server("ours", port, count=count, extra=extra)
+        try:
+            r = idle_fleet(server, seconds)
+        finally:
+            server.stop()
+        idle[label] = r  # at one tick a second, CPU % x 10 is the milliseconds a tick takes
+        print(f"{label:<34} {r['cpu_pct']:>6.1f} {r['cpu_pct'] * 10:>9.1f} {r['rss_mb']:>7.1f}",
+              flush=True)
+    print(f"\n## 10 connections, read 4 registers of a site's devices, 5 s x {rounds} rounds",
+          flush=True)
+    print(f"{'target':<14} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10} "
+          f"{'RSS MB':>7} {'this/plain':>10} {'req/s rounds':>13}")
+    servers = {label: {"kind": "ours", "unit": unit, "address": address,
+                       "extra": () if label == "plain meter" else SITE_OPTIONS}
+               for label, (unit, address) in SITE_READS.items()}
+    reads = closed_rounds(loadgen, port, servers, rounds, 10, 4, 5.0)
+    for label, r in reads.items():
+        print_closed_row(label, r, ratio(r["rps"], reads["plain meter"]["rps"]), rounds)
+    return {"idle": idle, "reads": reads}
+
+
 def tick(seconds: float) -> dict:
     """Tick time and schedule drift of 1,000 electric meters, in a pinned process of their own."""
     print(f"\n## updater: 1,000 electric meters, interval 1 s, {seconds:g} s", flush=True)
@@ -710,7 +761,7 @@ def main() -> int:
     drift_s = 10.0 if quick else float(args["--drift-seconds"])
     storm_timeout_s = 10.0 if quick else 70.0
     port = int(args["--port"])
-    groups = {"closed", "profiles", "faults", "rtu", "rtu-serial", "storm", "fleet", "tick"}
+    groups = {"closed", "profiles", "faults", "rtu", "rtu-serial", "storm", "fleet", "tick", "site"}
     baseline = None if args["--baseline"] == "none" else Path(args["--baseline"]).resolve()
     only = groups if args["--only"] == "all" else set(args["--only"].split(","))
     if not only <= groups:
@@ -730,6 +781,8 @@ def main() -> int:
             if "rtu-serial" in only else None
         storm_results = storm(loadgen, port, storm_timeout_s) if "storm" in only else {}
         fleet_rows = fleet(loadgen, port, fleet_s) if "fleet" in only else []
+        if "site" in only:
+            sites(loadgen, port, fleet_s, rounds)
     tick_result = tick(drift_s) if "tick" in only else {}
     summary(closed_rows, profile_rows, storm_results, fleet_rows, tick_result, fault_rows, rtu_rows,
             pty_result)

@@ -4,10 +4,11 @@
  * per second than any of the Python servers can answer, which the benchmark
  * shows by running it against "serve" (a server that answers at once).
  *
- *   loadgen closed HOST PORT NPORTS CONNS QTY SECONDS [FUNC]
+ *   loadgen closed HOST PORT NPORTS CONNS QTY SECONDS [FUNC [UNIT [ADDR]]]
  *       CONNS connections (spread over NPORTS ports from PORT), each sends a read
- *       of QTY registers from address 0, waits for the answer, sends the next;
- *       FUNC 3 (holding registers, the default) or 4 (input registers).
+ *       of QTY registers from address ADDR (default 0) of unit id UNIT (default 1),
+ *       waits for the answer, sends the next; FUNC 3 (holding registers, the
+ *       default) or 4 (input registers).
  *   loadgen fleet HOST PORT NPORTS UNITS QTY SECONDS
  *       NPORTS x max(UNITS, 1) meters, each read once a second, spread evenly over
  *       the second; one connection per port, requests on it one after another
@@ -106,6 +107,8 @@ static int connect_to(const char *host, int port, int nonblock) {
 }
 
 static uint8_t read_func = 3; /* the read's function code: 3 holding, 4 input registers */
+static uint8_t read_unit = 1; /* closed: the unit id every read goes to */
+static uint16_t read_addr = 0; /* the first register every read asks for */
 static int rtu;               /* framing: 0 Modbus/TCP (MBAP header), 1 RTU over TCP */
 static int expect_qty;        /* RTU: the registers asked for, as answers carry no length */
 static uint64_t crc_errors, bad_answers;
@@ -141,7 +144,8 @@ static int build_read(uint8_t *out, uint16_t tid, uint8_t unit, uint16_t qty) {
     if (rtu) {
         if (!rtu_built[unit]) {
             uint8_t *f = rtu_reads[unit];
-            f[0] = unit; f[1] = read_func; f[2] = 0; f[3] = 0; f[4] = qty >> 8; f[5] = qty & 0xff;
+            f[0] = unit; f[1] = read_func; f[2] = read_addr >> 8; f[3] = read_addr & 0xff;
+            f[4] = qty >> 8; f[5] = qty & 0xff;
             uint16_t crc = crc16(f, 6);
             f[6] = crc & 0xff; /* low byte first */
             f[7] = crc >> 8;
@@ -150,7 +154,8 @@ static int build_read(uint8_t *out, uint16_t tid, uint8_t unit, uint16_t qty) {
         memcpy(out, rtu_reads[unit], 8);
         return 8;
     }
-    uint8_t f[12] = {tid >> 8, tid & 0xff, 0, 0, 0, 6, unit, read_func, 0, 0, qty >> 8, qty & 0xff};
+    uint8_t f[12] = {tid >> 8, tid & 0xff, 0, 0, 0, 6, unit, read_func, read_addr >> 8, read_addr & 0xff,
+                     qty >> 8, qty & 0xff};
     memcpy(out, f, 12);
     return 12;
 }
@@ -241,7 +246,7 @@ static int run_closed(const char *host, int port, int nports, int nconns, int qt
     uint64_t done = 0, errors = 0, warm = 0, timeouts = 0;
     uint16_t tid = 0;
     double start = now_s(), warm_end = start + 0.5, end = warm_end + seconds, next_check = start;
-    for (int i = 0; i < nconns; i++) { conns[i].sent_at = now_s(); send_read(&conns[i], ++tid, 1, qty); }
+    for (int i = 0; i < nconns; i++) { conns[i].sent_at = now_s(); send_read(&conns[i], ++tid, read_unit, qty); }
     struct epoll_event evs[256];
     int closed = 0;
     while (!closed) {
@@ -263,7 +268,7 @@ static int run_closed(const char *host, int port, int nports, int nconns, int qt
                     warm++;
                 }
                 c->sent_at = t;
-                if (send_read(c, ++tid, 1, qty) < 0) { closed = 1; break; }
+                if (send_read(c, ++tid, read_unit, qty) < 0) { closed = 1; break; }
             }
         }
         /* a tenth of a second between scans: 100 connections per event would cost more */
@@ -275,7 +280,7 @@ static int run_closed(const char *host, int port, int nports, int nconns, int qt
             timeouts++;
             if (rtu) c->have = 0; /* as a master drops a partial frame; MBAP's length resyncs */
             c->sent_at = t;
-            if (send_read(c, ++tid, 1, qty) < 0) { closed = 1; break; }
+            if (send_read(c, ++tid, read_unit, qty) < 0) { closed = 1; break; }
         }
     }
     double elapsed = now_s() - warm_end;
@@ -539,6 +544,8 @@ int main(int argc, char **argv) {
     if (mlen > 4 && strcmp(mode + mlen - 4, "-rtu") == 0) { rtu = 1; mode[mlen - 4] = 0; }
     if (argc >= 8 && strcmp(mode, "closed") == 0) {
         if (argc >= 9) read_func = (uint8_t)atoi(argv[8]);
+        if (argc >= 10) read_unit = (uint8_t)atoi(argv[9]);
+        if (argc >= 11) read_addr = (uint16_t)atoi(argv[10]);
         if (read_func != 3 && read_func != 4) { fprintf(stderr, "loadgen: FUNC must be 3 or 4\n"); return 2; }
         expect_qty = atoi(argv[6]);
         return run_closed(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), atoi(argv[6]), atof(argv[7]));
