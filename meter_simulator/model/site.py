@@ -198,11 +198,13 @@ class GridMeter(ElectricMeter):
         voltages = tuple(get(f"voltage_l{i + 1}", volts) for i, volts in enumerate(voltages))
         frequency_hz = get("frequency", frequency_hz)
         pinned_pf = get("power_factor_total")
-        scale = balance.load_w / sum(real_w) if sum(real_w) > 0.0 else 0.0
+        household_w = real_w[0] + real_w[1] + real_w[2]
+        # a pinned load scales the household's reactive power with its real power
+        scale = balance.load_w / household_w if household_w > 0.0 else 0.0
         currents, factors, powers, reactive, apparent = [], [], [], [], []
         for i, (volts, load_w, var) in enumerate(zip(voltages, balance.loads_w, reactive_var)):
             power_w = load_w - balance.inverter_w / 3.0 + 0.0
-            var = var * scale if sum(real_w) > 0.0 else 0.0
+            var *= scale
             pf_pin = pinned_pf if pinned_pf is not None else get(f"power_factor_l{i + 1}")
             if pf_pin:  # the pin sets the phase angle; the balance keeps P
                 va = abs(power_w) / pf_pin
