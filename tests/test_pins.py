@@ -456,12 +456,18 @@ def test_pinnable_names():
     assert {name for names in PINNABLE.values() for name in names} == set(pins.RANGES)
 
 
-@pytest.mark.parametrize("kind, name", [("grid", "power_total"), ("grid", "current_l2"),
-                                        ("inverter", "voltage_l1"), ("inverter", "power_total")])
-def test_a_sites_balance_refuses_pins_of_its_powers_and_names_the_site_pin(kind, name):
-    with pytest.raises(PinError, match=f"^{name} of a site's {kind} meter follows the site's balance: "
+@pytest.mark.parametrize("name", ["power_total", "current_l2"])
+def test_a_sites_balance_refuses_pins_of_its_powers_and_names_the_site_pin(name):
+    with pytest.raises(PinError, match=f"^{name} of a site's grid meter follows the site's balance: "
                                        "pin load_w or pv_available_w of the site"):
-        merged(kind, {}, {name: 100.0})
+        merged("grid", {}, {name: 100.0})
+
+
+@pytest.mark.parametrize("name", ["voltage_l1", "battery_soc", "power_total"])
+def test_a_sites_inverter_has_no_pins(name):
+    with pytest.raises(PinError, match="^a site's inverter has no readings to pin: pin load_w or "
+                                       "pv_available_w of the site"):
+        merged("inverter", {}, {name: 10.0})
 
 
 def test_empty_changes_return_the_present_pins_as_a_new_dict():

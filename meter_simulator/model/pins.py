@@ -107,9 +107,12 @@ def merged(meter_type: str, current: Mapping[str, float], changes: Mapping[str, 
         raise PinError(f"overrides must be an object of reading names and values, not {echoed(changes)}")
     pins = dict(current)
     for name, value in changes.items():
-        if meter_type in ("grid", "inverter") and name not in pinnable and name in PINNABLE["electric"]:
+        if meter_type == "grid" and name not in pinnable and name in PINNABLE["electric"]:
             raise PinError(f"{name} of a site's {meter_type} meter follows the site's "
                            "balance: pin load_w or pv_available_w of the site (PUT /api/sites/PORT)")
+        if not pinnable:
+            raise PinError(f"a site's {meter_type} has no readings to pin: pin load_w or "
+                           "pv_available_w of the site (PUT /api/sites/PORT)")
         if not isinstance(name, str) or name not in pinnable:
             raise PinError(f"unknown reading {echoed(name)}: pinnable are {', '.join(pinnable)}")
         if value is None:
