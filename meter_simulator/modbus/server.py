@@ -152,6 +152,8 @@ class MeterServer:
             if endpoint.port == modbus.bound_port:
                 continue
             endpoint.port = modbus.port = modbus.bound_port
+            if endpoint.site is not None:
+                endpoint.site.port = endpoint.port
             for unit_id, device in (endpoint.devices_by_id or {None: endpoint.device}).items():
                 device.key = meter_key(endpoint.port, unit_id)
                 device.serial_number = serial_number(endpoint.port, device.unit_id)

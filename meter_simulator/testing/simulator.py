@@ -20,8 +20,10 @@ OPTIONS = {"type": "--type", "count": "--count", "unit_ids": "--unit-ids", "inte
            "speed": "--speed", "seed": "--seed", "read_only": None, "allow": "--allow",
            "max_clients": "--max-clients", "idle_timeout": "--idle-timeout",
            "state_file": "--state-file", "save_interval": "--save-interval", "profile": "--profile",
-           "pv_kwp": "--pv-kwp", "host": "--address", "port": "--port", "framing": "--framing",
-           "serial": "--serial", "baud": "--baud", "parity": "--parity", "stopbits": "--stopbits"}
+           "pv_kwp": "--pv-kwp", "site": None, "battery_kwh": "--battery-kwh",
+           "battery_kw": "--battery-kw", "start_time": "--start-time", "host": "--address",
+           "port": "--port", "framing": "--framing", "serial": "--serial", "baud": "--baud",
+           "parity": "--parity", "stopbits": "--stopbits"}
 EXTRA = ("http", "http_token")
 
 
@@ -114,10 +116,11 @@ class MeterSimulator:
     """Meters on 127.0.0.1, free ports unless port= is given; start() or a with block runs them.
 
     Keywords: type, count, unit_ids, interval, speed, seed, read_only, allow, max_clients,
-    idle_timeout, state_file, save_interval, profile, pv_kwp, host, port, framing ("tcp" or
-    "rtu"), serial ("pty", "pty:LINK" or a device; serial_path is what clients open), baud,
-    parity, stopbits; http=True serves the control port on a free loopback port (or
-    http="HOST:PORT"), http_token requires it.
+    idle_timeout, state_file, save_interval, profile, pv_kwp, site (True: each port serves a
+    home, inverter unit id 1 and grid meter 200), battery_kwh, battery_kw, start_time ("HH:MM"),
+    host, port, framing ("tcp" or "rtu"), serial ("pty", "pty:LINK" or a device; serial_path is
+    what clients open), baud, parity, stopbits; http=True serves the control port on a free
+    loopback port (or http="HOST:PORT"), http_token requires it.
     """
 
     def __init__(self, **keywords) -> None:
@@ -248,6 +251,18 @@ class MeterSimulator:
 
     def set_total(self, total: float, meter=None) -> dict:
         return self.control.set_total(self._id(meter), total)
+
+    # --- sites ---
+    def site(self, port=None) -> dict:
+        """A site as GET /api/sites/{port} shows it (the site on sim.port by default); KeyError
+        for a port that serves no site (every port without site=True)."""
+        return self.control.sites.site(self.port if port is None else port)
+
+    def set_site(self, port=None, **changes) -> dict:
+        """Change a site as PUT /api/sites/{port} does: load_w=, pv_available_w= pin (None
+        releases), soc_pct= sets the state of charge; returns the site. ValueError for a bad
+        value (nothing changes), KeyError for a port that serves no site."""
+        return self.control.sites.set_site(self.port if port is None else port, changes)
 
     # --- faults ---
     def fault(self, type: str, *, meter=None, port: int | None = None,  # noqa: A002 - the API's word
