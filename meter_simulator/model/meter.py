@@ -152,6 +152,8 @@ class Meter:
         return self.reading
 
     def _with_total(self, reading: Reading) -> Reading:
+        """The reading with the total as it is now; every other field kept, also those only some
+        meters' readings carry (an inverter's site)."""
         return fast_reading(**dict(reading.__dict__, total=self.total))
 
     def _accumulate(self, dt_s: float) -> None:
