@@ -204,10 +204,13 @@ class Updater:
             device.publish_total()
 
     def set_values(self, device: Device, values) -> None:
-        """Resume the meter from saved counters and maximum demands, published before this returns."""
+        """Resume the meter from saved counters and maximum demands, published before this returns;
+        a site's device publishes both devices of the site (a restored state of charge moves the
+        balance the grid meter shows too)."""
         with self.lock:
             device.meter.restore_values(values)
-            device.publish_total()
+            for shown in (device,) if device.site is None else device.site.devices:
+                shown.publish_total()
 
     def write_registers(self, device: Device, address: int, words) -> int:
         """A client's write into the meter's writable registers: checked whole, then stored and

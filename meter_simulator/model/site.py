@@ -49,7 +49,8 @@ EMPTY, DISCHARGING, CHARGING, FULL, HOLDING = 2, 3, 4, 5, 6
 INVERTER_COUNTERS = ("inverter_energy", "pv_energy_1", "pv_energy_2", "battery_energy_charged",
                      "battery_energy_discharged")  # kWh
 SITE_PINS = ("load_w", "pv_available_w")
-SOC_KEY = "battery_soc"  # the state of charge among the inverter's saved values
+SOC_KEY = "battery_soc"  # the state of charge among the inverter's saved values (%)
+RESERVE_KEY = "battery_reserve"  # and the reserve (%)
 
 
 class Balance:
@@ -277,7 +278,7 @@ class Inverter(Meter):
         values = super().state_values()
         if self.battery is not None:
             values[SOC_KEY] = self.battery.soc_pct
-            values["battery_reserve"] = self.battery.reserve_pct
+            values[RESERVE_KEY] = self.battery.reserve_pct
         return values
 
     def restore_values(self, values: Mapping[str, float]) -> Reading:
@@ -286,7 +287,7 @@ class Inverter(Meter):
             soc = values.get(SOC_KEY)
             if finite_non_negative(soc) and soc <= 100.0:
                 battery.soc_pct = soc
-            reserve = values.get("battery_reserve")
+            reserve = values.get(RESERVE_KEY)
             if finite_non_negative(reserve) and reserve <= 100.0:
                 battery.reserve_pct = reserve
         super().restore_values(values)

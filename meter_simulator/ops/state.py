@@ -18,6 +18,14 @@ meter type is refused (a typo must not start a counter from 0 unnoticed), and
 so is a value above quantities.COUNTER_MAX (1e15), which every map must be able
 to encode.
 
+A site's inverter (key PORT-1 of a --site run, in an electric file) holds its own
+values instead: its counters (model.site.INVERTER_COUNTERS, kWh) and, with a
+battery, battery_soc and battery_reserve (percent, 0 to 100). A meter is an
+inverter's when it names any of these, and then it names nothing else; a
+missing counter loads as 0, a missing percentage stays out (the battery starts
+new). Restored into a plain meter (or a plain meter's into an inverter), the
+names the device does not know are ignored: it starts new.
+
 A version-1 file (one total per meter: "totals": {"5021": 12.5, "5022/7": 0.25})
 still loads: each total becomes energy_import, split equally over
 energy_import_l1..3 (electric), or volume_total, every other counter 0, and
@@ -49,6 +57,7 @@ from typing import Union
 
 from ..checks import JsonProblem, is_finite_number, is_long_integer, json_document, long_integer_text
 from ..model.quantities import COUNTER_MAX, ELECTRIC_COUNTERS, FLOW_COUNTERS, MAX_DEMANDS, PHASES
+from ..model.site import INVERTER_COUNTERS, RESERVE_KEY, SOC_KEY
 
 try:
     import fcntl
@@ -62,6 +71,12 @@ READ_VERSIONS = (1, 2)  # the versions load() reads
 UNITS = {"electric": "energy_* kWh, reactive_energy_* kvarh, apparent_energy_* kVAh, ampere_hours Ah, "
                      "max_demand_power_* W, max_demand_apparent VA, max_demand_current_* A",
          "water": "m3", "gas": "m3"}
+INVERTER_UNITS = "; a site's inverter: inverter_energy, pv_energy_*, battery_energy_* kWh, " \
+                 "battery_soc, battery_reserve %"
+BATTERY_PERCENTAGES = (SOC_KEY, RESERVE_KEY)  # a site's battery: 0 to 100
+INVERTER_NAMES = frozenset(INVERTER_COUNTERS + BATTERY_PERCENTAGES)
+# an inverter's values as its state_values() gives them: with a battery, without one
+INVERTER_LAYOUTS = (INVERTER_COUNTERS + BATTERY_PERCENTAGES, INVERTER_COUNTERS)
 # the counter a version-1 total is, and what the seed map's registers 0-1 show
 TOTAL_COUNTERS = {"electric": "energy_import", "water": "volume_total", "gas": "volume_total"}
 START_OVER = "move the file away to start from 0"
@@ -125,17 +140,47 @@ def counter_value(key: str, name: str, value) -> float:
 
 
 def meter_values(meter_type: str, key: str, values) -> dict[str, float]:
-    """A meter's values, every counter of its type in order (missing ones 0); ValueError for a
-    value that is not a number >= 0, a name that is not a counter, or not an object at all."""
+    """A meter's values, every counter of its type in order (missing ones 0), or a site
+    inverter's (inverter_values()); ValueError for a value that is not a number >= 0, a name
+    that is not a counter, or not an object at all."""
     names = counter_names(meter_type)
     if complete(names, values):
         return dict(values)
     if not isinstance(values, Mapping):
         raise ValueError(f"meter {key!r} is {quoted(values)}, not an object of counters")
+    if is_inverter(meter_type, values):
+        return inverter_values(key, values)
     for name in values:
         if name not in names:
             raise ValueError(f"meter {key!r} has {name!r}, not a counter of {meter_type} meters")
     return {name: counter_value(key, name, values.get(name, 0.0)) for name in names}
+
+
+def is_inverter(meter_type: str, values: Mapping) -> bool:
+    """True for a site's inverter's values: a meter of an electric file naming any of them."""
+    return meter_type == "electric" and not INVERTER_NAMES.isdisjoint(values)
+
+
+def inverter_values(key: str, values: Mapping) -> dict[str, float]:
+    """A site's inverter's values: every counter in order (missing ones 0), then the battery's
+    percentages it holds; ValueError for a name that is not one of them, a counter that is not
+    a number from 0 to COUNTER_MAX or a percentage that is not one from 0 to 100."""
+    if (any(complete(layout, values) for layout in INVERTER_LAYOUTS)
+            and all(values.get(name, 0.0) <= 100.0 for name in BATTERY_PERCENTAGES)):
+        return dict(values)
+    for name in values:
+        if name not in INVERTER_NAMES:
+            raise ValueError(f"meter {key!r} has {name!r} beside a site inverter's values, "
+                             f"not one of them")
+    checked = {name: counter_value(key, name, values.get(name, 0.0)) for name in INVERTER_COUNTERS}
+    for name in BATTERY_PERCENTAGES:
+        if name in values:
+            value = values[name]
+            if not (is_finite_number(value) and 0 <= value <= 100):
+                raise ValueError(f"the {name} of meter {key!r} is {quoted(value)}, not a percentage "
+                                 f"from 0 to 100")
+            checked[name] = float(value)
+    return checked
 
 
 def complete(names: tuple[str, ...], values) -> bool:
@@ -160,17 +205,19 @@ def encode(meter_type: str, meters: Mapping[str, MeterValues], saved_at_s: float
     """
     names = counter_names(meter_type)
     lines = []
+    inverters = False
     for key, values in meters.items():
         if not isinstance(values, Mapping):
             values = from_total(meter_type, counter_value(key, "total", values))
         elif not complete(names, values):
             values = meter_values(meter_type, key, values)
+            inverters = inverters or is_inverter(meter_type, values)
         lines.append(f"  {ENCODER.encode(str(key))}: {ENCODER.encode(values)}")
     head = {
         "format": FORMAT,
         "version": VERSION,
         "meter_type": meter_type,
-        "units": UNITS.get(meter_type, ""),
+        "units": UNITS.get(meter_type, "") + (INVERTER_UNITS if inverters else ""),
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(saved_at_s)),
     }
     text = "".join(f" {json.dumps(name)}: {json.dumps(value)},\n" for name, value in head.items())
