@@ -43,6 +43,7 @@ def holding(port: int, address: int, count: int, unit_id: int) -> list[int]:
 def test_a_site_is_served_on_sim_port_and_sim_site_is_the_apis_site():
     with MeterSimulator(site=True, pv_kwp=8, battery_kwh=10, start_time="12:00", seed=1,
                         interval=STILL, http=True) as sim:
+        assert repr(sim) == "<MeterSimulator site running>"
         assert sim.meter_ids == [f"{sim.port}-1", f"{sim.port}-200"]
         site = sim.site()
         status, answer = control(sim, "GET", f"/api/sites/{sim.port}")

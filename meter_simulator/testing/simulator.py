@@ -291,4 +291,5 @@ class MeterSimulator:
 
     def __repr__(self) -> str:
         state = "running" if self._started and not self._stopped else "stopped" if self._stopped else "new"
-        return f"<MeterSimulator {self.config.meter_type} {state}>"
+        kind = "site" if self.config.site else self.config.meter_type
+        return f"<MeterSimulator {kind} {state}>"
