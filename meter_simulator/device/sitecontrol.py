@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from ..checks import is_finite_number, is_integer
 from ..model.pins import echoed
-from ..model.site import MAX_SITE_PIN_W, SITE_PINS, STATE_NAMES
+from ..model.site import MAX_SITE_PIN_W, SITE_PINS, STATE_NAMES, Balance
 from .faults import UnknownError
 from .fleet import PortPlan
 from .served import MAX_PAGE
@@ -83,6 +83,12 @@ class SiteControl:
         view["pins"] = pins
         view["controls"] = controls(balance.reserve_pct if battery is not None else None)
         return view
+
+    def balances(self) -> list[tuple[int, Balance]]:
+        """(port, balance of the latest tick or change) of every site in port order, taken under
+        the updater's lock once (a balance is replaced, never changed, so it stays one tick's)."""
+        with self.updater.lock:
+            return [(port, devices.site.balance) for port, devices in self.by_port.items()]
 
     def set_site(self, port, changes) -> dict:
         """PUT /api/sites/{port}: pin load_w and pv_available_w (None releases), set soc_pct;

@@ -3,9 +3,11 @@
 A custom collector for prometheus_client: nothing on the Modbus request path calls
 into the library. Connections count their requests in dicts of their own
 (modbus/mbap.py), the updater its ticks, the control core its faults; a scrape sums
-them and copies the meters' totals and rates under the updater's lock once.
+them and copies the meters' totals and rates, and the sites' balances, under the updater's
+lock once each.
 Label sets are bounded by the configuration: no client address, register address
-or fault id; per-meter gauges only up to PER_METER_LIMIT meters.
+or fault id; per-meter gauges only up to PER_METER_LIMIT meters, per-site ones up to as many
+sites.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ CONTENT_TYPE = getattr(prometheus_client, "CONTENT_TYPE_PLAIN_0_0_4", prometheus
 PER_METER_LIMIT = 1000
 RESULTS = {0: "ok", RESULT_EXCEPTION: "exception", RESULT_FAULT: "fault"}
 PREFIX = "meter_simulator_"
+SITE_FLOWS = ("load", "pv_dc", "pv_ac", "battery", "inverter", "grid")  # a Balance's <flow>_w
 
 
 class SimulatorCollector:
@@ -74,6 +77,7 @@ class SimulatorCollector:
         yield from self.tick_metrics()
         yield from self.control_port_metrics()
         yield from self.meter_metrics()
+        yield from self.site_metrics()
         yield GaugeMetricFamily(PREFIX + "uptime_seconds", "Seconds since start",
                                 value=self.control.uptime_s())
 
@@ -163,6 +167,32 @@ class SimulatorCollector:
             fleet_rate.add_metric((kind,), sum(row[4] for row in rows if row[1] == kind))
         yield fleet_total
         yield fleet_rate
+
+    def site_metrics(self):
+        """A site's flows, state of charge and inverter state of the latest tick, for runs of at
+        most PER_METER_LIMIT sites (none without --site)."""
+        sites = self.control.sites
+        if not sites.by_port or len(sites.by_port) > PER_METER_LIMIT:
+            return
+        balances = sites.balances()
+        power = GaugeMetricFamily(PREFIX + "site_power_watts",
+                                  "A site's power flows, W: battery + discharging, grid + importing",
+                                  labels=("site", "flow"))
+        soc = GaugeMetricFamily(PREFIX + "site_soc_percent", "A site's battery state of charge, %",
+                                labels=("site",))
+        state = GaugeMetricFamily(PREFIX + "site_inverter_state",
+                                  "A site's inverter operating state, SunSpec St code", labels=("site",))
+        for port, balance in balances:
+            site = str(port)
+            for flow in SITE_FLOWS:
+                power.add_metric((site, flow), getattr(balance, flow + "_w"))
+            if balance.has_battery:
+                soc.add_metric((site,), balance.soc_pct)
+            state.add_metric((site,), balance.state)
+        yield power
+        if soc.samples:
+            yield soc
+        yield state
 
 
 def registry(server: MeterServer, control: Control, http=None) -> CollectorRegistry:
