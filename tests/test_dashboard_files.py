@@ -19,7 +19,7 @@ from importlib import resources
 from urllib.parse import urlsplit
 
 import pytest
-from test_control_http import Reply, call, refused
+from test_control_http import ControlProcess, Reply, call, refused
 
 from meter_simulator.device.control import Control
 from meter_simulator.device.fleet import PortPlan
@@ -45,7 +45,7 @@ ASSETS = {
 ACTIONS = ("online", "offline", "reset", "fault-delay", "fault-no-answer", "fault-busy",
            "fault-freeze", "clear-faults")
 LISTING_KEYS = {"count", "offset", "limit", "meters"}
-SUMMARY_KEYS = {"meters", "online", "offline", "faults", "power_total", "flow", "types", "tick",
+SUMMARY_KEYS = {"meters", "online", "offline", "faults", "power_total", "flow", "types", "sites", "tick",
                 "read_only"}
 ABSOLUTE_URL = re.compile(r"https?://", re.IGNORECASE)
 # ways a script could reach anything but the relative API paths, or keep the token outside the page
@@ -396,6 +396,7 @@ def test_the_summary_is_the_whole_fleets_beside_the_listing(fleet):
     assert found["power_total"] == pytest.approx(rates(page, "electric"), abs=0.01)
     assert found["power_total"] > 0
     assert found["flow"] == 0
+    assert found["sites"] == 0
     assert found["tick"] == fleet.ticks
     assert page == listing(fleet, "limit=1000")  # summary adds a key and changes nothing else
     # a page of the listing still summarises every meter (the dashboard shows 50 a page)
@@ -505,6 +506,23 @@ def test_flow_meters_sum_their_flow_and_no_power(meter_type):
         assert found["power_total"] == 0
         assert found["flow"] == pytest.approx(rates(page, meter_type), abs=0.01)
         assert found["flow"] >= 12.5 - 0.01
+
+
+def test_a_run_of_sites_counts_them_and_sums_the_grid_meters_power_alone():
+    options = ("--site", "--pv-kwp", "8", "--battery-kwh", "10", "--start-time", "12:00",
+               "--seed", "2", "--interval", str(STILL))
+    with ControlProcess(*options, count=3) as program:
+        program.change("PUT", f"/api/sites/{program.port}", {"load_w": 9000, "pv_available_w": 0})
+        page = program.get("/api/meters?summary=1&limit=1000")
+        sites = program.get("/api/sites")
+    found = page["summary"]
+    assert found["sites"] == sites["count"] == 3
+    assert found["types"] == {"inverter": 3, "electric": 3}
+    assert found["meters"] == found["online"] == 6
+    assert found["flow"] == 0  # an inverter's power is its site's, never a flow
+    assert found["power_total"] == pytest.approx(rates(page, "electric"), abs=0.01)
+    assert found["power_total"] == pytest.approx(sum(site["grid_w"] for site in sites["sites"]), abs=0.01)
+    assert sites["sites"][0]["grid_w"] == pytest.approx(4000.0)  # the pinned site imports 4 kW
 
 
 # --- Control.fleet_summary without sockets -----------------------------------------------------

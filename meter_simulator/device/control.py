@@ -33,6 +33,7 @@ from .updater import Device, Updater
 log = logging.getLogger(__name__)
 
 MAX_TOTAL = 1e9  # kWh or m3 a total may jump to
+FLOW_TYPES = ("water", "gas")  # the meters whose rate is a flow (L/min)
 SERIAL_KEYS = ("path", "link", "baud", "parity", "stopbits")  # a serial line as details show it
 
 
@@ -122,7 +123,8 @@ class Control:
 
     def fleet_summary(self) -> dict:
         """The whole run at a glance (the dashboard's summary line): meters by type and state,
-        active faults, the electric meters' summed power (W) and the others' summed flow (L/min)."""
+        active faults, the electric meters' summed power (W), the water and gas meters' summed
+        flow (L/min) and the number of sites (an inverter's power is its site's, in neither)."""
         self._expire_due()  # first: the meters a meter fault held are counted as they are after it
         types: dict[str, int] = {}
         online = 0
@@ -132,13 +134,13 @@ class Control:
             online += is_online
             if meter_type == "electric":
                 power_w += rate
-            else:
+            elif meter_type in FLOW_TYPES:
                 flow_l_min += rate
         with self._lock:
             active = len(self._faults)
         return {"meters": len(self.meters), "online": online, "offline": len(self.meters) - online,
                 "faults": active, "power_total": power_w, "flow": flow_l_min, "types": types,
-                "tick": self.updater.ticks}
+                "sites": len(self.sites.by_port), "tick": self.updater.ticks}
 
     def details(self, meter_id) -> dict:
         """GET /api/meters/{id}: everything about one meter."""
