@@ -211,6 +211,90 @@ def test_the_chart_draws_the_selected_meters_rate(browser):
         assert painted > 0  # the rate's line, drawn in the accent blue (none before a sample)
 
 
+# --- a site: its flows beside its two meters (site-contract A7) --------------------------------
+
+SITE_FLOWS = ("load", "pv_dc", "pv_ac", "battery", "inverter", "grid")
+
+
+def site_flows(driver, port: int) -> dict[str, str]:
+    """The data-flow cells of the site panel of this port, by flow."""
+    return js(driver, "const out = {}; for (const cell of document.querySelectorAll("
+                      "`[data-site=\"${arguments[0]}\"] [data-flow]`))"
+                      " out[cell.dataset.flow] = cell.textContent; return out", str(port))
+
+
+def directions(driver) -> dict[str, str]:
+    return js(driver, "const out = {}; for (const cell of document.querySelectorAll("
+                      "'#site-panel [data-direction]')) out[cell.dataset.direction] = cell.textContent;"
+                      "return out")
+
+
+def shows_site(driver, site: dict) -> bool:
+    """The panel shows the site's flows as plain numbers within their shown precision (0.1 W, and
+    0.01 % for the state of charge)."""
+    shown = site_flows(driver, site["port"])
+    if set(shown) != {*SITE_FLOWS, "soc"} or not all(PLAIN_NUMBER.fullmatch(text) for text in shown.values()):
+        return False
+    return (all(near(shown[flow], site[flow + "_w"], 10) for flow in SITE_FLOWS)
+            and near(shown["soc"], site["soc_pct"], 100))
+
+
+def pin_site(program: ControlProcess, **pins) -> dict:
+    return program.change("PUT", f"/api/sites/{program.port}", pins)
+
+
+def test_a_sites_flows_show_beside_its_two_meters(browser):
+    options = ("--site", "--pv-kwp", "8", "--battery-kwh", "10", "--start-time", "12:00",
+               "--seed", "4", "--interval", "3600")
+    with ControlProcess(*options, count=2) as program:
+        port, url = program.port, f"http://127.0.0.1:{program.http_port}/"
+        site = pin_site(program, load_w=2000, pv_available_w=6000)  # the battery takes the surplus
+        open_page(browser, url, rows=4)
+        assert js(browser, "return document.querySelector('[data-summary=\"sites\"]').textContent") == "2"
+        assert not browser.find_element(By.ID, "site-panel").is_displayed()
+        click_row(browser, f"{port}-200")
+        until(lambda: shows_site(browser, site))
+        assert directions(browser)["battery"] == "charging" and site["battery_w"] < -3000
+        # the grid meter's power and currents are the balance's: no pin offered for them
+        offered = js(browser, "return [...document.querySelectorAll('#pin-name option')].map(o => o.value)")
+        assert "voltage_l1" in offered and "frequency" in offered
+        assert not {"power_total", "current_l1", "current_l2", "current_l3"} & set(offered)
+
+        site = pin_site(program, load_w=9000, pv_available_w=0)  # the evening: the battery and grid
+        until(lambda: shows_site(browser, site))
+        assert (site["battery_w"], site["grid_w"]) == (5000.0, pytest.approx(4000.0))
+        assert {key: directions(browser)[key] for key in ("battery", "inverter", "grid")} == {
+            "battery": "discharging", "inverter": "delivering", "grid": "import"}
+        site = pin_site(program, load_w=500, pv_available_w=6000)  # the battery full-on, the rest exported
+        until(lambda: shows_site(browser, site))
+        assert site["grid_w"] < -100
+        assert (directions(browser)["battery"], directions(browser)["grid"]) == ("charging", "export")
+
+        # the inverter, selected from the site panel: its readings, and no pin of its own
+        browser.find_element(By.ID, "site-inverter").click()
+        until(lambda: browser.find_element(By.ID, "meter-details").get_attribute("data-meter") == f"{port}-1"
+              and "inverter_power" in panel_readings(browser))
+        shown = panel_readings(browser)
+        readings = program.meter(f"{port}-1")["readings"]
+        assert all(PLAIN_NUMBER.fullmatch(text) for text in shown.values()), shown
+        assert float(shown["inverter_power"]) == pytest.approx(readings["inverter_power"], abs=1e-6)
+        assert float(shown["battery_soc"]) == pytest.approx(readings["battery_soc"], abs=1e-6)
+        assert not browser.find_element(By.ID, "pin-form").is_displayed()
+        assert browser.find_element(By.CSS_SELECTOR, f'[data-site="{port}"]').is_displayed()
+
+        # the site's own pins, from its panel
+        browser.find_element(By.CSS_SELECTOR, '#site-pin-name option[value="load_w"]').click()
+        browser.find_element(By.ID, "site-pin-value").send_keys("1234.5")
+        clicked = click(browser, "site-pin")
+        within_effect_time(clicked, lambda: program.get(f"/api/sites/{port}")["pins"]["load_w"] == 1234.5)
+        until(lambda: site_flows(browser, port)["load"] == "1234.5")
+        clicked = click(browser, "site-release-all")
+        within_effect_time(clicked, lambda: program.get(f"/api/sites/{port}")["pins"] == {})
+        assert program.get(f"/api/sites/{port + 1}")["pins"] == {}  # the other site never saw any
+        assert severe_logs(browser) == []
+        browser.get("about:blank")  # no poll of the stopped program logs into the next test
+
+
 # --- buttons ------------------------------------------------------------------------------------
 
 def test_every_button_takes_effect_on_the_modbus_side_within_2_s(browser):

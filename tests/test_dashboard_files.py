@@ -306,7 +306,7 @@ def test_the_action_buttons_are_in_the_details_panel_and_the_script_knows_them(f
     assert set(ACTIONS) <= code_literals, set(ACTIONS) - code_literals  # a button the script ignores
 
 
-@pytest.mark.parametrize("hook", ["meter", "reading"])
+@pytest.mark.parametrize("hook", ["meter", "reading", "site", "flow"])
 def test_the_row_and_reading_hooks_are_set(files, hook):
     html = files["/"].body.decode("utf-8")
     code = without_comments(files["/dashboard.js"].body.decode("utf-8"))

@@ -1,7 +1,8 @@
 // meter-simulator dashboard: polls the control port's JSON API about once a second (one
-// request for the page of meters shown, one more for the selected meter), draws the
-// selected meter's rate on a canvas and sends the buttons' changes. No framework, no
-// build step, nothing fetched from elsewhere; every path is relative to the page.
+// request for the page of meters shown, one more for the selected meter and, in a run of
+// sites, one for its site), draws the selected meter's rate on a canvas and sends the
+// buttons' changes. No framework, no build step, nothing fetched from elsewhere; every
+// path is relative to the page.
 "use strict";
 
 (function () {
@@ -17,13 +18,34 @@
       "current_l1", "current_l2", "current_l3", "frequency", "power_factor_total"],
     water: ["volume_total", "flow", "temperature", "pressure"],
     gas: ["volume_total", "flow", "temperature", "pressure"],
+    inverter: ["inverter_power", "load_power", "pv_dc_power", "pv_ac_power", "battery_power",
+      "battery_soc", "grid_power", "inverter_state"],
   };
+  // what a meter's pins may set: a site's balance decides its grid meter's power and currents
+  // and every reading of its inverter (the site's own pins set the load and the PV instead)
   const PINNABLE = {
     electric: ["power_total", "voltage_l1", "voltage_l2", "voltage_l3", "current_l1", "current_l2",
       "current_l3", "frequency", "power_factor_total", "power_factor_l1", "power_factor_l2",
       "power_factor_l3"],
     water: ["flow", "temperature", "pressure"],
     gas: ["flow", "temperature", "pressure"],
+    inverter: [],
+    "site-grid": ["voltage_l1", "voltage_l2", "voltage_l3", "frequency", "power_factor_total",
+      "power_factor_l1", "power_factor_l2", "power_factor_l3"],
+  };
+  const PIN_NOTES = {
+    inverter: "A site's balance decides its inverter's readings: pin the site's load or PV above.",
+    "site-grid": "A site's balance decides its grid meter's power and currents: pin the site's load or PV above.",
+  };
+  const SITE_FLOWS = ["load", "pv_dc", "pv_ac", "battery", "inverter", "grid"];
+  // a flow's direction by the sign of the value shown: [above 0, below 0, 0]
+  const DIRECTIONS = {
+    load: ["drawing", "", "none"],
+    pv_dc: ["producing", "", "none"],
+    pv_ac: ["producing", "", "none"],
+    battery: ["discharging", "charging", "idle"],
+    inverter: ["delivering", "drawing", "idle"],
+    grid: ["import", "export", "none"],
   };
   const PRESETS = {
     "fault-delay": { type: "delay", delay_ms: 1000 },
@@ -40,6 +62,12 @@
     return value === 0 ? "0" : decimal.format(value);
   }
   const short = new Intl.NumberFormat("en-US", { useGrouping: false, maximumFractionDigits: 1 });
+  const hundredths = new Intl.NumberFormat("en-US", { useGrouping: false, maximumFractionDigits: 2 });
+  // a site's flow as a plain number rounded to its shown precision, never "-0"
+  function rounded(value, format, scale) {
+    const shown = Math.round(value * scale) / scale;
+    return shown === 0 ? "0" : format.format(shown);
+  }
 
   const state = {
     token: null, // from the URL's fragment or the form; kept in the page only, never stored
@@ -47,7 +75,8 @@
     offset: 0,
     count: 0,
     selected: null,
-    selectedType: null,
+    pinKind: null, // the PINNABLE list the pin form offers
+    sites: 0, // the run's sites (the summary's count)
     readOnly: null, // unknown until the first answer: the buttons wait for it
     connection: "connecting",
     lostSince: null,
@@ -185,6 +214,8 @@
       const selected = state.selected;
       const listing = api("GET", "api/meters?offset=" + state.offset + "&limit=" + PAGE_SIZE + "&summary=1");
       const details = selected ? api("GET", meterPath(selected)).catch((error) => error) : null;
+      const port = state.sites > 0 ? portOf(selected) : null;
+      const site = port ? api("GET", "api/sites/" + port).catch((error) => error) : null;
       const page = await listing;
       connected();
       if (page.count > 0 && state.offset >= page.count) {
@@ -195,12 +226,18 @@
       showRows(page);
       if (details) {
         const meter = await details;
+        let home = site ? await site : null;
+        if (home instanceof ApiError) {
+          if (home.status === 0) throw home;
+          home = null; // not a site (404): no site panel
+        }
         if (selected === state.selected) {
           if (meter instanceof ApiError) {
             if (meter.status === 404) showGone(selected);
             else if (meter.status === 0) throw meter;
           } else {
-            showDetails(meter);
+            showDetails(meter, home);
+            showSite(home);
           }
         }
       }
@@ -225,12 +262,14 @@
     const figures = document.querySelectorAll("[data-summary]");
     for (const element of figures) {
       const name = element.dataset.summary;
-      if (name === "power_total" || name === "flow") element.textContent = short.format(summary[name]);
+      if (name === "power_total" || name === "flow") element.textContent = rounded(summary[name], short, 10);
       else if (name in summary) element.textContent = String(summary[name]);
     }
     const types = summary.types || {};
     document.querySelector('[data-summary-for="electric"]').hidden = !types.electric;
     document.querySelector('[data-summary-for="flow"]').hidden = !(types.water || types.gas);
+    state.sites = summary.sites || 0;
+    document.querySelector('[data-summary-for="sites"]').hidden = !state.sites;
     if (Boolean(summary.read_only) !== state.readOnly) {
       state.readOnly = Boolean(summary.read_only);
       $("read-only").hidden = !state.readOnly;
@@ -239,7 +278,7 @@
   }
 
   function units(type) {
-    return type === "electric" ? ["kWh", "W"] : ["m³", "L/min"];
+    return type === "electric" || type === "inverter" ? ["kWh", "W"] : ["m³", "L/min"];
   }
 
   function cell(row, className) {
@@ -449,7 +488,8 @@
   function select(id) {
     if (state.selected !== id) {
       state.selected = id;
-      state.selectedType = null;
+      state.pinKind = null;
+      if (portOf(id) !== ($("site-panel").dataset.site || null)) showSite(null); // the same site stays
       state.detailKeys = "";
       state.pinsShown = "";
       state.faultIds = null;
@@ -471,6 +511,7 @@
 
   function deselect() {
     state.selected = null;
+    showSite(null);
     const panel = $("meter-details");
     panel.hidden = true;
     delete panel.dataset.meter;
@@ -491,16 +532,17 @@
     return ["total", "rate", ...headline, ...rest];
   }
 
-  function showDetails(meter) {
+  function showDetails(meter, site) {
     const [totalUnit, rateUnit] = units(meter.type);
     state.rateUnit = rateUnit;
     const badge = $("details-state");
     badge.textContent = meter.online ? "online" : "offline";
     badge.className = "badge " + (meter.online ? "online" : "offline");
-    $("details-info").textContent = meter.type + " meter, profile " + meter.profile + ", port " + meter.port +
+    $("details-info").textContent = (meter.type === "inverter" ? "hybrid inverter" : meter.type + " meter") +
+      ", profile " + meter.profile + ", port " + meter.port +
       (meter.unit_id === null ? "" : ", unit id " + meter.unit_id) + ", tick " + meter.tick +
       (meter.no_alarm ? "" : ", alarm: a reading is out of its band");
-    $("chart-caption").textContent = (meter.type === "electric" ? "Power" : "Flow") + " (" + rateUnit +
+    $("chart-caption").textContent = (rateUnit === "W" ? "Power" : "Flow") + " (" + rateUnit +
       ") over the last 5 minutes, as this page read it";
     const values = Object.assign({ total: meter.total, rate: meter.rate }, meter.readings);
     const unitOf = Object.assign({ total: totalUnit, rate: rateUnit }, meter.units || {});
@@ -523,15 +565,57 @@
       $("reading-rows").replaceChildren(rows);
     }
     for (const [name, value] of state.detailCells) value.textContent = plain(values[name]);
-    if (meter.type !== state.selectedType) {
-      state.selectedType = meter.type;
-      const options = (PINNABLE[meter.type] || []).map((name) => new Option(name, name));
+    const pinKind = site && site.grid_meter && site.grid_meter.id === meter.id ? "site-grid" : meter.type;
+    if (pinKind !== state.pinKind) {
+      state.pinKind = pinKind;
+      const options = (PINNABLE[pinKind] || []).map((name) => new Option(name, name));
       $("pin-name").replaceChildren(...options);
+      $("pin-form").hidden = options.length === 0;
+      $("pin-note").hidden = !PIN_NOTES[pinKind];
+      $("pin-note").textContent = PIN_NOTES[pinKind] || "";
     }
     showPins(meter, unitOf);
     showFaults(meter.faults);
     if (!state.rows.has(meter.id)) record(meter.id, Date.now(), meter.rate);
     drawChart();
+  }
+
+  // the port of a site's meter id (PORT-1, PORT-200); null for a meter of a single port
+  function portOf(id) {
+    const match = /^([0-9]+)-[0-9]+$/.exec(id || "");
+    return match ? match[1] : null;
+  }
+
+  // the selected meter's site: its flows (data-flow cells, plain numbers to 0.1 W and 0.01 %)
+  // with their directions, its two meters and its pins; null hides the panel
+  function showSite(site) {
+    const panel = $("site-panel");
+    if (!site) {
+      panel.hidden = true;
+      delete panel.dataset.site;
+      return;
+    }
+    panel.dataset.site = String(site.port);
+    panel.hidden = false;
+    $("site-title").textContent = "Site on port " + site.port;
+    $("site-state").textContent = "inverter " + site.inverter_state;
+    $("site-inverter").textContent = "inverter " + site.inverter.id;
+    $("site-inverter").dataset.select = site.inverter.id;
+    $("site-grid").textContent = "grid meter " + site.grid_meter.id;
+    $("site-grid").dataset.select = site.grid_meter.id;
+    for (const flow of SITE_FLOWS) {
+      const text = rounded(site[flow + "_w"], short, 10);
+      panel.querySelector('[data-flow="' + flow + '"]').textContent = text;
+      const [above, below, zero] = DIRECTIONS[flow];
+      const shown = Number(text);
+      panel.querySelector('[data-direction="' + flow + '"]').textContent = shown > 0 ? above : shown < 0 ? below : zero;
+    }
+    if (site.battery === null) panel.querySelector('[data-direction="battery"]').textContent = "no battery";
+    $("soc-row").hidden = site.soc_pct === null;
+    panel.querySelector('[data-flow="soc"]').textContent = site.soc_pct === null ? "" : rounded(site.soc_pct, hundredths, 100);
+    $("soc-bar").value = site.soc_pct === null ? 0 : site.soc_pct;
+    const pins = Object.keys(site.pins).map((name) => name + " = " + plain(site.pins[name]) + " W");
+    $("site-pins").textContent = "Site pins: " + (pins.length ? pins.join(", ") : "none, the household and the weather decide");
   }
 
   function listItem(text, action, data) {
@@ -596,7 +680,8 @@
   }
 
   function enableActions() {
-    const controls = $("meter-details").querySelectorAll("button[data-action], #pin-form input, #pin-form select");
+    const controls = $("meter-details").querySelectorAll("button[data-action], #pin-form input, #pin-form select, " +
+      "#site-pin-form input, #site-pin-form select");
     for (const control of controls) control.disabled = state.readOnly !== false;
     $("actions").title = state.readOnly ? "The simulator is read-only (--read-only)" : "";
   }
@@ -665,6 +750,13 @@
       await api("DELETE", path + "/overrides");
       return "Every pin released.";
     }
+    if (action === "site-pin" || action === "site-release-all") {
+      const port = portOf(id);
+      const change = action === "site-pin" ? { [data.name]: Number(data.value) } : { load_w: null, pv_available_w: null };
+      await api("PUT", "api/sites/" + port, change);
+      return action === "site-pin" ? "Site " + port + ": " + data.name + " pinned at " + plain(Number(data.value)) + " W." :
+        "Site " + port + ": its pins released.";
+    }
     if (action in PRESETS) {
       const fault = await api("POST", "api/faults", Object.assign({}, PRESETS[action], { scope: { meter: id } }));
       return "Fault " + fault.id + " started: " + describe(fault) + ".";
@@ -681,6 +773,14 @@
     $("pin-form").addEventListener("submit", (event) => {
       event.preventDefault();
       act("pin", { name: $("pin-name").value, value: $("pin-value").value });
+    });
+    $("site-pin-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      act("site-pin", { name: $("site-pin-name").value, value: $("site-pin-value").value });
+    });
+    $("site-panel").addEventListener("click", (event) => {
+      const button = event.target.closest("button[data-select]");
+      if (button && button.dataset.select) select(button.dataset.select);
     });
     $("close-details").addEventListener("click", deselect);
     $("pager").addEventListener("click", (event) => {
