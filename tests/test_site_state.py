@@ -202,6 +202,9 @@ def test_the_program_resumes_a_site_after_sigterm(tmp_path):
         site_path = f"/api/sites/{first.port}"
         wait_for(lambda: (lambda site: site["battery"]["charged_kwh"] + site["battery"]["discharged_kwh"] > 0
                           and site["inverter"]["energy_kwh"] > 0)(first.get(site_path)), 20)
+        # a load past the battery's power: the grid meter counts too
+        first.change("PUT", site_path, {"load_w": 11000})
+        wait_for(lambda: counters_of(first)["grid energy_import"] > 0, 20)
         # no load and no sun: the battery rests, so the state of charge shown now is the last one
         first.change("PUT", site_path, {"load_w": 0, "pv_available_w": 0})
         last = first.get(site_path)

@@ -202,9 +202,14 @@ class GridMeter(ElectricMeter):
         household_w = real_w[0] + real_w[1] + real_w[2]
         # a pinned load scales the household's reactive power with its real power
         scale = balance.load_w / household_w if household_w > 0.0 else 0.0
+        third_w = balance.inverter_w / 3.0
+        nets = [balance.loads_w[0] - third_w, balance.loads_w[1] - third_w]
+        # the third phase closes the sum on the grid's total, so that the phases add up to it
+        # exactly (a grid at 0 W shows 0, and its counters integrate no rounding noise)
+        nets.append(balance.grid_w - (nets[0] + nets[1]))
         currents, factors, powers, reactive, apparent = [], [], [], [], []
-        for i, (volts, load_w, var) in enumerate(zip(voltages, balance.loads_w, reactive_var)):
-            power_w = load_w - balance.inverter_w / 3.0 + 0.0
+        for i, (volts, power_w, var) in enumerate(zip(voltages, nets, reactive_var)):
+            power_w += 0.0
             var *= scale
             pf_pin = pinned_pf if pinned_pf is not None else get(f"power_factor_l{i + 1}")
             if pf_pin:  # the pin sets the phase angle; the balance keeps P
