@@ -30,8 +30,8 @@ KW_RANGE = "--battery-kw must be from 0.1 to 100, not "
 
 @pytest.mark.parametrize("argv, reason", [
     (["--site", "--unit-ids", "1-3"], "--site serves fixed unit ids (1 and 200): leave out --unit-ids"),
-    (["--site", "--type", "water"], "--site serves an electric grid meter, not a water meter"),
-    (["--site", "--type", "gas"], "--site serves an electric grid meter, not a gas meter"),
+    (["--site", "--type", "water"], "--site serves an electric grid meter, not --type water"),
+    (["--site", "--meter-type", "gas"], "--site serves an electric grid meter, not --meter-type gas"),
     (["--start-time", "25:00"], TIME_ERROR + "'25:00'"),
     (["--start-time", "12:60"], TIME_ERROR + "'12:60'"),
     (["--start-time", "noon"], TIME_ERROR + "'noon'"),

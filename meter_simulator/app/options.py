@@ -360,11 +360,11 @@ def serial_line(args: dict, argv: Sequence[str], count: int) -> dict:
 
 
 def sized_site(args: dict, count: int, unit_ids: tuple[int, ...] | None, memory_bytes: int | None,
-               bytes_per_meter: int, meter_type: str) -> dict:
+               bytes_per_meter: int, meter_type: str, type_option: str) -> dict:
     """The site options and --start-time (Config's fields), checked, and the fleet's size checked
     against the machine's memory (a site is two devices)."""
     try:
-        site = site_options(args, meter_type, unit_ids)
+        site = site_options(args, meter_type, unit_ids, type_option)
         check_fleet_size(count, (1, 200) if site["site"] else unit_ids, memory_bytes, bytes_per_meter)
         return {**site, "start_time_s": start_time(args["--start-time"])}
     except (SiteOptionError, SizeError) as exc:
@@ -404,7 +404,7 @@ def parse_args(argv: Sequence[str], memory_bytes: int | None = None) -> Config:
         raise UsageError(f"--pv-kwp puts solar panels behind an electric meter, not a {meter_type} meter")
     http, http_token = control_port(args)
     site = sized_site(args, count, unit_ids, memory_bytes, meter_bytes(profile, meter_type, pv_kwp),
-                      meter_type)
+                      meter_type, type_option if given_type else f"--profile {args['--profile']}:")
     line = serial_line(args, argv, count)
     return Config(
         **line,

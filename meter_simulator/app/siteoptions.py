@@ -36,9 +36,11 @@ def start_time(text: str) -> float | None:
     return hours * 3600.0 + minutes * 60.0 + seconds
 
 
-def site_options(args: dict, meter_type: str, unit_ids: Sequence[int] | None) -> dict:
+def site_options(args: dict, meter_type: str, unit_ids: Sequence[int] | None,
+                 type_option: str = "--type") -> dict:
     """site, battery_kwh, battery_kw (Config's fields), checked against each other and the meter
-    type and unit ids asked for."""
+    type and unit ids asked for; type_option: the option that named the meter type (or the
+    --profile map file that did)."""
     site = bool(args["--site"])
     battery_kwh = decimal("--battery-kwh", args["--battery-kwh"], 0.0, MAX_BATTERY_KWH)
     given_kw = args["--battery-kw"]
@@ -47,7 +49,7 @@ def site_options(args: dict, meter_type: str, unit_ids: Sequence[int] | None) ->
     if site and unit_ids is not None:
         raise SiteOptionError("--site serves fixed unit ids (1 and 200): leave out --unit-ids")
     if site and meter_type != "electric":
-        raise SiteOptionError(f"--site serves an electric grid meter, not a {meter_type} meter")
+        raise SiteOptionError(f"--site serves an electric grid meter, not {type_option} {meter_type}")
     if not site and battery_kwh:
         raise SiteOptionError("--battery-kwh is a site's battery: give --site too")
     if not site and battery_kw is not None:

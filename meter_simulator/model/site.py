@@ -38,6 +38,7 @@ MAX_SITE_PIN_W = 100000.0
 BATTERY_V_EMPTY, BATTERY_V_FULL = 350.0, 420.0  # a high-voltage home battery, rising with SoC
 STRING_V_DIM, STRING_V_BRIGHT = 420.0, 560.0  # MPP voltage of a string, rising with irradiance
 CABINET_C_COOL, CABINET_C_RISE = 25.0, 25.0  # the cabinet warms with the output: 25-50 degrees C
+GRID_ZERO_W = 1e-6  # a grid this close to 0 W is 0: floating-point rounding, not a flow
 FULL_EPSILON = 1e-9  # relative: a state of charge this close to a limit is at it
 
 # SunSpec 103 St: the inverter's operating state
@@ -346,6 +347,8 @@ class Site:
     def _balance(self, time_of_day_s: float, load_w: float, loads_w: tuple, pv_available_w: float,
                  pv_ac_w: float, battery_w: float) -> Balance:
         inverter_w = pv_ac_w + battery_w
+        if abs(load_w - inverter_w) < GRID_ZERO_W:  # the battery covers the house: L - PVa + PVa
+            inverter_w = load_w  # is L within a rounding, which the grid would show as 1e-13 W
         pv_dc_w = pv_ac_w / INVERTER_EFFICIENCY
         battery = self.battery
         brightness = min(pv_available_w / max(self.pv_kwp * 1000.0, 1.0), 1.0)
