@@ -22,7 +22,7 @@ from ..net.listeners import BindError, is_loopback
 from ..net.serialline import SerialLineError
 from ..ops.state import StateError
 from .options import USAGE, Config, UsageError, parse_args, short_usage
-from .simulator import Simulator, host_port, site_plan
+from .simulator import Simulator, battery_power_kw, host_port
 
 log = logging.getLogger("meter_simulator")
 
@@ -118,28 +118,29 @@ def check_open_file_limit(config: Config, limit: int) -> None:
                     "" if config.count == 1 else "s", config.max_clients, needed, limit)
 
 
+def profile_name(config: Config) -> str:
+    return config.profile.name if config.profile is not None else "seed"
+
+
+def serving(config: Config, where: str, count: int, protocol: str) -> str:
+    """What serves where through which protocol: meters (fleet.describe) or sites."""
+    if config.site:
+        return describe_sites(where, count, profile_name(config), config.pv_kwp, config.battery_kwh,
+                              battery_power_kw(config), protocol)
+    return fleet.describe(config.meter_type, where, count, config.unit_ids, profile_name(config),
+                          protocol)
+
+
 def start_line(config: Config, port: int) -> str:
     """What serves where, for the log and systemd's STATUS=: '3 electric meters serving ...'."""
-    if config.site:
-        plan = site_plan(config)
-        return describe_sites(host_port(config.host, port), config.count,
-                              config.profile.name if config.profile is not None else "seed",
-                              plan.pv_kwp, plan.battery_kwh, plan.battery_kw, PROTOCOLS[config.framing])
-    return fleet.describe(config.meter_type, host_port(config.host, port), config.count, config.unit_ids,
-                          config.profile.name if config.profile is not None else "seed",
-                          PROTOCOLS[config.framing])
+    return serving(config, host_port(config.host, port), config.count, PROTOCOLS[config.framing])
 
 
 def serial_start_line(config: Config, line) -> str:
     """What the serial line serves: '... serving Modbus RTU on serial /dev/pts/4 (9600 8N1, link
     /tmp/meter.tty)'; tools find the path with the expression 'Modbus RTU on serial (\\S+) '."""
     where = f"serial {line.path} ({line.settings.describe()}" + (f", link {line.link})" if line.link else ")")
-    if config.site:
-        plan = site_plan(config)
-        return describe_sites(where, 1, config.profile.name if config.profile is not None else "seed",
-                              plan.pv_kwp, plan.battery_kwh, plan.battery_kw, "Modbus RTU")
-    return fleet.describe(config.meter_type, where, 1, config.unit_ids,
-                          config.profile.name if config.profile is not None else "seed", "Modbus RTU")
+    return serving(config, where, 1, "Modbus RTU")
 
 
 def warn_if_exposed(config: Config) -> None:

@@ -60,13 +60,19 @@ def build_server(config: Config, on_failure=None,
                        on_failure=on_failure, tick_context=tick_context)
 
 
+def battery_power_kw(config: Config) -> float | None:
+    """The site's battery's largest power: --battery-kw, else half the capacity (at least 0.1
+    kW); None without a battery."""
+    if config.battery_kwh and config.battery_kw is None:
+        return max(config.battery_kwh / 2.0, BATTERY_KW_RANGE[0])
+    return config.battery_kw
+
+
 def site_plan(config: Config) -> SitePlan | None:
     """What each site of the run has, or None for a run of meters."""
     if not config.site:
         return None
-    battery_kw = config.battery_kw
-    if config.battery_kwh and battery_kw is None:
-        battery_kw = max(config.battery_kwh / 2.0, BATTERY_KW_RANGE[0])
+    battery_kw = battery_power_kw(config)
     rated_w = 1000.0 * max(config.pv_kwp, battery_kw or 0.0)
     profile = hybrid.chain(battery=bool(config.battery_kwh), rated_w=rated_w,
                            battery_max_w=1000.0 * (battery_kw or 0.0),

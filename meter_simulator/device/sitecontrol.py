@@ -70,7 +70,6 @@ class SiteControl:
         view = {"port": devices.port, "tick": ticks, "time_s": time_s,
                 "time_of_day_s": balance.time_of_day_s, **balance.flows(),
                 "soc_pct": balance.soc_pct if battery is not None else None,
-                "inverter_w": balance.inverter_w, "grid_w": balance.grid_w,
                 "inverter_state": STATE_NAMES[balance.state], "inverter_answering": True}
         view["battery"] = None if battery is None else {
             "capacity_kwh": balance.capacity_kwh, "max_w": balance.battery_max_w,

@@ -166,7 +166,6 @@ def expression(quantity: str, meter_type: str) -> str:
     return own.get(quantity) or COMMON_EXPRESSIONS.get(quantity) or "0.0"
 
 
-
 def _angle(power_factor: float) -> float:
     return math.degrees(math.acos(min(abs(power_factor), 1.0)))
 

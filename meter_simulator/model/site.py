@@ -22,7 +22,7 @@ import math
 import random
 from collections.abc import Mapping
 
-from .electric import KWH_PER_WS, ElectricMeter
+from .electric import KWH_PER_WS, LINE_OHM, NOMINAL_V, VOLTAGE_HIGH_V, VOLTAGE_LOW_V, ElectricMeter
 from .meter import Meter, fast_reading, finite_non_negative
 from .processes import S_PER_H
 from .reading import Reading
@@ -182,22 +182,16 @@ class GridMeter(ElectricMeter):
         real_w, reactive_var = self._loads(dt_s)
         panels = self.panels
         pv_available_w = 0.0 if panels is None else panels.step(dt_s, self.time_of_day_s)
-        balance = self.site.balanced(real_w, reactive_var, pv_available_w, self.time_of_day_s)
         gauss = self._rng.gauss
-        voltages = []
-        for load_w, var, voltage in zip(balance.loads_w, reactive_var, self._voltages):
-            net_w = load_w - balance.inverter_w / 3.0
-            line_a = math.copysign(math.hypot(net_w, var), net_w) / 230.0
-            volts = voltage.step(dt_s) + gauss(0.0, 0.15) - 0.05 * line_a
-            voltages.append(round(min(max(volts, 210.0), 250.0), 1))
+        # the supply's voltages before the line's drop, which _derive takes off with the balance
+        supply_v = tuple(voltage.step(dt_s) + gauss(0.0, 0.15) for voltage in self._voltages)
         frequency_hz = round(self._frequency.step(dt_s) + gauss(0.0, 0.003), 2)
-        self._raw = (tuple(voltages), (real_w, reactive_var), pv_available_w, frequency_hz)
+        self._raw = (supply_v, (real_w, reactive_var), pv_available_w, frequency_hz)
 
     def _derive(self) -> Reading:
-        voltages, (real_w, reactive_var), pv_available_w, frequency_hz = self._raw
+        supply_v, (real_w, reactive_var), pv_available_w, frequency_hz = self._raw
         balance = self.site.balanced(real_w, reactive_var, pv_available_w, self.time_of_day_s)
         get = self.overrides.get
-        voltages = tuple(get(f"voltage_l{i + 1}", volts) for i, volts in enumerate(voltages))
         frequency_hz = get("frequency", frequency_hz)
         pinned_pf = get("power_factor_total")
         household_w = real_w[0] + real_w[1] + real_w[2]
@@ -208,8 +202,8 @@ class GridMeter(ElectricMeter):
         # the third phase closes the sum on the grid's total, so that the phases add up to it
         # exactly (a grid at 0 W shows 0, and its counters integrate no rounding noise)
         nets.append(balance.grid_w - (nets[0] + nets[1]))
-        currents, factors, powers, reactive, apparent = [], [], [], [], []
-        for i, (volts, power_w, var) in enumerate(zip(voltages, nets, reactive_var)):
+        voltages, currents, factors, powers, reactive, apparent = [], [], [], [], [], []
+        for i, (supply, power_w, var) in enumerate(zip(supply_v, nets, reactive_var)):
             power_w += 0.0
             var *= scale
             pf_pin = pinned_pf if pinned_pf is not None else get(f"power_factor_l{i + 1}")
@@ -218,14 +212,17 @@ class GridMeter(ElectricMeter):
                 var = math.sqrt(max(va * va - power_w * power_w, 0.0))
             else:
                 va = math.hypot(power_w, var)
-            pf = math.copysign(power_w / va if va > 0.0 else 1.0, power_w)
+            # the line's drop: importing lowers the voltage, exporting raises it
+            volts = supply - LINE_OHM * math.copysign(math.hypot(power_w, var), power_w) / NOMINAL_V
+            volts = get(f"voltage_l{i + 1}", round(min(max(volts, VOLTAGE_LOW_V), VOLTAGE_HIGH_V), 1))
+            voltages.append(volts)
             currents.append(va / volts if volts > 0.0 else 0.0)
-            factors.append(pf)
+            factors.append(math.copysign(power_w / va if va > 0.0 else 1.0, power_w))
             powers.append(power_w)
             reactive.append(var)
             apparent.append(va)
-        return self._reading(voltages, tuple(currents), tuple(factors), frequency_hz, pinned_pf,
-                             powers, reactive, apparent, 0.0)
+        return self._reading(tuple(voltages), tuple(currents), tuple(factors), frequency_hz,
+                             pinned_pf, powers, reactive, apparent, 0.0)
 
 
 class Inverter(Meter):
