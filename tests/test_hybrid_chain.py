@@ -208,12 +208,12 @@ def test_every_scaled_quantity_names_its_definitions_scale_factor(config):
         offsets = {name: offset for name, offset, _ in defs}
         for _, offset, pdef in defs:
             point = by_address[start + offset]
-            if point.quantity is not None and "sf" in pdef:
+            if (point.quantity is not None or point.control is not None) and "sf" in pdef:
                 assert point.scale_factor == start + offsets[pdef["sf"]], point.label
                 linked += 1
             else:
                 assert point.scale_factor is None, point.label
-    assert linked == (54 if home.battery else 29)  # 103: 18, 120: 7 (3), 124: 4, 160: 16 (8), 802: 9
+    assert linked == (57 if home.battery else 30)  # 103: 18, 120: 7 (3), 123: 1, 124: 6, 160: 16 (8), 802: 9
 
 
 @pytest.mark.parametrize("config", CONFIGS)

@@ -92,10 +92,10 @@ def test_an_empty_window_means_no_battery_flow():
 
 
 def test_the_window_closes_at_the_reserve_and_when_full():
-    assert battery_window(5000.0, 50.0, 5.0) == (-5000.0, 5000.0)
-    assert battery_window(5000.0, 5.0, 5.0) == (-5000.0, 0.0)
-    assert battery_window(5000.0, 3.0, 5.0) == (-5000.0, 0.0)
-    assert battery_window(5000.0, 100.0, 5.0) == (0.0, 5000.0)
+    assert battery_window(-5000.0, 5000.0, 50.0, 5.0) == (-5000.0, 5000.0)
+    assert battery_window(-5000.0, 5000.0, 5.0, 5.0) == (-5000.0, 0.0)
+    assert battery_window(-5000.0, 5000.0, 3.0, 5.0) == (-5000.0, 0.0)
+    assert battery_window(-5000.0, 5000.0, 100.0, 5.0) == (0.0, 5000.0)
 
 
 @pytest.mark.parametrize("pv_available_w, pv_ac_w, battery_w, state", [

@@ -41,6 +41,10 @@ Options:
   --battery-kwh KWH        The site's battery: usable capacity, 0 to 200; 0 = none [default: 0].
   --battery-kw KW          The battery's largest charge and discharge power, 0.1 to 100
                            [default: KWH/2].
+  --inverter-night MODE    The site's inverter while it sleeps (no PV, no battery flow):
+                           asleep (answers zeros) or silent (no answer) [default: asleep].
+  --inverter-profile NAME|FILE  The inverter's map: sunspec-hybrid or a map file (.toml)
+                           [default: sunspec-hybrid].
   --start-time HH:MM       Simulated time of day at start, 00:00 to 23:59 [default: now].
   --log-level LEVEL        debug, info, warning or error [default: info].
   --state-file PATH        Keep the totals in this file across restarts [default: none].
@@ -109,6 +113,8 @@ class Config:
     site: bool = False  # each port serves a site: an inverter (unit id 1) and a grid meter (200)
     battery_kwh: float = 0.0
     battery_kw: float | None = None  # None: half the capacity, at least 0.1 kW
+    inverter_night: str = "asleep"  # asleep | silent (site-contract B6)
+    inverter_profile: Profile | None = None  # a map file for the inverter; None: the built-in chain
     start_time_s: float | None = None  # the simulated time of day at start; None: now (or seeded)
     show_help: bool = False
     show_version: bool = False
@@ -360,14 +366,14 @@ def serial_line(args: dict, argv: Sequence[str], count: int) -> dict:
 
 
 def sized_site(args: dict, count: int, unit_ids: tuple[int, ...] | None, memory_bytes: int | None,
-               bytes_per_meter: int, meter_type: str, type_option: str) -> dict:
+               bytes_per_meter: int, meter_type: str, type_option: str, profile: Profile | None) -> dict:
     """The site options and --start-time (Config's fields), checked, and the fleet's size checked
     against the machine's memory (a site is two devices)."""
     try:
-        site = site_options(args, meter_type, unit_ids, type_option)
+        site = site_options(args, meter_type, unit_ids, type_option, profile)
         check_fleet_size(count, (1, 200) if site["site"] else unit_ids, memory_bytes, bytes_per_meter)
         return {**site, "start_time_s": start_time(args["--start-time"])}
-    except (SiteOptionError, SizeError) as exc:
+    except (SiteOptionError, SizeError, ProfileError) as exc:
         raise UsageError(str(exc)) from None
 
 
@@ -404,7 +410,8 @@ def parse_args(argv: Sequence[str], memory_bytes: int | None = None) -> Config:
         raise UsageError(f"--pv-kwp puts solar panels behind an electric meter, not a {meter_type} meter")
     http, http_token = control_port(args)
     site = sized_site(args, count, unit_ids, memory_bytes, meter_bytes(profile, meter_type, pv_kwp),
-                      meter_type, type_option if given_type else f"--profile {args['--profile']}:")
+                      meter_type, type_option if given_type else f"--profile {args['--profile']}:",
+                      profile)
     line = serial_line(args, argv, count)
     return Config(
         **line,

@@ -74,10 +74,10 @@ def site_plan(config: Config) -> SitePlan | None:
         return None
     battery_kw = battery_power_kw(config)
     rated_w = 1000.0 * max(config.pv_kwp, battery_kw or 0.0)
-    profile = hybrid.chain(battery=bool(config.battery_kwh), rated_w=rated_w,
-                           battery_max_w=1000.0 * (battery_kw or 0.0),
-                           capacity_wh=1000.0 * config.battery_kwh)
-    return SitePlan(config.pv_kwp, config.battery_kwh, battery_kw, profile)
+    profile = config.inverter_profile or hybrid.chain(
+        battery=bool(config.battery_kwh), rated_w=rated_w, battery_max_w=1000.0 * (battery_kw or 0.0),
+        capacity_wh=1000.0 * config.battery_kwh)
+    return SitePlan(config.pv_kwp, config.battery_kwh, battery_kw, profile, config.inverter_night)
 
 
 class Simulator:

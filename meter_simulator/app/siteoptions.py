@@ -1,9 +1,14 @@
-"""The site's options (--site, --battery-kwh, --battery-kw) and --start-time, checked."""
+"""The site's options (--site, --battery-kwh, --battery-kw, --inverter-night, --inverter-profile)
+and --start-time, checked."""
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
 
+from ..device.site import ASLEEP, NIGHT_MODES
+from ..maps.points import Profile
+from ..maps.profiles import INVERTER_CHAIN, inverter_profile_named
+from ..maps.schema import site_entry
 from ..model.site import BATTERY_KW_RANGE, MAX_BATTERY_KWH
 
 START_TIME = re.compile(r"([0-9]{2}):([0-9]{2})(?::([0-9]{2}))?")
@@ -37,11 +42,23 @@ def start_time(text: str) -> float | None:
 
 
 def site_options(args: dict, meter_type: str, unit_ids: Sequence[int] | None,
-                 type_option: str = "--type") -> dict:
-    """site, battery_kwh, battery_kw (Config's fields), checked against each other and the meter
-    type and unit ids asked for; type_option: the option that named the meter type (or the
-    --profile map file that did)."""
+                 type_option: str = "--type", profile: Profile | None = None) -> dict:
+    """site, battery_kwh, battery_kw, inverter_night, inverter_profile (Config's fields), checked
+    against each other and the meter type, unit ids and grid meter's map (profile) asked for;
+    type_option: the option that named the meter type (or the --profile map file that did).
+    ProfileError for an --inverter-profile that cannot be served."""
     site = bool(args["--site"])
+    night, inverter_map = args["--inverter-night"], args["--inverter-profile"]
+    if night not in NIGHT_MODES:
+        raise SiteOptionError(f"--inverter-night must be {' or '.join(NIGHT_MODES)}, not {night!r}")
+    if not site:
+        for option, value, default in (("--inverter-night", night, ASLEEP),
+                                       ("--inverter-profile", inverter_map, INVERTER_CHAIN)):
+            if value != default:
+                raise SiteOptionError(f"{option} sets a site's inverter: give --site too")
+        entry = site_entry(profile) if profile is not None else None
+        if entry is not None:
+            raise SiteOptionError(f"profile {profile.source}: {entry} belongs to a site: give --site too")
     battery_kwh = decimal("--battery-kwh", args["--battery-kwh"], 0.0, MAX_BATTERY_KWH)
     given_kw = args["--battery-kw"]
     battery_kw = None if given_kw == DEFAULT_BATTERY_KW else decimal(
@@ -56,4 +73,5 @@ def site_options(args: dict, meter_type: str, unit_ids: Sequence[int] | None,
         raise SiteOptionError("--battery-kw is a site's battery: give --site too")
     if battery_kw is not None and not battery_kwh:
         raise SiteOptionError("--battery-kw needs a battery: give --battery-kwh above 0")
-    return {"site": site, "battery_kwh": battery_kwh, "battery_kw": battery_kw}
+    return {"site": site, "battery_kwh": battery_kwh, "battery_kw": battery_kw, "inverter_night": night,
+            "inverter_profile": inverter_profile_named(inverter_map) if site else None}

@@ -46,11 +46,12 @@ class Device:
         self.serial_number = serial
         # values clients wrote into writable constants, by address (the map's value until then)
         self.stored = {address: point.value for address, point in self.map.writable.items()
-                       if point.quantity is None}
+                       if point.quantity is None and point.control is None}
         self._online = True  # as coil 0 or the control API set it
         self.offline_faults = 0  # active offline faults on this meter
         self.freeze_faults = 0  # active freeze faults on this meter
-        self.unreachable = False  # a device profile's meter that is offline: no answers at all
+        self.unreachable = False  # a device profile's meter that is offline, or silent: no answers
+        self.silent = False  # a site's inverter asleep at night with --inverter-night silent
         self.comm_ok = True
         self.integrated_s = 0.0  # simulated seconds since the last tick already in the total
         self._frozen: tuple | None = None  # (reading, counters, demands) shown while not live
@@ -98,7 +99,12 @@ class Device:
             demand = self.meter.demand
             self._frozen = (self.meter.reading, dict(self.meter.counters),
                             dict(demand.values) if demand is not None else {})
-        self.unreachable = not self.profile.coils and not self.online
+        self.unreachable = (not self.profile.coils and not self.online) or self.silent
+
+    def set_silent(self, silent: bool) -> None:
+        """Stop answering at all (no response, not even 0x0B), or answer again."""
+        self.silent = silent
+        self._change()
 
     @property
     def demand_period(self) -> float:
@@ -146,11 +152,13 @@ class Device:
         points only (else 0x02), each value allowed and one the device takes (else 0x03); nothing is
         stored here, so store() stores all of them or, refused, none."""
         writes: list[tuple[Point, Sequence[int]]] = []
-        offset = 0
+        offset, outside = 0, False
         while offset < len(words):
             point = self.map.writable.get(address + offset)
             if point is None or offset + point.length > len(words):
-                return EXP_DATA_ADDRESS, []
+                outside = True  # the values still come first: 0x03 before 0x02
+                offset += 1
+                continue
             writes.append((point, words[offset:offset + point.length]))
             offset += point.length
         values = []
@@ -159,11 +167,13 @@ class Device:
             if not write_allowed(point, value) or not self.takes(point, value):
                 return EXP_DATA_VALUE, []
             values.append((point, value))
-        return EXP_NONE, values
+        return (EXP_DATA_ADDRESS, []) if outside else (EXP_NONE, values)
 
     def takes(self, point: Point, value: float) -> bool:
         """True when the device can hold value (a finite number, allowed by the map) in a setting:
         a unit id 0 to 247, or a demand period its demand model has; any value in a constant."""
+        if point.control is not None:
+            return self.site is not None and self.site.takes(point.control, value)
         if point.quantity == "demand_period" and self.meter.demand is None:
             return False  # a water or gas meter served through a map without a type: no demand model
         return point.quantity is None or schema.takes(point.quantity, value)
@@ -171,7 +181,12 @@ class Device:
     def store(self, values: list[tuple[Point, float]]) -> None:
         """Keep written values (checked by check_write: none of these can fail); the caller
         publishes."""
+        controls = {point.control: value for point, value in values if point.control is not None}
+        if controls:
+            self.site.control(controls)
         for point, value in values:
+            if point.control is not None:
+                continue
             if point.quantity == "unit_id":
                 self.unit_id = int(value)
             elif point.quantity == "demand_period":

@@ -11,11 +11,13 @@ import random
 from dataclasses import dataclass
 
 from ..maps.points import Profile
-from ..model.site import Site
+from ..model.site import SLEEPING, Site
 from .device import Device, serial_number
 
 INVERTER_UNIT_ID = 1
 GRID_UNIT_ID = 200  # where Fronius puts its meter, and where energy managers look for it
+ASLEEP, SILENT = "asleep", "silent"  # --inverter-night: zeros while sleeping, or no answer at all
+NIGHT_MODES = (ASLEEP, SILENT)
 
 
 @dataclass(frozen=True)
@@ -26,15 +28,17 @@ class SitePlan:
     battery_kwh: float = 0.0
     battery_kw: float | None = None  # None: half the capacity, at least 0.1 kW
     inverter_profile: Profile | None = None
+    night: str = ASLEEP  # what the inverter does while it sleeps: ASLEEP or SILENT
 
 
 class SiteDevices:
     """A site's model and its two devices, stepped and published together."""
 
-    def __init__(self, site: Site, inverter: Device, grid: Device) -> None:
+    def __init__(self, site: Site, inverter: Device, grid: Device, night: str = ASLEEP) -> None:
         self.site = site
         self.inverter = inverter
         self.grid = grid
+        self.night = night
         self.port = 0  # set by the plan
         inverter.site = grid.site = self
 
@@ -48,8 +52,25 @@ class SiteDevices:
         self.grid.integrated_s = self.inverter.integrated_s = 0.0
 
     def publish(self) -> None:
-        self.inverter.publish()
+        inverter = self.inverter
+        silent = self.night == SILENT and self.site.balance.state == SLEEPING
+        if silent != inverter.silent:
+            inverter.set_silent(silent)
+        inverter.publish()
         self.grid.publish()
+
+    @property
+    def now_s(self) -> float:
+        """The site's simulated time now: its last tick's, and what a catch-up integrated since."""
+        return self.site.time_s + self.inverter.integrated_s
+
+    def takes(self, name: str, value: float) -> bool:
+        """True when a control may be set to value (model.controls)."""
+        return self.site.controls.refusal(name, value) is None
+
+    def control(self, changes) -> None:
+        """Set controls now (checked by takes(); the caller caught both devices up and publishes)."""
+        self.site.control(changes, self.now_s)
 
 
 def new_site(plan: SitePlan, rng: random.Random, time_of_day_s: float, port: int, new_device,
@@ -62,7 +83,7 @@ def new_site(plan: SitePlan, rng: random.Random, time_of_day_s: float, port: int
                           key=key(port, INVERTER_UNIT_ID), serial=serial_number(port, INVERTER_UNIT_ID))
     grid = new_device(site.grid, grid_profile, unit_id=GRID_UNIT_ID, key=key(port, GRID_UNIT_ID),
                       serial=serial_number(port, GRID_UNIT_ID))
-    devices = SiteDevices(site, inverter, grid)
+    devices = SiteDevices(site, inverter, grid, plan.night)
     devices.port = port
     return devices
 

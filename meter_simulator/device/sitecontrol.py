@@ -7,14 +7,17 @@ from collections.abc import Mapping, Sequence
 
 from ..checks import is_finite_number, is_integer
 from ..model.pins import echoed
-from ..model.site import MAX_SITE_PIN_W, SITE_PINS, STATE_NAMES, Balance
+from ..model.controls import CONTROLS, LIMITS, Controls
+from ..model.site import MAX_SITE_PIN_W, SITE_PINS, STATE_NAMES, Balance, Site
 from .faults import UnknownError
 from .fleet import PortPlan
 from .served import MAX_PAGE
 from .site import SiteDevices
 from .updater import Updater
 
-SITE_KEYS = (*SITE_PINS, "soc_pct")  # what PUT /api/sites/{port} takes
+SITE_KEYS = (*SITE_PINS, "soc_pct", "controls")  # what PUT /api/sites/{port} takes
+
+
 
 
 class SiteError(ValueError):
@@ -66,11 +69,13 @@ class SiteControl:
             pins = dict(site.pins)
             ticks = self.updater.ticks
             time_s = site.time_s
+            controls = site.controls.view(devices.now_s)
+            answering = not devices.inverter.silent
         battery = site.battery
         view = {"port": devices.port, "tick": ticks, "time_s": time_s,
                 "time_of_day_s": balance.time_of_day_s, **balance.flows(),
                 "soc_pct": balance.soc_pct if battery is not None else None,
-                "inverter_state": STATE_NAMES[balance.state], "inverter_answering": True}
+                "inverter_state": STATE_NAMES[balance.state], "inverter_answering": answering}
         view["battery"] = None if battery is None else {
             "capacity_kwh": balance.capacity_kwh, "max_w": balance.battery_max_w,
             "reserve_pct": balance.reserve_pct,
@@ -80,7 +85,7 @@ class SiteControl:
                             "energy_kwh": counters["inverter_energy"]}
         view["grid_meter"] = {"id": devices.grid.key, "profile": devices.grid.profile.name}
         view["pins"] = pins
-        view["controls"] = controls(balance.reserve_pct if battery is not None else None)
+        view["controls"] = controls
         return view
 
     def balances(self) -> list[tuple[int, Balance]]:
@@ -90,47 +95,68 @@ class SiteControl:
             return [(port, devices.site.balance) for port, devices in self.by_port.items()]
 
     def set_site(self, port, changes) -> dict:
-        """PUT /api/sites/{port}: pin load_w and pv_available_w (None releases), set soc_pct;
-        checked whole first (SiteError, nothing changes), applied under the tick's lock."""
+        """PUT /api/sites/{port}: pin load_w and pv_available_w (None releases), set soc_pct and
+        controls; checked whole first (SiteError, nothing changes), applied under the tick's lock."""
         devices = self.of(port)
-        pins, soc_pct = checked(changes, devices.site.pins, devices.site.battery is not None)
+        pins, soc_pct, controls = checked(changes, devices.site)
 
         def change() -> None:
             devices.site.pin(pins)
             if soc_pct is not None:
                 devices.site.set_soc(soc_pct)
+            if controls:
+                devices.control(controls)
 
         self.updater.change_site(devices, change)
         return self.view(devices)
 
 
-def controls(reserve_pct: float | None) -> dict:
-    """The site's controls as the API shows them: their defaults (they are not written yet)."""
-    return {"battery_charge_limit_pct": None, "battery_discharge_limit_pct": None,
-            "grid_charge": False, "reserve_soc_pct": reserve_pct, "revert_s": 0,
-            "revert_in_s": None, "pv_limit_pct": None, "pv_limit_revert_s": 0,
-            "pv_limit_revert_in_s": None}
-
-
-def checked(changes, current: Mapping[str, float], battery: bool) -> tuple[dict, float | None]:
-    """(the new pins, the state of charge to set or None) for a PUT body; SiteError otherwise."""
+def checked(changes, site: Site) -> tuple[dict, float | None, dict]:
+    """(the new pins, the state of charge to set or None, the controls to set) for a PUT body;
+    SiteError otherwise."""
     if not isinstance(changes, Mapping):
         raise SiteError(f"a site change must be a JSON object of {', '.join(SITE_KEYS)}, "
                         f"not {echoed(changes)}")
-    pins = dict(current)
+    pins = dict(site.pins)
     soc_pct = None
+    controls = {}
     for name, value in changes.items():
         if name not in SITE_KEYS:
             raise SiteError(f"unknown site key {echoed(name)}: a site takes {', '.join(SITE_KEYS)}")
         if name == "soc_pct":
-            if not battery:
+            if site.battery is None:
                 raise SiteError("soc_pct: this site has no battery")
             soc_pct = _number(name, value, 100.0)
+        elif name == "controls":
+            controls = checked_controls(value, site.controls)
         elif value is None:
             pins.pop(name, None)
         else:
             pins[name] = _number(name, value, MAX_SITE_PIN_W)
-    return pins, soc_pct
+    return pins, soc_pct, controls
+
+
+def checked_controls(changes, controls: Controls) -> dict[str, float]:
+    """The controls a PUT sets, by the names of model.controls (null: a limit stops acting; true
+    and false for grid_charge); SiteError otherwise."""
+    if not isinstance(changes, Mapping):
+        raise SiteError(f"controls must be a JSON object of controls, not {echoed(changes)}")
+    out = {}
+    for name, value in changes.items():
+        if name not in CONTROLS:
+            raise SiteError(f"unknown control {echoed(name)}: one of {', '.join(CONTROLS)}")
+        if value is None and name in LIMITS:
+            out[name] = None  # the limit stops acting
+            continue
+        if isinstance(value, bool) and name == "grid_charge":
+            value = int(value)
+        elif not is_finite_number(value):
+            raise SiteError(f"{name} must be a finite number, not {echoed(value)}")
+        refusal = controls.refusal(name, value)
+        if refusal is not None:
+            raise SiteError(f"{refusal}, not {echoed(value)}")
+        out[name] = value
+    return out
 
 
 def _number(name: str, value, high: float) -> float:

@@ -218,8 +218,12 @@ class Updater:
         with self.lock:
             code, values = device.check_write(address, words)
             if code == 0:
+                site = device.site
+                if site is not None:  # a control moves the balance: what both devices showed
+                    for shown in site.devices:  # until now is integrated first
+                        self.catch_up(shown)
                 device.store(values)
-                device.publish()
+                (device if site is None else site).publish()
         return code
 
     def set_online(self, device: Device, online: bool) -> None:

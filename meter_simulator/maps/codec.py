@@ -142,10 +142,9 @@ def _site_expressions() -> dict[str, str]:
     return expressions
 
 
-# The site quantities read r.site, the tick's balance: the inverter's Reading carries it, and a
-# grid meter's may. Hook: a grid meter's map that shows them would be compiled with these merged
-# into ELECTRIC_EXPRESSIONS (under a meter type of its own, so that a plain electric meter's
-# maps, whose Reading has no site, never read r.site); today only the inverter resolves them.
+# The site quantities read r.site, the balance: the inverter's Reading carries it and so does a
+# site's grid meter's, so that both maps may show them (and control entries). A plain electric
+# meter's Reading has none: the program refuses such a map without --site (app.siteoptions).
 SITE_EXPRESSIONS = _site_expressions()
 INVERTER_EXPRESSIONS = {
     **{name: ELECTRIC_EXPRESSIONS[name] for name in (
@@ -155,6 +154,7 @@ INVERTER_EXPRESSIONS = {
     **{name: f"c[{name!r}]" for name in quantities.SITE_COUNTERS if name != "pv_energy"},
     "pv_energy": "(c['pv_energy_1'] + c['pv_energy_2'])",
 }
+ELECTRIC_EXPRESSIONS.update(SITE_EXPRESSIONS)
 TYPE_EXPRESSIONS = {"electric": ELECTRIC_EXPRESSIONS, "inverter": INVERTER_EXPRESSIONS}
 
 
@@ -212,6 +212,8 @@ HELPERS = {"_angle": _angle, "_line": _line, "_line_mean": _line_mean, "_neutral
 
 def value_source(point: Point, meter_type: str, profile: Profile) -> str:
     """The expression of a point's physical value (before scale and offset)."""
+    if point.control is not None:  # the balance carries the controls' values of its moment
+        return f"r.site.controls[{point.control!r}]"
     if point.quantity is None:
         if point.writable:
             return f"m.stored[{point.address}]"

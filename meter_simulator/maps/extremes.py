@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..model import pins, quantities
+from ..model import controls, pins, quantities
 from ..model.demand import PERIODS_MIN
 from ..model.meter import fast_reading
 from ..model.reading import Reading
@@ -83,7 +83,7 @@ def extreme_tick(compiled: CompiledMap, extreme: str) -> tuple:
     demands = dict.fromkeys(quantities.DEMANDS + quantities.MAX_DEMANDS, (0.0, DEMAND_MAX, 0.0)[index])
     stored = {address: stored_extreme(point, extreme) for address, point in compiled.writable.items()
               if point.quantity is None}
-    reading = fast_reading(**fields, site=site_extreme(extreme)) if inverter else Reading(**fields)
+    reading = fast_reading(**fields, site=site_extreme(extreme))  # a site's devices carry a balance
     return reading, counters, demands, _Device(extreme, stored)
 
 
@@ -91,7 +91,8 @@ def site_extreme(extreme: str) -> Balance:
     """A site's balance (a Reading's site) with every value at -SITE_VALUE_MAX, +SITE_VALUE_MAX or 0."""
     value = (-SITE_VALUE_MAX, SITE_VALUE_MAX, 0.0)[EXTREMES.index(extreme)]
     fields = dict.fromkeys(Balance.__slots__, value)
-    fields.update(loads_w=(value,) * 3, has_battery=extreme != "zero")
+    fields.update(loads_w=(value,) * 3, has_battery=extreme != "zero",
+                  controls=dict.fromkeys(controls.NAMES, value))
     return Balance(**fields)
 
 

@@ -36,6 +36,7 @@ class Point:
     absolute: bool = False  # the magnitude of the quantity (a sign-less register)
     meter_types: tuple[str, ...] | None = None  # only for these meter types (None: every type)
     scale_factor: int | None = None  # the address of its SunSpec scale factor, already in scale
+    control: str | None = None  # a site's control it reads and a write sets (model.controls)
     label: str = ""  # how errors name it: 'register 3 (address 20)'
 
     @property

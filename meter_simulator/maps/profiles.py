@@ -21,6 +21,8 @@ SEED = "seed"
 BUILT_IN = ("seed", "sdm630", "sunspec", "sunspec-float")
 ELECTRIC_ONLY = ("sdm630", "sunspec", "sunspec-float")
 FILE_SUFFIXES = (".toml", ".json")
+INVERTER_CHAIN = "sunspec-hybrid"  # the built-in map of a site's inverter (maps/hybrid.py)
+INVERTER_MAP_TYPES = ("electric", "inverter")  # what a map file for the inverter may declare
 
 
 class ProfileError(ValueError):
@@ -67,6 +69,23 @@ def profile_named(value: str, meter_type: str | None) -> Profile:
     if name in ELECTRIC_ONLY and meter_type not in (None, "electric"):
         raise ProfileError(f"--profile {name} is an electric meter's map: it cannot serve "
                            f"--type {meter_type}")
+    return profile
+
+
+def inverter_profile_named(value: str) -> Profile | None:
+    """The map --inverter-profile names: None for the built-in chain (hybrid.chain builds it for
+    the site's configuration), else a map file of type electric or inverter, checked for a site's
+    inverter; ProfileError with one line when it cannot serve one."""
+    if value.lower() == INVERTER_CHAIN:
+        return None
+    if not is_file(value):
+        raise ProfileError(f"--inverter-profile must be {INVERTER_CHAIN} or a map file (.toml), "
+                           f"not {value!r}")
+    try:
+        profile = mapfile.load_map(value, None, types=INVERTER_MAP_TYPES)
+    except mapfile.MapError as exc:
+        raise ProfileError(str(exc)) from None
+    check(profile, "inverter")
     return profile
 
 

@@ -12,13 +12,13 @@ import json
 from typing import Any
 
 from ..checks import is_finite_number, is_integer, is_long_integer, long_integer_text
-from ..model import quantities
+from ..model import controls, quantities
 from ..model.demand import PERIODS_MIN
 from ..model.meters import METER_TYPES
 from . import points
 
 ENTRY_KEYS = ("address", "space", "type", "quantity", "value", "scale", "offset", "word_order", "length",
-              "writable", "allowed", "min", "max", "absolute", "meter_types", "scale_factor")
+              "writable", "allowed", "min", "max", "absolute", "meter_types", "scale_factor", "control")
 TEXT_QUANTITIES = ("serial_number", *quantities.STRINGS)  # what a string point may show
 WRITABLE_QUANTITIES = quantities.SETTINGS
 ADDRESS_MAX = 0xFFFF
@@ -117,14 +117,17 @@ class EntryChecks:
         space = self.space(entry.get("space", "holding"))
         kind, length, own_order = self.layout(entry, address, word_order)
         quantity, value = entry.get("quantity"), entry.get("value")
-        if ("quantity" in entry) == ("value" in entry):
+        control = self.control(entry, kind)
+        if control is not None:
+            pass
+        elif ("quantity" in entry) == ("value" in entry):
             raise self.fail("give either quantity or value, not both" if "quantity" in entry
-                            else "give a quantity or a value")
-        if "quantity" in entry:
-            self.quantity(quantity, kind, file_type)
+                            else "give a quantity, a value or a control")
+        elif "quantity" in entry:
+            self.quantity(quantity, kind)
         else:
             value = self.constant(value, kind, length)
-        scale, offset = self.scaling(entry, kind, quantity)
+        scale, offset = self.scaling(entry, kind, quantity or control)
         absolute = entry.get("absolute", False)
         if not isinstance(absolute, bool):
             raise self.fail(f"absolute {show(absolute)} is not true or false")
@@ -134,12 +137,29 @@ class EntryChecks:
         meter_types = self.meter_types(entry.get("meter_types"), file_type)
         if writable and quantity == "demand_period":
             self.demand_period(allowed, file_type, meter_types)
-        scale_factor = self.scale_factor(entry, quantity, kind, writable)
+        scale_factor = self.scale_factor(entry, quantity or control, kind, writable and control is None)
         return points.Point(address=address, space=space, type=kind, quantity=quantity, value=value,
                             scale=float(scale), offset=float(offset), word_order=own_order, length=length,
                             writable=writable, allowed=allowed, minimum=minimum, maximum=maximum,
                             absolute=absolute, meter_types=meter_types, scale_factor=scale_factor,
-                            label=label)
+                            control=control, label=label)
+
+    def control(self, entry: dict, kind: str) -> str | None:
+        """The site control an entry reads and a write sets (site-contract B7), or None."""
+        if "control" not in entry:
+            return None
+        control = entry["control"]
+        if not isinstance(control, str) or control not in controls.CONTROLS:
+            raise self.fail(unknown("control", control, controls.NAMES))
+        if "quantity" in entry or "value" in entry:
+            raise self.fail("give one of quantity, value and control")
+        if kind == "string":
+            raise self.fail(f"control {show(control)} is a number: its type cannot be string")
+        if "writable" in entry:
+            raise self.fail("a control entry is writable by itself: leave out writable")
+        if entry.get("space") == "input":
+            raise self.fail("a control is written: it belongs in the holding registers")
+        return control
 
     def scale_factor(self, entry: dict, quantity: str | None, kind: str, writable: bool) -> int | None:
         """The address of the entry's scale factor point (checked once every entry is read)."""
@@ -207,12 +227,9 @@ class EntryChecks:
             raise self.fail("a writable demand_period needs allowed: a list of the periods "
                             f"({', '.join(map(str, PERIODS_MIN))} min)")
 
-    def quantity(self, quantity: Any, kind: str, file_type: str | None) -> None:
+    def quantity(self, quantity: Any, kind: str) -> None:
         if not isinstance(quantity, str) or quantity not in quantities.NAME_SET:
             raise self.fail(unknown("quantity", quantity, quantities.NAMES, listed=False))
-        if quantity in quantities.SITE and file_type not in SITE_TYPES:
-            raise self.fail(f"quantity {show(quantity)} belongs to a site: only a map of type "
-                            f"{' or '.join(SITE_TYPES)} shows it")
         if kind == "string" and quantity not in TEXT_QUANTITIES:
             raise self.fail(f"quantity {show(quantity)} is a number: a string shows "
                             f"{', '.join(TEXT_QUANTITIES)} or a text value")
@@ -255,6 +272,10 @@ class EntryChecks:
         writable = entry.get("writable", False)
         if not isinstance(writable, bool):
             raise self.fail(f"writable {show(writable)} is not true or false")
+        control = "control" in entry  # writable by itself; min and max narrow its range
+        if control and "allowed" in entry:
+            raise self.fail("allowed applies to constants and settings: narrow a control with min and max")
+        writable = writable or control
         if writable and entry.get("space") == "input":
             raise self.fail("writable applies to holding registers: clients write no others")
         if writable and quantity is not None and quantity not in WRITABLE_QUANTITIES:
@@ -272,7 +293,7 @@ class EntryChecks:
         maximum = None if "max" not in entry else self.number("max", entry["max"])
         if minimum is not None and maximum is not None and minimum > maximum:
             raise self.fail(f"min {show(minimum)} is above max {show(maximum)}")
-        if quantity is None and writable:  # the value it starts with must be one a write may store
+        if quantity is None and writable and not control:  # the value it starts with must be one a write may store
             if allowed is not None and value not in allowed:
                 raise self.fail(f"value {show(value)} is not among allowed {show(list(allowed))}")
             if minimum is not None and value < minimum:
@@ -359,3 +380,14 @@ def linked_scales(found: tuple[points.Point, ...], fail) -> tuple[points.Point, 
 def scaled(scale: float, factor: int) -> float:
     """scale x 10^-factor, exact for whole powers of ten up (10^2, not 1 / 10^-2)."""
     return scale * 10 ** -factor if factor <= 0 else scale / 10 ** factor
+
+
+def site_entry(profile: points.Profile) -> str | None:
+    """'register 3 (address 20): quantity "battery_soc"' for the first entry of a map that only a
+    site can serve (a site quantity or a control, site-contract B7), or None."""
+    for point in profile.points:
+        if point.control is not None:
+            return f"{point.label}: control {show(point.control)}"
+        if point.quantity in quantities.SITE:
+            return f"{point.label}: quantity {show(point.quantity)}"
+    return None

@@ -92,17 +92,19 @@ class MeterDataHandler(DataHandler):
         """The meter that answers unit_id, or None (gateway mode, an unlisted id)."""
         return self.device if self.devices_by_id is None else self.devices_by_id.get(unit_id)
 
-    def answer_read(self, unit_id: int, pdu: bytes) -> bytes:
+    def answer_read(self, unit_id: int, pdu: bytes) -> bytes | None:
         """The answer PDU to a read request (FC 0x01 to 0x04, 5 bytes), exceptions included:
         0x03 for a quantity outside the Modbus limits, 0x0B for a unit id no meter answers,
-        0x02 past the map, 0x04 (logged) for a bug."""
+        0x02 past the map, 0x04 (logged) for a bug; None for a silent device."""
         function_code = pdu[0]
         try:
             _, address, quantity = image.read_request(pdu)
             if not image.quantity_ok(function_code, quantity):
                 return exception_pdu(function_code, EXP_DATA_VALUE)
             device = self.device_for_id(unit_id)
-            if device is None or device.unreachable:  # no such meter, or an offline device
+            if device is None or device.unreachable:  # no such meter, an offline or silent device
+                if device is not None and device.silent:
+                    return None  # an inverter asleep at night: no answer at all
                 return exception_pdu(function_code, EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
             published = device.bank.image
             if function_code < image.READ_HOLDING_REGISTERS and published.bits is None:

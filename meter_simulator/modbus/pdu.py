@@ -141,6 +141,8 @@ class Responder:
             return self.answer_read(unit_id, pdu)
         device = self.handler.device_for_id(unit_id)
         if device is not None and device.unreachable:  # an offline device answers nothing at all
+            if device.silent:  # an inverter asleep at night: not even that
+                return None
             return exception_pdu(function_code, EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND)
         if not served(pdu):
             return exception_pdu(function_code, EXP_ILLEGAL_FUNCTION)

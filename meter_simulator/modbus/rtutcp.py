@@ -124,8 +124,9 @@ class RtuConnectionHandler(RtuFace, ConnectionHandler):
         counts = self.counts
         counts[REQUEST_FRAME] = counts.get(REQUEST_FRAME, 0) + 1
         answer_pdu = self.answer_read(unit_id, data[1:6])
-        if answer_pdu[0] & 0x80:
-            if answer_pdu[1] == EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND:  # an offline device
+        if answer_pdu is None or answer_pdu[0] & 0x80:
+            if answer_pdu is None or answer_pdu[1] == EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND:
+                # an offline device, or a silent one: nothing on the bus
                 self.count(data[1], None, RESULT_OK)
                 return True
             self.count(data[1], answer_pdu, RESULT_EXCEPTION)

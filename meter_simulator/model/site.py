@@ -24,6 +24,7 @@ from collections.abc import Mapping
 
 from .electric import KWH_PER_WS, LINE_OHM, NOMINAL_V, VOLTAGE_HIGH_V, VOLTAGE_LOW_V, ElectricMeter
 from .meter import Meter, fast_reading, finite_non_negative
+from .controls import Controls
 from .processes import S_PER_H
 from .reading import Reading
 
@@ -61,7 +62,7 @@ class Balance:
     __slots__ = ("time_of_day_s", "load_w", "loads_w", "pv_available_w", "pv_dc_w", "pv_dc_w_1",
                  "pv_dc_w_2", "pv_ac_w", "battery_w", "inverter_w", "grid_w", "state", "soc_pct",
                  "charge_state", "battery_v", "string_v", "cabinet_c", "rated_w", "battery_max_w",
-                 "capacity_kwh", "reserve_pct", "has_battery")
+                 "capacity_kwh", "reserve_pct", "has_battery", "controls")
 
     def __init__(self, **fields) -> None:
         for name, value in fields.items():
@@ -73,10 +74,9 @@ class Balance:
             "load_w", "pv_available_w", "pv_dc_w", "pv_ac_w", "battery_w", "inverter_w", "grid_w")}
 
 
-def battery_window(max_w: float, soc_pct: float, reserve_pct: float) -> tuple[float, float]:
-    """(lo, hi) of the battery's power: closed for discharge at or below the reserve and for
+def battery_window(lo: float, hi: float, soc_pct: float, reserve_pct: float) -> tuple[float, float]:
+    """(lo, hi) of the battery's power closed for discharge at or below the reserve and for
     charge when full."""
-    lo, hi = -max_w, max_w
     if soc_pct <= reserve_pct * (1.0 + FULL_EPSILON):
         hi = min(hi, 0.0)
     if soc_pct >= 100.0 * (1.0 - FULL_EPSILON):
@@ -132,8 +132,11 @@ class Battery:
     def voltage(self) -> float:
         return BATTERY_V_EMPTY + (BATTERY_V_FULL - BATTERY_V_EMPTY) * self.soc_pct / 100.0
 
-    def window(self) -> tuple[float, float]:
-        return battery_window(self.max_w, self.soc_pct, self.reserve_pct)
+    def window(self, lo: float | None = None, hi: float | None = None) -> tuple[float, float]:
+        """The window (lo, hi), the full power's by default, closed by the state of charge."""
+        max_w = self.max_w
+        return battery_window(-max_w if lo is None else lo, max_w if hi is None else hi,
+                              self.soc_pct, self.reserve_pct)
 
     def flow(self, battery_w: float, dt_s: float) -> float:
         """Run the cells dt_s seconds at battery_w (AC side, + = discharge); the AC energy (Wh,
@@ -221,8 +224,10 @@ class GridMeter(ElectricMeter):
             powers.append(power_w)
             reactive.append(var)
             apparent.append(va)
-        return self._reading(tuple(voltages), tuple(currents), tuple(factors), frequency_hz,
-                             pinned_pf, powers, reactive, apparent, 0.0)
+        reading = self._reading(tuple(voltages), tuple(currents), tuple(factors), frequency_hz,
+                                pinned_pf, powers, reactive, apparent, 0.0)
+        reading.__dict__["site"] = balance  # for a map that shows the site's quantities
+        return reading
 
 
 class Inverter(Meter):
@@ -312,16 +317,21 @@ class Site:
         self.time_s = 0.0  # simulated seconds since the start
         self.pins: dict[str, float] = {}  # load_w, pv_available_w
         self.balance: Balance | None = None
+        self.controls = Controls(self.battery, RESERVE_PCT)
         self.grid = GridMeter(self, rng, time_of_day_s, pv_kwp)  # its first draw balances
         self.inverter = Inverter(self)
 
     @property
     def cap_w(self) -> float:
-        """The inverter's output cap: its rating (controls lower it)."""
-        return self.rated_w
+        """The inverter's output cap: its rating, lowered by a PV limit (curtailment)."""
+        return self.controls.cap_w(self.rated_w)
 
-    def window(self) -> tuple[float, float]:
-        return self.battery.window() if self.battery is not None else (0.0, 0.0)
+    def window(self, pva_w: float) -> tuple[float, float]:
+        """The battery's window for the PV's AC equivalent pva_w: narrowed by the controls, then
+        closed by the state of charge (site-contract B3)."""
+        if self.battery is None:
+            return 0.0, 0.0
+        return self.battery.window(*self.controls.window(pva_w))
 
     def balanced(self, real_w, reactive_var, pv_available_w: float, time_of_day_s: float) -> Balance:
         """The balance of the household's phase loads and the PV offered, with the site's pins;
@@ -336,7 +346,8 @@ class Site:
         else:
             loads_w = (load_w / 3.0,) * 3
         pv_available_w = self.pins.get("pv_available_w", pv_available_w)
-        pv_ac_w, battery_w = split(load_w, pv_available_w, self.cap_w, self.window())
+        window = self.window(INVERTER_EFFICIENCY * pv_available_w)
+        pv_ac_w, battery_w = split(load_w, pv_available_w, self.cap_w, window)
         self.balance = self._balance(time_of_day_s, load_w, loads_w, pv_available_w, pv_ac_w,
                                      battery_w)
         return self.balance
@@ -362,7 +373,8 @@ class Site:
             cabinet_c=CABINET_C_COOL + CABINET_C_RISE * abs(inverter_w) / max(self.rated_w, 1.0),
             rated_w=self.rated_w, battery_max_w=battery.max_w if battery else 0.0,
             capacity_kwh=battery.capacity_wh / 1000.0 if battery else 0.0,
-            reserve_pct=battery.reserve_pct if battery else 0.0, has_battery=battery is not None)
+            reserve_pct=battery.reserve_pct if battery else 0.0, has_battery=battery is not None,
+            controls=self.controls.values())
 
     def step(self, dt_s: float, grid_integrated_s: float = 0.0,
              inverter_integrated_s: float = 0.0) -> None:
@@ -373,6 +385,7 @@ class Site:
         dt_s = max(dt_s, 0.0)
         self.time_s += dt_s
         self.inverter.integrate(dt_s - inverter_integrated_s)
+        self.controls.expire(self.time_s)  # a watchdog that ran out acts on the new balance
         self.grid.step(dt_s, grid_integrated_s)
         self.inverter.reading = self.inverter._derive()
 
@@ -385,6 +398,12 @@ class Site:
     def pin(self, pins: Mapping[str, float | None]) -> None:
         """Replace the site's pins (load_w, pv_available_w; None releases) and rebalance."""
         self.pins = {name: float(value) for name, value in pins.items() if value is not None}
+        self.rebalance()
+
+    def control(self, changes: Mapping[str, float], now_s: float) -> None:
+        """Set controls (checked: model.controls.Controls.refusal) at the simulated time now_s
+        (the watchdogs count from it) and rebalance."""
+        self.controls.set(changes, now_s)
         self.rebalance()
 
     def set_soc(self, soc_pct: float) -> None:

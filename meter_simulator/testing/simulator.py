@@ -22,6 +22,7 @@ OPTIONS = {"type": "--type", "count": "--count", "unit_ids": "--unit-ids", "inte
            "state_file": "--state-file", "save_interval": "--save-interval", "profile": "--profile",
            "pv_kwp": "--pv-kwp", "site": None, "battery_kwh": "--battery-kwh",
            "battery_kw": "--battery-kw", "start_time": "--start-time", "host": "--address",
+           "inverter_night": "--inverter-night", "inverter_profile": "--inverter-profile",
            "port": "--port", "framing": "--framing", "serial": "--serial", "baud": "--baud",
            "parity": "--parity", "stopbits": "--stopbits"}
 EXTRA = ("http", "http_token")
@@ -118,6 +119,7 @@ class MeterSimulator:
     Keywords: type, count, unit_ids, interval, speed, seed, read_only, allow, max_clients,
     idle_timeout, state_file, save_interval, profile, pv_kwp, site (True: each port serves a
     home, inverter unit id 1 and grid meter 200), battery_kwh, battery_kw, start_time ("HH:MM"),
+    inverter_night ("asleep" or "silent"), inverter_profile ("sunspec-hybrid" or a map file),
     host, port, framing ("tcp" or "rtu"), serial ("pty", "pty:LINK" or a device; serial_path is
     what clients open), baud, parity, stopbits; http=True serves the control port on a free
     loopback port (or http="HOST:PORT"), http_token requires it.
@@ -260,8 +262,9 @@ class MeterSimulator:
 
     def set_site(self, port=None, **changes) -> dict:
         """Change a site as PUT /api/sites/{port} does: load_w=, pv_available_w= pin (None
-        releases), soc_pct= sets the state of charge; returns the site. ValueError for a bad
-        value (nothing changes), KeyError for a port that serves no site."""
+        releases), soc_pct= sets the state of charge, controls={name: value} sets controls
+        (None switches a limit off); returns the site. ValueError for a bad value (nothing
+        changes), KeyError for a port that serves no site."""
         return self.control.sites.set_site(self.port if port is None else port, changes)
 
     # --- faults ---
