@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ..checks import is_finite_number, is_integer
-from ..model.pins import echoed
 from ..model.controls import CONTROLS, LIMITS, Controls
+from ..model.pins import echoed
 from ..model.site import MAX_SITE_PIN_W, SITE_PINS, STATE_NAMES, Balance, Site
 from .faults import UnknownError
 from .fleet import PortPlan

@@ -293,7 +293,7 @@ class EntryChecks:
         maximum = None if "max" not in entry else self.number("max", entry["max"])
         if minimum is not None and maximum is not None and minimum > maximum:
             raise self.fail(f"min {show(minimum)} is above max {show(maximum)}")
-        if quantity is None and writable and not control:  # the value it starts with must be one a write may store
+        if quantity is None and writable and not control:  # its first value must be one a write may store
             if allowed is not None and value not in allowed:
                 raise self.fail(f"value {show(value)} is not among allowed {show(list(allowed))}")
             if minimum is not None and value < minimum:

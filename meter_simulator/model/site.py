@@ -22,9 +22,9 @@ import math
 import random
 from collections.abc import Mapping
 
+from .controls import Controls
 from .electric import KWH_PER_WS, LINE_OHM, NOMINAL_V, VOLTAGE_HIGH_V, VOLTAGE_LOW_V, ElectricMeter
 from .meter import Meter, fast_reading, finite_non_negative
-from .controls import Controls
 from .processes import S_PER_H
 from .reading import Reading
 
