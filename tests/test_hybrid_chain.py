@@ -420,13 +420,18 @@ def test_pysunspec2_scans_the_chain_and_decodes_the_balance(config):
 
 # --- writes, the cache, the map types ---
 
-def test_only_da_is_writable():
+def test_da_and_the_controls_of_b2_are_writable():
     device = device_of(new_site("8kWp+10kWh"))
     assert device.check_write(40068, [7])[0] == EXP_NONE
     assert device.check_write(40068, [0])[0] == device.check_write(40068, [248])[0] == EXP_DATA_VALUE
-    for address in (40000, 40084, 40155, 40159, 40181, 40188, 40302, 40342, 40356):
+    for address in (40000, 40084, 40154, 40160, 40178, 40184, 40187, 40303, 40342, 40356):
         assert device.check_write(address, [1])[0] == EXP_DATA_ADDRESS, address
-    assert set(device.map.writable) == {40068}
+    # 123 WMaxLimPct, RvrtTms, Ena; 124 StorCtl_Mod, MinRsvPct, OutWRte, InWRte, RvrtTms, ChaGriSet;
+    # 802 SoCRsvMin
+    assert set(device.map.writable) == {40068, 40155, 40157, 40159, 40181, 40183, 40188, 40189,
+                                        40191, 40193, 40302}
+    without = device_of(new_site("8kWp"))
+    assert set(without.map.writable) == {40068, 40155, 40157, 40159}
 
 
 def test_one_profile_a_configuration_shared_by_every_site():
@@ -436,7 +441,7 @@ def test_one_profile_a_configuration_shared_by_every_site():
     assert device_of(first).map is device_of(second).map  # compiled once
 
 
-def test_the_chain_is_a_built_in_map_of_type_inverter_that_a_user_cannot_serve_yet(tmp_path):
+def test_the_chain_is_a_built_in_map_of_type_inverter_that_only_an_inverter_can_serve(tmp_path):
     built_in = profiles.built_in("sunspec-hybrid")
     assert (built_in.meter_type, built_in.name) == ("inverter", "sunspec-hybrid")
     assert "sunspec-hybrid" not in profiles.BUILT_IN  # not a --profile: a meter cannot serve it
@@ -446,3 +451,6 @@ def test_the_chain_is_a_built_in_map_of_type_inverter_that_a_user_cannot_serve_y
     with pytest.raises(mapfile.MapError) as caught:
         mapfile.load_map(copy)
     assert str(caught.value) == f'profile {copy}: unknown type "inverter" (one of electric, water, gas)'
+    served = profiles.inverter_profile_named(str(copy))  # --inverter-profile FILE
+    assert served.points == built_in.points
+    assert profiles.inverter_profile_named("sunspec-hybrid") is None  # the configuration's chain

@@ -93,7 +93,7 @@ INVALID = [
      'register 2: unknown key "adress" (did you mean "address"?)'),
     (register(**U16, value=1, units="V"),
      R + 'unknown key "units" (one of address, space, type, quantity, value, scale, '
-     "offset, word_order, length, writable, allowed, min, max, absolute, meter_types, scale_factor)"),
+     "offset, word_order, length, writable, allowed, min, max, absolute, meter_types, scale_factor, control)"),
     (register(type="uint16", value=1), "register 1: address missing"),
     (register(address=70000, type="uint16", value=1), "register 1: address 70000 is not an integer 0-65535"),
     (register(address=-1, type="uint16", value=1), "register 1: address -1 is not an integer 0-65535"),
@@ -129,7 +129,7 @@ INVALID = [
      R + 'unknown quantity ["frequency"]'),
     (register(address=20, type="float32", quantity="frequency", value=50),
      R + "give either quantity or value, not both"),
-    (register(address=20, type="float32"), R + "give a quantity or a value"),
+    (register(address=20, type="float32"), R + "give a quantity, a value or a control"),
     (register(**U16, value=70000), R + "value 70000 does not fit a uint16 (0 to 65535)"),
     (register(**U16, value=-1), R + "value -1 does not fit a uint16 (0 to 65535)"),
     (register(address=20, type="int16", value=32768),

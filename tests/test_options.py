@@ -185,7 +185,8 @@ REFUSALS = [
     (["-x"], "unknown option: -x"),
     (["--s", "1"], "--s is ambiguous: it could be --speed, --seed, --site, --start-time, --state-file, "
                    "--save-interval, --serial, --stopbits"),
-    (["--i", "1"], "--i is ambiguous: it could be --interval, --idle-timeout"),
+    (["--i", "1"], "--i is ambiguous: it could be --interval, --inverter-night, --inverter-profile, "
+     "--idle-timeout"),
     (["--port"], "--port requires a value"),
     (["--type"], "--type requires a value"),
     (["-t"], "-t requires a value"),

@@ -8,7 +8,8 @@ import struct
 
 import pytest
 
-from meter_simulator.maps import codec, extremes, mapfile, points, readings
+from meter_simulator.app import options
+from meter_simulator.maps import codec, extremes, mapfile, points, readings, schema
 from meter_simulator.model import quantities, site
 from meter_simulator.model.site import Site
 from support import ROOT
@@ -49,10 +50,13 @@ def test_the_inverters_counters_wrap_like_meter_counters():
     assert not set(quantities.SITE_INSTANTANEOUS) & quantities.COUNTERS
 
 
-def test_every_site_quantity_has_an_inverter_expression_and_none_for_a_meter():
+def test_every_site_quantity_has_an_inverter_expression_and_a_grid_meter_the_balances():
     for name in quantities.SITE:
         assert codec.expression(name, "inverter") != "0.0", name
-        assert codec.expression(name, "electric") == "0.0", name
+        # a site's grid meter carries the balance, not the inverter's counters (site-contract B7)
+        expected = "0.0" if name in quantities.SITE_COUNTERS else codec.expression(name, "inverter")
+        assert codec.expression(name, "electric") == expected, name
+        assert codec.expression(name, "water") == "0.0", name
     assert codec.expression("voltage_l2", "inverter") == "r.voltages_v[1]"
     assert codec.expression("frequency", "inverter") == "r.frequency_hz"
     assert codec.expression("pv_energy", "inverter") == "(c['pv_energy_1'] + c['pv_energy_2'])"
@@ -111,15 +115,19 @@ def test_without_a_battery_its_currents_read_zero():
     assert values["inverter_state"] == site.SLEEPING
 
 
-@pytest.mark.parametrize("file_type", [None, "electric", "water"])
-def test_a_meters_map_cannot_show_a_site_quantity(file_type):
-    document = {"register": [{"address": 0, "type": "int16", "quantity": "battery_power"}]}
-    if file_type:
-        document["type"] = file_type
-    with pytest.raises(mapfile.MapError) as caught:
-        mapfile.parse(document, "mine.toml")
-    assert str(caught.value) == ('profile mine.toml: register 1 (address 0): quantity "battery_power" '
-                                 "belongs to a site: only a map of type inverter shows it")
+@pytest.mark.parametrize("entry", [{"quantity": "battery_power"}, {"control": "grid_charge"}])
+def test_a_map_showing_a_site_quantity_or_a_control_is_read_but_served_only_with_site(tmp_path, entry):
+    path = tmp_path / "mine.toml"
+    key, value = next(iter(entry.items()))
+    path.write_text(f'type = "electric"\n[[register]]\naddress = 0\ntype = "int16"\n{key} = "{value}"\n',
+                    encoding="utf-8")
+    profile = mapfile.load_map(path)  # the file is valid: only a run without --site refuses it
+    assert schema.site_entry(profile) == f'register 1 (address 0): {key} "{value}"'
+    with pytest.raises(options.UsageError) as caught:
+        options.parse_args(["--profile", str(path)])
+    assert str(caught.value) == (f'profile {path}: register 1 (address 0): {key} "{value}" belongs to '
+                                 "a site: give --site too")
+    assert options.parse_args(["--profile", str(path), "--site"]).profile == profile
 
 
 def every_site_quantity() -> points.Profile:

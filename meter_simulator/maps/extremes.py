@@ -92,7 +92,7 @@ def site_extreme(extreme: str) -> Balance:
     value = (-SITE_VALUE_MAX, SITE_VALUE_MAX, 0.0)[EXTREMES.index(extreme)]
     fields = dict.fromkeys(Balance.__slots__, value)
     fields.update(loads_w=(value,) * 3, has_battery=extreme != "zero",
-                  controls=dict.fromkeys(controls.NAMES, value))
+                  controls=dict.fromkeys(controls.CONTROL_NAMES, value))
     return Balance(**fields)
 
 

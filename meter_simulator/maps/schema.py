@@ -150,7 +150,7 @@ class EntryChecks:
             return None
         control = entry["control"]
         if not isinstance(control, str) or control not in controls.CONTROLS:
-            raise self.fail(unknown("control", control, controls.NAMES))
+            raise self.fail(unknown("control", control, controls.CONTROL_NAMES))
         if "quantity" in entry or "value" in entry:
             raise self.fail("give one of quantity, value and control")
         if kind == "string":

@@ -22,7 +22,7 @@ RATES, PV = "rates", "pv"  # the two watchdogs
 
 
 @dataclass(frozen=True)
-class Control:
+class ControlSpec:
     """One name a face sets a control by: its range, whether it takes whole numbers only, and
     the watchdog a write to it restarts (None: a setting, which no watchdog reverts)."""
 
@@ -37,23 +37,23 @@ class Control:
 
 CONTROLS = {control.name: control for control in (
     # the names of site-contract B7, for user maps and the control API
-    Control("battery_charge_limit_pct", -100.0, 100.0, timer=RATES),
-    Control("battery_discharge_limit_pct", -100.0, 100.0, timer=RATES),
-    Control("battery_charge_limit_w", -1.0, 1.0, timer=RATES, watts=True, unit="W"),
-    Control("battery_discharge_limit_w", -1.0, 1.0, timer=RATES, watts=True, unit="W"),
-    Control("grid_charge", 0, 1, whole=True, unit="-"),
-    Control("pv_limit_pct", 0.0, 100.0, timer=PV),
-    Control("reserve_soc_pct", 0.0, 100.0),
-    Control("revert_s", 0, MAX_REVERT_S, whole=True, timer=RATES, unit="s"),
-    Control("pv_limit_revert_s", 0, MAX_REVERT_S, whole=True, timer=PV, unit="s"),
+    ControlSpec("battery_charge_limit_pct", -100.0, 100.0, timer=RATES),
+    ControlSpec("battery_discharge_limit_pct", -100.0, 100.0, timer=RATES),
+    ControlSpec("battery_charge_limit_w", -1.0, 1.0, timer=RATES, watts=True, unit="W"),
+    ControlSpec("battery_discharge_limit_w", -1.0, 1.0, timer=RATES, watts=True, unit="W"),
+    ControlSpec("grid_charge", 0, 1, whole=True, unit="-"),
+    ControlSpec("pv_limit_pct", 0.0, 100.0, timer=PV),
+    ControlSpec("reserve_soc_pct", 0.0, 100.0),
+    ControlSpec("revert_s", 0, MAX_REVERT_S, whole=True, timer=RATES, unit="s"),
+    ControlSpec("pv_limit_revert_s", 0, MAX_REVERT_S, whole=True, timer=PV, unit="s"),
     # SunSpec's own points, each one setting as written (the built-in chain's map uses these)
-    Control("storage_control_mode", 0, CHARGE_BIT | DISCHARGE_BIT, whole=True, timer=RATES, unit="-"),
-    Control("charge_rate_pct", -100.0, 100.0, timer=RATES),
-    Control("discharge_rate_pct", -100.0, 100.0, timer=RATES),
-    Control("pv_limit_setting_pct", 0.0, 100.0, timer=PV),
-    Control("pv_limit_enabled", 0, 1, whole=True, timer=PV, unit="-"),
+    ControlSpec("storage_control_mode", 0, CHARGE_BIT | DISCHARGE_BIT, whole=True, timer=RATES, unit="-"),
+    ControlSpec("charge_rate_pct", -100.0, 100.0, timer=RATES),
+    ControlSpec("discharge_rate_pct", -100.0, 100.0, timer=RATES),
+    ControlSpec("pv_limit_setting_pct", 0.0, 100.0, timer=PV),
+    ControlSpec("pv_limit_enabled", 0, 1, whole=True, timer=PV, unit="-"),
 )}
-NAMES = tuple(CONTROLS)
+CONTROL_NAMES = tuple(CONTROLS)
 # the limits a face can switch off without a value (the control API's null): the bit each clears
 LIMITS = {"battery_charge_limit_pct": CHARGE_BIT, "battery_discharge_limit_pct": DISCHARGE_BIT,
           "battery_charge_limit_w": CHARGE_BIT, "battery_discharge_limit_w": DISCHARGE_BIT,
@@ -110,7 +110,7 @@ class Controls:
 
     def values(self) -> dict[str, float]:
         """Every control by name: what a map's control entries read (the balance carries it)."""
-        return {name: self.value(name) for name in NAMES}
+        return {name: self.value(name) for name in CONTROL_NAMES}
 
     def view(self, now_s: float) -> dict:
         """The control API's controls (site-contract A7): a limit that does not act is null."""
