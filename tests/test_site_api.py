@@ -82,7 +82,12 @@ def test_set_site_pins_sets_the_soc_and_releases_as_put_does():
 
 
 BAD_CHANGES = [{"soc_pct": 101}, {"load_w": -1}, {"load_w": "1000"}, {"load_w": True},
-               {"pv_available_w": 100001}, {"colour": 1}, {"soc_pct": None}]
+               {"pv_available_w": 100001}, {"colour": 1}, {"soc_pct": None},
+               {"controls": []}, {"controls": {"colour": 1}}, {"controls": {"grid_charge": 2}},
+               {"controls": {"battery_discharge_limit_pct": -101}}, {"controls": {"revert_s": 65535}},
+               {"controls": {"revert_s": None}}, {"controls": {"pv_limit_pct": "50"}},
+               {"controls": {"reserve_soc_pct": True}},
+               {"load_w": 10, "controls": {"battery_discharge_limit_w": 5001}}]
 
 
 @pytest.mark.parametrize("changes", BAD_CHANGES, ids=lambda changes: json.dumps(changes))
@@ -96,6 +101,33 @@ def test_a_bad_change_is_the_http_apis_value_error_and_changes_nothing(changes):
         assert str(refused.value) == answer["error"]
         assert "\n" not in str(refused.value)
         assert sim.site() == before
+
+
+def test_controls_set_through_the_api_read_back_in_the_registers_and_move_the_balance():
+    with MeterSimulator(site=True, pv_kwp=8, battery_kwh=10, start_time="00:00", seed=1,
+                        interval=STILL, http=True) as sim:
+        sim.set_site(load_w=1000, pv_available_w=0)
+        assert sim.site()["battery_w"] == 1000.0
+        status, site = control(sim, "PUT", f"/api/sites/{sim.port}",
+                               {"controls": {"battery_discharge_limit_pct": 0, "revert_s": 60,
+                                             "grid_charge": True, "reserve_soc_pct": 20}})
+        assert status == 200
+        assert site["controls"] == {
+            "battery_charge_limit_pct": None, "battery_discharge_limit_pct": 0.0, "grid_charge": True,
+            "reserve_soc_pct": 20.0, "revert_s": 60, "revert_in_s": 60.0, "pv_limit_pct": None,
+            "pv_limit_revert_s": 0, "pv_limit_revert_in_s": None}
+        assert (site["battery_w"], site["grid_w"]) == (0.0, 1000.0)
+        assert site["battery"]["reserve_pct"] == 20.0
+        # 124: StorCtl_Mod, MinRsvPct; OutWRte; InOutWRte_RvrtTms, ChaGriSet; 802 SoCRsvMin
+        assert holding(sim.port, 40181, 3, unit_id=1) == [2, 0xFFFF, 2000]
+        assert holding(sim.port, 40188, 1, unit_id=1) == [0]
+        assert holding(sim.port, 40191, 3, unit_id=1) == [60, 0xFFFF, 1]
+        assert holding(sim.port, 40302, 1, unit_id=1) == [2000]
+        site = sim.set_site(controls={"battery_discharge_limit_pct": None, "pv_limit_pct": 50})
+        assert site["controls"]["battery_discharge_limit_pct"] is None
+        assert site["controls"]["pv_limit_pct"] == 50.0
+        assert site["battery_w"] == 1000.0  # the limit off: SoC 50 % is above the 20 % reserve
+        assert holding(sim.port, 40155, 5, unit_id=1)[::2] == [5000, 0, 1]
 
 
 def test_soc_without_a_battery_is_a_value_error():

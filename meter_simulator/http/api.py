@@ -13,6 +13,7 @@ anything else is a bug, logged and answered 500.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import re
 from typing import Callable
@@ -341,7 +342,7 @@ class Api:
         changes = body_object(request)
         site = self.control.sites.set_site(port, changes)
         log.info("control: site %s: %s", site["port"], ", ".join(
-            f"{name}={'null' if value is None else format(value, 'g')}" for name, value in changes.items()))
+            f"{name}={json.dumps(value)}" for name, value in changes.items()))
         return json_answer(200, site)
 
     def get_faults(self, request, query) -> Answer:
