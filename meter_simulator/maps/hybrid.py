@@ -134,7 +134,7 @@ def blank(point: Point) -> Point:
     """A point as a constant of SunSpec's "not implemented" value of its type."""
     return dataclasses.replace(point, quantity=None, value=NOT_IMPLEMENTED[point.type], scale=1.0,
                                offset=0.0, scale_factor=None, writable=False, allowed=None,
-                               minimum=None, maximum=None)
+                               minimum=None, maximum=None, control=None)
 
 
 def closed_up(found: list[Point], removed: list[tuple[int, int]]) -> tuple[Point, ...]:
