@@ -93,7 +93,8 @@ INVALID = [
      'register 2: unknown key "adress" (did you mean "address"?)'),
     (register(**U16, value=1, units="V"),
      R + 'unknown key "units" (one of address, space, type, quantity, value, scale, '
-     "offset, word_order, length, writable, allowed, min, max, absolute, meter_types, scale_factor, control)"),
+     "offset, word_order, length, writable, allowed, min, max, absolute, meter_types, scale_factor, "
+     "control)"),
     (register(type="uint16", value=1), "register 1: address missing"),
     (register(address=70000, type="uint16", value=1), "register 1: address 70000 is not an integer 0-65535"),
     (register(address=-1, type="uint16", value=1), "register 1: address -1 is not an integer 0-65535"),
