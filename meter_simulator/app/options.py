@@ -43,8 +43,8 @@ Options:
                            [default: KWH/2].
   --inverter-night MODE    The site's inverter while it sleeps (no PV, no battery flow):
                            asleep (answers zeros) or silent (no answer) [default: asleep].
-  --inverter-profile NAME|FILE  The inverter's map: sunspec-hybrid or a map file (.toml)
-                           [default: sunspec-hybrid].
+  --inverter-profile NAME|FILE  The inverter's map: sunspec-hybrid, huawei-sun2000 or a map
+                           file (.toml) [default: sunspec-hybrid].
   --start-time HH:MM       Simulated time of day at start, 00:00 to 23:59 [default: now].
   --log-level LEVEL        debug, info, warning or error [default: info].
   --state-file PATH        Keep the totals in this file across restarts [default: none].

@@ -22,6 +22,8 @@ BUILT_IN = ("seed", "sdm630", "sunspec", "sunspec-float")
 ELECTRIC_ONLY = ("sdm630", "sunspec", "sunspec-float")
 FILE_SUFFIXES = (".toml", ".json")
 INVERTER_CHAIN = "sunspec-hybrid"  # the built-in map of a site's inverter (maps/hybrid.py)
+INVERTER_BUILT_IN = ("huawei-sun2000",)  # built-in map files --inverter-profile also names
+INVERTER_PROFILES = (INVERTER_CHAIN, *INVERTER_BUILT_IN)
 INVERTER_MAP_TYPES = ("electric", "inverter")  # what a map file for the inverter may declare
 
 
@@ -41,7 +43,8 @@ def is_file(value: str) -> bool:
 
 @functools.cache
 def built_in(name: str) -> Profile:
-    """A built-in profile by name (seed, sdm630, sunspec, sunspec-float, sunspec-hybrid)."""
+    """A built-in profile by name (seed, sdm630, sunspec, sunspec-float, sunspec-hybrid,
+    huawei-sun2000)."""
     profile = mapfile.load_map(built_in_path(name), types=mapfile.MAP_TYPES)
     # the seed map's coils, discrete inputs and status writes are the simulator's own
     return dataclasses.replace(profile, coils=True) if name == SEED else profile
@@ -74,17 +77,22 @@ def profile_named(value: str, meter_type: str | None) -> Profile:
 
 def inverter_profile_named(value: str) -> Profile | None:
     """The map --inverter-profile names: None for the built-in chain (hybrid.chain builds it for
-    the site's configuration), else a map file of type electric or inverter, checked for a site's
-    inverter; ProfileError with one line when it cannot serve one."""
-    if value.lower() == INVERTER_CHAIN:
+    the site's configuration), else a built-in inverter map (INVERTER_BUILT_IN) or a map file of
+    type electric or inverter, checked for a site's inverter; ProfileError with one line when it
+    cannot serve one."""
+    name = value.lower()
+    if name == INVERTER_CHAIN:
         return None
-    if not is_file(value):
-        raise ProfileError(f"--inverter-profile must be {INVERTER_CHAIN} or a map file (.toml), "
-                           f"not {value!r}")
-    try:
-        profile = mapfile.load_map(value, None, types=INVERTER_MAP_TYPES)
-    except mapfile.MapError as exc:
-        raise ProfileError(str(exc)) from None
+    if name in INVERTER_BUILT_IN:
+        profile = built_in(name)
+    elif not is_file(value):
+        raise ProfileError(f"--inverter-profile must be {', '.join(INVERTER_PROFILES)} or a map file "
+                           f"(.toml), not {value!r}")
+    else:
+        try:
+            profile = mapfile.load_map(value, None, types=INVERTER_MAP_TYPES)
+        except mapfile.MapError as exc:
+            raise ProfileError(str(exc)) from None
     check(profile, "inverter")
     return profile
 
