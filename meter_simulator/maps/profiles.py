@@ -93,17 +93,18 @@ def inverter_profile_named(value: str) -> Profile | None:
             profile = mapfile.load_map(value, None, types=INVERTER_MAP_TYPES)
         except mapfile.MapError as exc:
             raise ProfileError(str(exc)) from None
-    check(profile, "inverter")
+    check(profile, served_as="inverter")  # whatever type the file names, the inverter serves it
     return profile
 
 
 _COMPILED: dict[tuple[int, str], CompiledMap] = {}
 
 
-def check(profile: Profile, meter_type: str | None = None) -> None:
+def check(profile: Profile, meter_type: str | None = None, served_as: str | None = None) -> None:
     """ProfileError with one line unless the profile encodes every reachable tick for each meter
-    type it can serve: its own type, else --type (meter_type), else any. What compiles is kept."""
-    served = profile.meter_type or meter_type
+    type it can serve: served_as (a site's inverter), else its own type, else --type (meter_type),
+    else any. What compiles is kept."""
+    served = served_as or profile.meter_type or meter_type
     for kind in (served,) if served else METER_TYPES:
         try:
             _COMPILED[(id(profile), kind)] = check_encodes(profile, kind)
