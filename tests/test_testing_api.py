@@ -10,6 +10,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import struct
@@ -782,3 +783,17 @@ def test_the_documented_poller_example_passes():
                           capture_output=True, text=True, timeout=120, cwd=ROOT, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout + done.stderr
     assert " passed" in done.stdout and "failed" not in done.stdout, done.stdout
+
+
+@pytest.mark.slow
+def test_the_documented_battery_mode_example_passes():
+    """docs/examples/battery_mode.py writes evcc's charge and normal modes and checks the grid."""
+    done = subprocess.run([sys.executable, str(ROOT / "docs" / "examples" / "battery_mode.py")],
+                          capture_output=True, text=True, timeout=20, cwd=ROOT, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    seen = {match[1]: float(match[2]) for match in
+            re.finditer(r"^(charge|normal): grid ([+-]\d+) W", done.stdout, re.MULTILINE)}
+    assert seen.keys() == {"charge", "normal"}, done.stdout
+    assert seen["charge"] == pytest.approx(1500 + 2500, abs=21), "the load plus half of 5 kW"
+    assert seen["normal"] == pytest.approx(0, abs=1), "the battery covers the load"
