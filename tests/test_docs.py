@@ -301,6 +301,14 @@ def test_test_files_named_in_commands_exist():
         assert (ROOT / name).is_file(), name
 
 
+def test_the_site_pages_map_is_the_shipped_example():
+    """docs/site.md shows docs/examples/hybrid-inverter.toml whole, but for its opening comments."""
+    shipped = (ROOT / "docs" / "examples" / "hybrid-inverter.toml").read_text(encoding="utf-8")
+    shown = [block.code for block in code_blocks(ROOT / "docs" / "site.md") if block.language == "toml"
+             and block.code.startswith('name = "hybrid-inverter"')]
+    assert shown == [shipped[shipped.index("name = "):]]
+
+
 def test_the_state_file_example_is_a_state_file():
     examples = [block for block in code_blocks(ROOT / "docs" / "state.md") if block.language == "json"]
     assert examples
@@ -333,7 +341,8 @@ def meter_options(block: Block) -> list[str]:
     assert block.note.startswith("meter:"), f"{block.name}: unknown note <!-- {block.note} -->"
     found = shlex.split(block.note[len("meter:"):])
     assert not {"-p", "--port", "-a", "--address"} & set(found), f"{block.name}: the test picks those"
-    return found
+    # a map file the page ships (docs/examples/...) is named from the checkout's root
+    return [str(ROOT / option) if option.startswith("docs/") else option for option in found]
 
 
 def blocks_to_run() -> list[Block]:
