@@ -11,6 +11,7 @@ import shlex
 import pytest
 from pymodbus.client import ModbusTcpClient
 
+from meter_simulator.app.options import USAGE
 from support import ROOT, MeterProcess, mbpoll_values, run_mbpoll, run_python, u32, unit_kw, wait_for
 
 SECTION = "## Reading it with a client"
@@ -162,3 +163,9 @@ def test_a_plain_tox_skips_missing_pythons_and_ci_requires_every_one():
     assert "python3 -m pip install tox && python3 -m tox\n" in readme
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert re.search(r"^python3 -m tox --skip-missing-interpreters false$", ci, re.MULTILINE)
+
+
+def test_the_command_line_section_is_the_usage_text():
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## Command line", 1)[1]
+    shown = section.split("```text\n", 1)[1].split("```", 1)[0]
+    assert shown == USAGE

@@ -113,11 +113,13 @@ class Controls:
         return {name: self.value(name) for name in CONTROL_NAMES}
 
     def view(self, now_s: float) -> dict:
-        """The control API's controls (site-contract A7): a limit that does not act is null."""
+        """The control API's controls (site-contract A7): a limit that does not act is null, and
+        so is the reserve of a site without a battery."""
         charge = self.value("battery_charge_limit_pct") if self.storage_mode & CHARGE_BIT else None
         discharge = self.value("battery_discharge_limit_pct") if self.storage_mode & DISCHARGE_BIT else None
         return {"battery_charge_limit_pct": charge, "battery_discharge_limit_pct": discharge,
-                "grid_charge": bool(self.grid_charge), "reserve_soc_pct": self.reserve_pct,
+                "grid_charge": bool(self.grid_charge),
+                "reserve_soc_pct": self.reserve_pct if self.battery is not None else None,
                 "revert_s": self.revert_s, "revert_in_s": self.left_s(RATES, now_s),
                 "pv_limit_pct": self.pv_limit_setting_pct if self.pv_limit_enabled else None,
                 "pv_limit_revert_s": self.pv_limit_revert_s,
