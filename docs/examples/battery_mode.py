@@ -6,8 +6,8 @@ It starts a site in this process (a hybrid inverter with 8 kWp and a 10 kWh / 5 
 unit id 1, a SunSpec grid meter at unit id 200) at midnight, pins the house load, and then writes
 the modes as evcc's sunspec-inverter-control template does, one register per request (FC 0x06):
 
-- "charge": ChaGriSet = 1, InOutWRte_RvrtTms = 60 s, StorCtl_Mod = 2, OutWRte = -50 %: the battery
-  charges at half its power from the grid, which shows the load plus the charge rate;
+- "charge": ChaGriSet = 1, StorCtl_Mod = 2, OutWRte = -50 %, InOutWRte_RvrtTms = 0 (no revert): the
+  battery charges at half its power from the grid, which shows the load plus the charge rate;
 - "normal": StorCtl_Mod = 0, OutWRte = 100 %: self-consumption again, the battery covers the load
   and the grid shows nothing.
 
@@ -100,15 +100,15 @@ def main() -> int:
             raise SystemExit(f"cannot connect to 127.0.0.1:{sim.port}")
         site = Site(client)
         try:
-            # evcc "charge", in its order: ChaGriSet, the watchdog, StorCtl_Mod, OutWRte
-            for address, value in ((CHA_GRI_SET, 1), (RVRT_TMS, 60), (STOR_CTL_MOD, 2),
-                                   (OUT_W_RTE, -CHARGE_PCT * 100)):  # InOutWRte_SF -2: -50.00 %
+            # evcc "charge", in its order: ChaGriSet, StorCtl_Mod, OutWRte, the revert time
+            for address, value in ((CHA_GRI_SET, 1), (STOR_CTL_MOD, 2),
+                                   (OUT_W_RTE, -CHARGE_PCT * 100), (RVRT_TMS, 0)):  # SF -2: -50.00 %
                 site.write(address, value)
             charge_w = CHARGE_PCT / 100 * BATTERY_KW * 1000
             wait_for(site, "charge", LOAD_W + charge_w, -charge_w)
             controls = sim.site()["controls"]
             print(f"  controls: discharge limit {controls['battery_discharge_limit_pct']} %, "
-                  f"grid charge {controls['grid_charge']}, reverts in {controls['revert_in_s']:.0f} s")
+                  f"grid charge {controls['grid_charge']}, revert time {controls['revert_s']} s (none)")
 
             # evcc "normal": StorCtl_Mod = 0, OutWRte = 100 %
             site.write(STOR_CTL_MOD, 0)
@@ -116,7 +116,7 @@ def main() -> int:
             wait_for(site, "normal", 0.0, LOAD_W)  # self-consumption: the battery covers the load
             controls = sim.site()["controls"]
             print(f"  controls: discharge limit {controls['battery_discharge_limit_pct']} (off), "
-                  f"reverts in {controls['revert_in_s']:.0f} s")
+                  f"grid charge {controls['grid_charge']} (a setting: it stays)")
         finally:
             client.close()
     return 0
