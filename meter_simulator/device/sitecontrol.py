@@ -18,8 +18,6 @@ from .updater import Updater
 SITE_KEYS = (*SITE_PINS, "soc_pct", "controls")  # what PUT /api/sites/{port} takes
 
 
-
-
 class SiteError(ValueError):
     """A bad change of a site (HTTP 400); the message is one line."""
 

@@ -117,15 +117,13 @@ class EntryChecks:
         space = self.space(entry.get("space", "holding"))
         kind, length, own_order = self.layout(entry, address, word_order)
         quantity, value = entry.get("quantity"), entry.get("value")
-        control = self.control(entry, kind)
-        if control is not None:
-            pass
-        elif ("quantity" in entry) == ("value" in entry):
+        control = self.control(entry, kind)  # an entry with a control has no quantity or value
+        if control is None and ("quantity" in entry) == ("value" in entry):
             raise self.fail("give either quantity or value, not both" if "quantity" in entry
                             else "give a quantity, a value or a control")
-        elif "quantity" in entry:
+        if "quantity" in entry:
             self.quantity(quantity, kind)
-        else:
+        elif control is None:
             value = self.constant(value, kind, length)
         scale, offset = self.scaling(entry, kind, quantity or control)
         absolute = entry.get("absolute", False)
