@@ -130,6 +130,25 @@ def test_controls_set_through_the_api_read_back_in_the_registers_and_move_the_ba
         assert holding(sim.port, 40155, 5, unit_id=1)[::2] == [5000, 0, 1]
 
 
+def test_a_silent_inverter_is_silent_from_its_first_moment_at_night():
+    with MeterSimulator(site=True, pv_kwp=8, battery_kwh=10, start_time="00:00", seed=1,
+                        inverter_night="silent", interval=STILL, http=True) as sim:
+        sim.set_site(load_w=500, soc_pct=5)  # at the reserve: nothing flows, no tick needed
+        assert sim.site()["inverter_answering"] is False
+    with MeterSimulator(site=True, pv_kwp=8, start_time="00:00", seed=1, inverter_night="silent",
+                        interval=STILL, http=True) as sim:
+        site = sim.site()  # no battery, no sun: asleep before any tick or change
+        assert (site["tick"], site["inverter_state"], site["inverter_answering"]) == (0, "SLEEPING", False)
+
+
+def test_battery_controls_without_a_battery_are_a_value_error_and_the_pv_limit_is_not():
+    with MeterSimulator(site=True, pv_kwp=4, seed=3, interval=STILL) as sim:
+        for name in ("reserve_soc_pct", "grid_charge", "battery_discharge_limit_pct", "revert_s"):
+            with pytest.raises(ValueError, match=f"^{name}: this site has no battery$"):
+                sim.set_site(controls={name: 0})
+        assert sim.set_site(controls={"pv_limit_pct": 50})["controls"]["pv_limit_pct"] == 50.0
+
+
 def test_soc_without_a_battery_is_a_value_error():
     with MeterSimulator(site=True, pv_kwp=4, seed=3, interval=STILL) as sim:
         assert sim.site()["battery"] is None

@@ -46,6 +46,12 @@ KW_RANGE = "--battery-kw must be from 0.1 to 100, not "
     (["--battery-kw", "3"], "--battery-kw is a site's battery: give --site too"),
     (["--site", "--battery-kw", "3"], NEEDS_BATTERY),
     (["--site", "--battery-kwh", "0", "--battery-kw", "3"], NEEDS_BATTERY),
+    # part B's options want --site even at their default values (site-contract A1)
+    (["--inverter-night", "asleep"], "--inverter-night sets a site's inverter: give --site too"),
+    (["--inverter-profile", "sunspec-hybrid"], "--inverter-profile sets a site's inverter: give --site too"),
+    (["--inverter-profile=sunspec-hybrid", "--type", "water"],
+     "--inverter-profile sets a site's inverter: give --site too"),
+    (["--inverter-p", "sunspec-hybrid"], "--inverter-profile sets a site's inverter: give --site too"),
 ])
 def test_site_usage_errors_name_the_option(argv, reason):
     with pytest.raises(UsageError) as caught:

@@ -365,12 +365,14 @@ def serial_line(args: dict, argv: Sequence[str], count: int) -> dict:
             "parity": parity.upper(), "stopbits": int(stopbits)}
 
 
-def sized_site(args: dict, count: int, unit_ids: tuple[int, ...] | None, memory_bytes: int | None,
-               bytes_per_meter: int, meter_type: str, type_option: str, profile: Profile | None) -> dict:
+def sized_site(args: dict, argv: Sequence[str], count: int, unit_ids: tuple[int, ...] | None,
+               memory_bytes: int | None, bytes_per_meter: int, meter_type: str, type_option: str,
+               profile: Profile | None) -> dict:
     """The site options and --start-time (Config's fields), checked, and the fleet's size checked
     against the machine's memory (a site is two devices)."""
+    given = {item.longer for item in given_options(argv) if isinstance(item, Option)}
     try:
-        site = site_options(args, meter_type, unit_ids, type_option, profile)
+        site = site_options(args, meter_type, unit_ids, type_option, profile, given)
         check_fleet_size(count, (1, 200) if site["site"] else unit_ids, memory_bytes, bytes_per_meter)
         return {**site, "start_time_s": start_time(args["--start-time"])}
     except (SiteOptionError, SizeError, ProfileError) as exc:
@@ -409,7 +411,7 @@ def parse_args(argv: Sequence[str], memory_bytes: int | None = None) -> Config:
     if pv_kwp and meter_type != "electric":
         raise UsageError(f"--pv-kwp puts solar panels behind an electric meter, not a {meter_type} meter")
     http, http_token = control_port(args)
-    site = sized_site(args, count, unit_ids, memory_bytes, meter_bytes(profile, meter_type, pv_kwp),
+    site = sized_site(args, argv, count, unit_ids, memory_bytes, meter_bytes(profile, meter_type, pv_kwp),
                       meter_type, type_option if given_type else f"--profile {args['--profile']}:",
                       profile)
     line = serial_line(args, argv, count)

@@ -3,16 +3,17 @@ and --start-time, checked."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
-from ..device.site import ASLEEP, NIGHT_MODES
+from ..device.site import NIGHT_MODES
 from ..maps.points import Profile
-from ..maps.profiles import INVERTER_CHAIN, inverter_profile_named
+from ..maps.profiles import inverter_profile_named
 from ..maps.schema import site_entry
 from ..model.site import BATTERY_KW_RANGE, MAX_BATTERY_KWH
 
 START_TIME = re.compile(r"([0-9]{2}):([0-9]{2})(?::([0-9]{2}))?")
 DEFAULT_BATTERY_KW = "KWH/2"  # the usage text's default: half the capacity
+INVERTER_OPTIONS = ("--inverter-night", "--inverter-profile")  # part B's: only with --site
 
 
 class SiteOptionError(ValueError):
@@ -42,19 +43,19 @@ def start_time(text: str) -> float | None:
 
 
 def site_options(args: dict, meter_type: str, unit_ids: Sequence[int] | None,
-                 type_option: str = "--type", profile: Profile | None = None) -> dict:
+                 type_option: str = "--type", profile: Profile | None = None,
+                 given: Collection[str] = ()) -> dict:
     """site, battery_kwh, battery_kw, inverter_night, inverter_profile (Config's fields), checked
     against each other and the meter type, unit ids and grid meter's map (profile) asked for;
-    type_option: the option that named the meter type (or the --profile map file that did).
-    ProfileError for an --inverter-profile that cannot be served."""
+    type_option: the option that named the meter type (or the --profile map file that did); given:
+    the options on the command line. ProfileError for an --inverter-profile that cannot be served."""
     site = bool(args["--site"])
     night, inverter_map = args["--inverter-night"], args["--inverter-profile"]
     if night not in NIGHT_MODES:
         raise SiteOptionError(f"--inverter-night must be {' or '.join(NIGHT_MODES)}, not {night!r}")
     if not site:
-        for option, value, default in (("--inverter-night", night, ASLEEP),
-                                       ("--inverter-profile", inverter_map, INVERTER_CHAIN)):
-            if value != default:
+        for option in INVERTER_OPTIONS:  # even with their default values
+            if option in given:
                 raise SiteOptionError(f"{option} sets a site's inverter: give --site too")
         entry = site_entry(profile) if profile is not None else None
         if entry is not None:

@@ -41,6 +41,7 @@ class SiteDevices:
         self.night = night
         self.port = 0  # set by the plan
         inverter.site = grid.site = self
+        self.follow_night()  # silent from the start when it starts at night
 
     @property
     def devices(self) -> tuple[Device, Device]:
@@ -52,12 +53,15 @@ class SiteDevices:
         self.grid.integrated_s = self.inverter.integrated_s = 0.0
 
     def publish(self) -> None:
-        inverter = self.inverter
-        silent = self.night == SILENT and self.site.balance.state == SLEEPING
-        if silent != inverter.silent:
-            inverter.set_silent(silent)
-        inverter.publish()
+        self.follow_night()
+        self.inverter.publish()
         self.grid.publish()
+
+    def follow_night(self) -> None:
+        """With --inverter-night silent, the inverter answers nothing while its balance sleeps."""
+        silent = self.night == SILENT and self.site.balance.state == SLEEPING
+        if silent != self.inverter.silent:
+            self.inverter.set_silent(silent)
 
     @property
     def now_s(self) -> float:

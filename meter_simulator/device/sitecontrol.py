@@ -143,6 +143,8 @@ def checked_controls(changes, controls: Controls) -> dict[str, float]:
     for name, value in changes.items():
         if name not in CONTROLS:
             raise SiteError(f"unknown control {echoed(name)}: one of {', '.join(CONTROLS)}")
+        if CONTROLS[name].battery and controls.battery is None:
+            raise SiteError(f"{name}: this site has no battery")
         if value is None and name in LIMITS:
             out[name] = None  # the limit stops acting
             continue

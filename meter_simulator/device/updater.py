@@ -211,6 +211,8 @@ class Updater:
             device.meter.restore_values(values)
             for shown in (device,) if device.site is None else device.site.devices:
                 shown.publish_total()
+            if device.site is not None:
+                device.site.follow_night()  # the restored state of charge may wake or lull it
 
     def write_registers(self, device: Device, address: int, words) -> int:
         """A client's write into the meter's writable registers: checked whole, then stored and

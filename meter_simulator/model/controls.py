@@ -34,6 +34,11 @@ class ControlSpec:
     watts: bool = False  # a range of -Bmax..Bmax (W), scaled by the battery's power
     unit: str = "%"
 
+    @property
+    def battery(self) -> bool:
+        """True for a control of the battery (the PV limit's are the inverter's)."""
+        return self.timer != PV
+
 
 CONTROLS = {control.name: control for control in (
     # the names of site-contract B7, for user maps and the control API
