@@ -81,6 +81,7 @@ class Controls:
         self.pv_limit_enabled = 0  # WMaxLim_Ena
         self.pv_limit_revert_s = 0  # WMaxLimPct_RvrtTms
         self.deadlines: dict[str, float] = {}  # watchdog -> the simulated time it reverts at
+        self._values: dict[str, float] | None = None  # values() until a control changes
 
     @property
     def reserve_pct(self) -> float:
@@ -89,6 +90,7 @@ class Controls:
 
     @reserve_pct.setter
     def reserve_pct(self, reserve_pct: float) -> None:
+        self._values = None
         if self.battery is not None:
             self.battery.reserve_pct = reserve_pct
         else:
@@ -114,8 +116,11 @@ class Controls:
         return getattr(self, name)
 
     def values(self) -> dict[str, float]:
-        """Every control by name: what a map's control entries read (the balance carries it)."""
-        return {name: self.value(name) for name in CONTROL_NAMES}
+        """Every control by name: what a map's control entries read (the balance of every tick
+        carries it, so it is kept until a control changes; the caller must not change it)."""
+        if self._values is None:
+            self._values = {name: self.value(name) for name in CONTROL_NAMES}
+        return self._values
 
     def view(self, now_s: float) -> dict:
         """The control API's controls (site-contract A7): a limit that does not act is null, and
@@ -152,6 +157,7 @@ class Controls:
         """Set controls (each checked by refusal() first: none can fail here), in order, at the
         simulated time now_s; the watchdogs of the controls set restart. None switches a limit
         (LIMITS) off."""
+        self._values = None
         timers = set()
         for name, value in changes.items():
             self._set(name, value)
@@ -202,9 +208,11 @@ class Controls:
             del deadlines[RATES]
             self.storage_mode = 0
             self.charge_rate_pct = self.discharge_rate_pct = FULL_RATE_PCT
+            self._values = None
         if deadlines.get(PV, now_s + 1.0) <= now_s:
             del deadlines[PV]
             self.pv_limit_enabled = 0
+            self._values = None
 
     # --- what they do ---
     def window(self, pva_w: float) -> tuple[float, float]:

@@ -297,7 +297,7 @@ class Inverter(Meter):
                 battery.soc_pct = soc
             reserve = values.get(RESERVE_KEY)
             if finite_non_negative(reserve) and reserve <= 100.0:
-                battery.reserve_pct = reserve
+                self.site.controls.reserve_pct = reserve  # the battery's, through its controls
         super().restore_values(values)
         self.site.rebalance()
         return self.reading
