@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from .bands import CURRENT_BAND_A, POWER_FACTOR_BAND, electric_in_band
 from .demand import Demand, neutral_current
 from .meter import Meter, fast_reading
-from .processes import S_PER_H, Drift, OnOff, household_activity
+from .processes import S_PER_H, DriftSpec, OnOff, household_activity
 from .quantities import ELECTRIC_COUNTERS, PHASES
 from .reading import Reading
 from .solar import MAX_KWP, SolarPanels
@@ -28,6 +28,12 @@ APPLIANCES = (
     (None, 3680.0, 0.99, 3 * 3600, 48 * 3600, False),  # EV charger, 16 A per phase
 )
 STANDBY_PF = 0.95
+VOLTAGE_DRIFT = DriftSpec(230.0, 2.5, 300.0, 218.0, 242.0)  # each phase's supply voltage
+FREQUENCY_DRIFT = DriftSpec(50.0, 0.02, 60.0, 49.8, 50.2)
+STANDBY_DRIFT = DriftSpec(60.0, 10.0, 600.0, 30.0, 90.0)  # each phase's always-on draw, W
+VOLTAGE_JITTER_V = 0.15  # measurement noise: the display moves every tick
+FREQUENCY_JITTER_HZ = 0.003
+APPLIANCE_SPREAD = (0.97, 1.03)  # a motor or heater never draws flat
 # var per W at each appliance's power factor, computed once: tan(acos(pf))
 VAR_PER_W = tuple(math.tan(math.acos(pf)) for _, _, pf, _, _, _ in APPLIANCES)
 STANDBY_VAR_PER_W = math.tan(math.acos(STANDBY_PF))
@@ -122,9 +128,9 @@ class ElectricMeter(Meter):
         pv_kwp = float(pv_kwp)
         if not (math.isfinite(pv_kwp) and 0.0 <= pv_kwp <= MAX_KWP):
             raise ValueError(f"solar panels of {pv_kwp!r} kWp: 0 to {MAX_KWP:g} kWp")
-        self._voltages = [Drift(230.0, 2.5, 300.0, rng, 218.0, 242.0) for _ in range(3)]
-        self._frequency = Drift(50.0, 0.02, 60.0, rng, 49.8, 50.2)
-        self._standby = [Drift(60.0, 10.0, 600.0, rng, 30.0, 90.0) for _ in range(3)]
+        self._voltages = [VOLTAGE_DRIFT.drift(rng) for _ in range(3)]
+        self._frequency = FREQUENCY_DRIFT.drift(rng)
+        self._standby = [STANDBY_DRIFT.drift(rng) for _ in range(3)]
         self._appliances = [OnOff(on_s, off_s, rng) for _, _, _, on_s, off_s, _ in APPLIANCES]
         self.pv_kwp = pv_kwp
         # the clouds draw from their own generator, seeded here only when there are panels,
@@ -172,7 +178,7 @@ class ElectricMeter(Meter):
         for (phases, power_w, var_per_w, follows_day), appliance in zip(LOADS, self._appliances):
             appliance.step(dt_s, activity if follows_day else 1.0)
             if appliance.on:
-                load_w = power_w * uniform(0.97, 1.03)  # a motor or heater never draws flat
+                load_w = power_w * uniform(*APPLIANCE_SPREAD)
                 load_var = load_w * var_per_w
                 for ph in phases:
                     real_w[ph] += load_w
@@ -198,7 +204,7 @@ class ElectricMeter(Meter):
             else:  # exporting: PF < 0 and |PF| anywhere in 0..1; the voltage rises with export
                 pf = round(net_w / load_va, 3) + 0.0 if load_va > 0.0 else 1.0
                 line_a = (load_va if net_w >= 0.0 else -load_va) / NOMINAL_V
-            jitter_v = gauss(0.0, 0.15)  # measurement noise: the display moves every tick
+            jitter_v = gauss(0.0, VOLTAGE_JITTER_V)
             volts = voltage.step(dt_s) + jitter_v - LINE_OHM * line_a
             volts = round(VOLTAGE_LOW_V if volts < VOLTAGE_LOW_V
                           else VOLTAGE_HIGH_V if volts > VOLTAGE_HIGH_V else volts, 1)
@@ -207,7 +213,7 @@ class ElectricMeter(Meter):
             voltages.append(volts)
             currents.append(amps)
             factors.append(pf)
-        frequency_hz = round(self._frequency.step(dt_s) + gauss(0.0, 0.003), 2)
+        frequency_hz = round(self._frequency.step(dt_s) + gauss(0.0, FREQUENCY_JITTER_HZ), 2)
         # (V, A and signed PF per phase, Hz, W generated): the shown values while nothing is pinned
         self._raw = (tuple(voltages), tuple(currents), tuple(factors), frequency_hz, pv_w)
 

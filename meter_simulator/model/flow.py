@@ -6,7 +6,7 @@ import random
 
 from .bands import flow_in_band
 from .meter import Meter, fast_reading
-from .processes import S_PER_H, S_PER_MIN, Drift, OnOff, clamp, household_activity
+from .processes import S_PER_H, S_PER_MIN, DriftSpec, OnOff, clamp, household_activity
 from .quantities import FLOW_COUNTERS
 from .reading import Reading
 
@@ -73,11 +73,16 @@ class WaterMeter(FlowMeter):
 
     meter_type = "water"
     max_flow_l_min = 40.0
+    temperature = DriftSpec(12.0, 1.5, 3600.0, 4.0, 22.0)
+    pressure = DriftSpec(3.5, 0.15, 600.0, 2.5, 4.5)  # bar
+    pressure_per_l_min = 0.02  # the pressure dips with the flow
+    pressure_noise = 0.01
+    pressure_limits = (1.5, 7.5)
 
     def __init__(self, rng: random.Random, time_of_day_s: float = 12 * S_PER_H) -> None:
         self._fixtures = [OnOff(on_s, off_s, rng) for _, on_s, off_s in WATER_FIXTURES]
-        self._temperature = Drift(12.0, 1.5, 3600.0, rng, 4.0, 22.0)
-        self._pressure = Drift(3.5, 0.15, 600.0, rng, 2.5, 4.5)
+        self._temperature = self.temperature.drift(rng)
+        self._pressure = self.pressure.drift(rng)
         super().__init__(rng, time_of_day_s)
 
     def _draw(self, dt_s: float) -> None:
@@ -85,8 +90,9 @@ class WaterMeter(FlowMeter):
         for fixture in self._fixtures:
             fixture.step(dt_s, activity)
         flow = self._fixtures_flow(self._fixtures, WATER_FIXTURES)
-        pressure = self._pressure.step(dt_s) - 0.02 * flow + self._rng.gauss(0.0, 0.01)
-        self._store_raw(flow, self._temperature.step(dt_s), clamp(pressure, 1.5, 7.5))
+        pressure = (self._pressure.step(dt_s) - self.pressure_per_l_min * flow
+                    + self._rng.gauss(0.0, self.pressure_noise))
+        self._store_raw(flow, self._temperature.step(dt_s), clamp(pressure, *self.pressure_limits))
 
 
 # (nominal L/min, mean on s, mean off s)
@@ -101,32 +107,53 @@ class GasMeter(FlowMeter):
 
     meter_type = "gas"
     max_flow_l_min = 100.0
+    temperature = DriftSpec(10.0, 3.0, 2 * 3600.0, -15.0, 35.0)
+    pressure = DriftSpec(21.0, 0.4, 300.0, 19.0, 23.0)  # mbar
+    pressure_per_l_min = 0.015
+    pressure_noise = 0.02
+    pressure_limits = (17.5, 24.5)
+    outdoor = DriftSpec(5.0, 4.0, 6 * 3600.0, -15.0, 25.0)  # deg C
+    burner = (10 * 60, 20 * 60)  # mean on s, mean off s at full demand / burner_activity
+    burner_activity = 1.5
 
     def __init__(self, rng: random.Random, time_of_day_s: float = 12 * S_PER_H) -> None:
         self._fixtures = [OnOff(on_s, off_s, rng) for _, on_s, off_s in GAS_FIXTURES]
-        self._burner = OnOff(10 * 60, 20 * 60, rng)
-        self._outdoor_c = Drift(5.0, 4.0, 6 * 3600.0, rng, -15.0, 25.0)
-        self._temperature = Drift(10.0, 3.0, 2 * 3600.0, rng, -15.0, 35.0)
-        self._pressure = Drift(21.0, 0.4, 300.0, rng, 19.0, 23.0)
+        self._burner = OnOff(*self.burner, rng)
+        self._outdoor_c = self.outdoor.drift(rng)
+        self._temperature = self.temperature.drift(rng)
+        self._pressure = self.pressure.drift(rng)
         self._burner_flow = 0.0
         super().__init__(rng, time_of_day_s)
 
+    @staticmethod
+    def heating_share(time_of_day_s: float, outdoor_c, clip=clamp):
+        """0 (warm or night set-back) to 1 (cold morning): how hard the heating works at this
+        outdoor temperature (a number, or an array with clip=numpy.clip)."""
+        hour = time_of_day_s / 3600.0
+        comfort_c = 20.0 if 6.0 <= hour < 23.0 else 16.0
+        return clip((comfort_c - 2.0 - outdoor_c) / 20.0, 0.0, 1.0)
+
+    @staticmethod
+    def burner_flow(demand, spread):
+        """The burner's L/min when it lights at this demand: a 24 kW boiler burns about 40 L/min
+        at full power; spread: its draw of 0.8 to 1.2."""
+        return 10.0 + 25.0 * demand * spread
+
     def heating_demand(self) -> float:
         """0 (warm or night set-back) to 1 (cold morning): how hard the heating works."""
-        hour = self.time_of_day_s / 3600.0
-        comfort_c = 20.0 if 6.0 <= hour < 23.0 else 16.0
-        return clamp((comfort_c - 2.0 - self._outdoor_c.value) / 20.0, 0.0, 1.0)
+        return self.heating_share(self.time_of_day_s, self._outdoor_c.value)
 
     def _draw(self, dt_s: float) -> None:
         self._outdoor_c.step(dt_s)
         demand = self.heating_demand()
-        if self._burner.step(dt_s, demand * 1.5):  # a 24 kW boiler burns about 40 L/min at full power
-            self._burner_flow = 10.0 + 25.0 * demand * self._rng.uniform(0.8, 1.2)
+        if self._burner.step(dt_s, demand * self.burner_activity):
+            self._burner_flow = self.burner_flow(demand, self._rng.uniform(0.8, 1.2))
         activity = household_activity(self.time_of_day_s)
         for fixture in self._fixtures:
             fixture.step(dt_s, activity)
         flow = self._fixtures_flow(self._fixtures, GAS_FIXTURES)
         if self._burner.on:
             flow = min(flow + self._burner_flow * self._rng.uniform(0.97, 1.03), self.max_flow_l_min)
-        pressure = self._pressure.step(dt_s) - 0.015 * flow + self._rng.gauss(0.0, 0.02)
-        self._store_raw(flow, self._temperature.step(dt_s), clamp(pressure, 17.5, 24.5))
+        pressure = (self._pressure.step(dt_s) - self.pressure_per_l_min * flow
+                    + self._rng.gauss(0.0, self.pressure_noise))
+        self._store_raw(flow, self._temperature.step(dt_s), clamp(pressure, *self.pressure_limits))

@@ -28,6 +28,34 @@ def finite_non_negative(value) -> bool:
             and math.isfinite(value) and value >= 0.0)
 
 
+def split_total(counters: dict[str, float], total_counter: str, parts: tuple[str, ...], total: float,
+                proportional: bool = False) -> None:
+    """Meter.set_total on a meter's counters: the total, and the parts (the phases' import
+    energy) total / len(parts) each, or the total split in their present proportions."""
+    total = float(total)
+    if not math.isfinite(total):
+        raise ValueError(f"a total must be a finite number, not {total!r}")
+    total = max(total, 0.0)
+    if parts:
+        present = [counters[name] for name in parts]
+        whole = sum(present)
+        shares = ([value / whole for value in present] if proportional and whole > 0.0
+                  else [1.0 / len(parts)] * len(parts))
+        for name, share in zip(parts, shares):
+            counters[name] = total * share
+    counters[total_counter] = total
+
+
+def restore_counters(counters: dict[str, float], values: Mapping[str, float]) -> dict[str, float]:
+    """Meter.restore_values on a meter's counters: the valid values (finite, >= 0) by name, of
+    which those naming a counter are stored."""
+    valid = {name: float(value) for name, value in values.items() if finite_non_negative(value)}
+    for name, value in valid.items():
+        if name in counters:
+            counters[name] = value
+    return valid
+
+
 def fast_reading(**fields) -> Reading:
     """Reading(**fields) without the frozen dataclass's __init__, whose object.__setattr__ per
     field is most of a tick's cost of building it; fields left out read their class defaults."""
@@ -45,6 +73,7 @@ class Meter:
     total_parts: tuple[str, ...] = ()  # counters that set_total splits the total over
     demand: Demand | None = None
     _raw: tuple = ()  # the model's values of the last step, before any pin (set by _draw)
+    lazy = False  # a view of one row of columns (model.columnmeter) rather than a model of its own
 
     def __init__(self, rng: random.Random, time_of_day_s: float = 12 * S_PER_H) -> None:
         self._rng = rng
@@ -104,20 +133,7 @@ class Meter:
         Electric: the phases' import energy becomes total / 3 each, or with proportional
         the total split in the phases' present proportions (equally while they are all 0).
         """
-        total = float(total)
-        if not math.isfinite(total):
-            raise ValueError(f"a total must be a finite number, not {total!r}")
-        total = max(total, 0.0)
-        counters = self.counters
-        parts = self.total_parts
-        if parts:
-            present = [counters[name] for name in parts]
-            whole = sum(present)
-            shares = ([value / whole for value in present] if proportional and whole > 0.0
-                      else [1.0 / len(parts)] * len(parts))
-            for name, share in zip(parts, shares):
-                counters[name] = total * share
-        counters[self.total_counter] = total
+        split_total(self.counters, self.total_counter, self.total_parts, total, proportional)
         self.reading = self._with_total(self.reading)
         return self.reading
 
@@ -141,11 +157,7 @@ class Meter:
     def restore_values(self, values: Mapping[str, float]) -> Reading:
         """The inverse of state_values(): unknown names, values below 0 and non-finite ones are
         ignored; names not given keep their values."""
-        counters = self.counters
-        valid = {name: float(value) for name, value in values.items() if finite_non_negative(value)}
-        for name, value in valid.items():
-            if name in counters:
-                counters[name] = value
+        valid = restore_counters(self.counters, values)
         if self.demand is not None:
             self.demand.restore_maxima(valid)
         self.reading = self._with_total(self.reading)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import NamedTuple
 
 S_PER_MIN = 60.0
 S_PER_H = 3600.0
@@ -36,6 +37,20 @@ class Drift:
         value = self.mean + (self.value - self.mean) * decay + spread * self._rng.gauss(0.0, 1.0)
         self.value = clamp(value, self.low, self.high)
         return self.value
+
+
+class DriftSpec(NamedTuple):
+    """A Drift's parameters: a model's one definition of a drifting quantity, which its scalar
+    meters (drift()) and its columns of meters (model.columns) both step."""
+
+    mean: float
+    sigma: float
+    tau_s: float
+    low: float
+    high: float
+
+    def drift(self, rng: random.Random) -> Drift:
+        return Drift(self.mean, self.sigma, self.tau_s, rng, self.low, self.high)
 
 
 class OnOff:

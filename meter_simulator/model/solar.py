@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 
-from .processes import DAY_S, Drift, clamp
+from .processes import DAY_S, DriftSpec, clamp
 
 SUNRISE_H = 6.0
 SUNSET_H = 20.0
@@ -21,6 +21,9 @@ BELL_EXPONENT = 1.5  # sin**1.5: a flatter morning and evening than a plain sine
 CLOUD_MIN = 0.1
 CLOUD_MAX = 1.0
 W_PER_KW = 1000.0
+# the weather: clear, hazy or overcast for hours; passing clouds on top for tens of minutes
+WEATHER_DRIFT = DriftSpec(0.7, 0.3, 4 * 3600.0, CLOUD_MIN, CLOUD_MAX)
+CLOUDS_DRIFT = DriftSpec(0.0, 0.15, 45 * 60.0, -0.6, 0.4)
 
 
 def clear_sky(time_of_day_s: float) -> float:
@@ -39,9 +42,8 @@ class SolarPanels:
         if not (math.isfinite(kwp) and kwp > 0.0):
             raise ValueError(f"solar panels need a positive peak power in kWp, not {kwp!r}")
         self.kwp = kwp
-        # the weather: clear, hazy or overcast for hours; passing clouds on top for tens of minutes
-        self._weather = Drift(0.7, 0.3, 4 * 3600.0, rng, CLOUD_MIN, CLOUD_MAX)
-        self._clouds = Drift(0.0, 0.15, 45 * 60.0, rng, -0.6, 0.4)
+        self._weather = WEATHER_DRIFT.drift(rng)
+        self._clouds = CLOUDS_DRIFT.drift(rng)
         self.cloud_factor = self._factor()
 
     def _factor(self) -> float:
