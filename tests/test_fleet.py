@@ -92,10 +92,11 @@ def test_a_seeded_fleet_is_reproducible_and_its_meters_differ(meter_type):
     def fleet_images(seed):
         endpoints = fleet.plan(meter_type, 1, 4, (1, 2), random.Random(seed), 0.0, new_device)
         devices = [device for endpoint in endpoints for device in endpoint.devices]
+        now = [0.0]
+        updater = Updater(devices, clock=lambda: now[0])  # steps a fleet's columns together
         for _ in range(5):
-            for device in devices:
-                device.meter.step(60.0)
-                device.publish()
+            now[0] += 60.0
+            updater.tick()
         return [device.bank.image.words(0, registers.REGISTER_COUNT) for device in devices]
 
     first = fleet_images(42)

@@ -17,6 +17,7 @@ from pyModbusTCP.constants import EXP_DATA_ADDRESS, EXP_DATA_VALUE, EXP_NONE
 
 from ..maps import codec, profiles, schema
 from ..maps import seed as registers
+from ..maps.image import READ_HOLDING_REGISTERS, Image
 from ..maps.points import Point, Profile
 from ..model.meters import Meter
 from ..model.quantities import MAX_DEMANDS
@@ -55,9 +56,14 @@ class Device:
         self.comm_ok = True
         self.integrated_s = 0.0  # simulated seconds since the last tick already in the total
         self._frozen: tuple | None = None  # (reading, counters, demands) shown while not live
-        self.no_alarm = meter.reading.in_band  # coil 1 as last published (held while offline)
-        self.shown: tuple = (meter.reading, meter.counters, {})  # what the last publish showed
         self.site = None  # a site's SiteDevices (stepped and published together), or None
+        # a meter in columns shows their last tick: its image is built when first read after it
+        self._live_image = LiveImage(self) if meter.lazy else None
+        self._built: tuple | None = None  # (tick, publish count, image) of the last one built
+        self._publishes = 0
+        # coil 1 as last published (held while offline), and what the last publish showed
+        self.no_alarm = True if meter.lazy else meter.reading.in_band
+        self._shown: tuple | None = None if meter.lazy else (meter.reading, meter.counters, {})
 
     @property
     def meter_type(self) -> str:
@@ -96,9 +102,8 @@ class Device:
         if offline is not None:
             self.offline_faults = max(offline, 0)
         if was_live and not self.live:  # what clients see from now on, until live again
-            demand = self.meter.demand
-            self._frozen = (self.meter.reading, dict(self.meter.counters),
-                            dict(demand.values) if demand is not None else {})
+            self._frozen = self._shown_by(self.meter)
+            self.no_alarm = self._frozen[0].in_band
         self.unreachable = (not self.profile.coils and not self.online) or self.silent
 
     def set_silent(self, silent: bool) -> None:
@@ -120,8 +125,19 @@ class Device:
         self.integrated_s = 0.0
 
     # --- publishing ---
+    @property
+    def shown(self) -> tuple:
+        """(reading, counters, demands) clients see now."""
+        if self.live and self.meter.lazy:
+            return self.meter.shown(self.meter.tick)
+        return self._shown
+
     def publish(self) -> None:
         """Publish the current readings (the frozen ones while offline or frozen) and status."""
+        if self.live and self.meter.lazy:  # every tick of its columns, built when read
+            self._publishes += 1  # an image built before this (another status) is stale
+            self.bank.publish(self._live_image)
+            return
         if self.live:
             reading, counters = self.meter.reading, self.meter.counters
             demand = self.meter.demand
@@ -129,9 +145,39 @@ class Device:
             self.no_alarm = reading.in_band
         else:
             reading, counters, demands = self._frozen
-        self.shown = (reading, counters, demands)
-        bits = registers.bits(self.online, self.no_alarm, self.comm_ok) if self.profile.coils else None
-        self.bank.publish(self.map.encode(reading, counters, demands, self, bits))
+        self._shown = (reading, counters, demands)
+        self.bank.publish(self._encode(reading, counters, demands, self.no_alarm))
+
+    def _encode(self, reading, counters, demands, no_alarm: bool) -> Image:
+        bits = registers.bits(self.online, no_alarm, self.comm_ok) if self.profile.coils else None
+        return self.map.encode(reading, counters, demands, self, bits)
+
+    def live_image(self) -> Image:
+        """The image of the tick its columns published last, built at its first read: one tick,
+        whole, whichever thread asks (a tick or a status change meanwhile builds a new one)."""
+        meter = self.meter
+        if not meter.lazy:  # it has just left its columns; publish() is swapping its image in
+            return self._encode(*self._shown_by(meter), self.no_alarm)
+        tick, publishes = meter.tick, self._publishes
+        built = self._built
+        if built is not None and built[0] is tick and built[1] == publishes:
+            return built[2]
+        reading, counters, demands = meter.shown(tick)
+        image = TickDevice(self, tick.demand_time_min)._encode(reading, counters, demands,
+                                                               reading.in_band)
+        self._built = (tick, publishes, image)
+        return image
+
+    @staticmethod
+    def _shown_by(meter: Meter) -> tuple:
+        demand = meter.demand
+        return meter.reading, dict(meter.counters), demand.values if demand is not None else {}
+
+    def adopt(self, meter: Meter) -> None:
+        """Go on with meter (the one its columns' row detach()ed into), published at once."""
+        self.meter = meter
+        self._live_image = None
+        self.publish()
 
     def publish_total(self, names: Sequence[str] = RESET_COUNTERS, maxima: bool = False) -> None:
         """Publish changed counters (names) at once, even while not live (a reset must show);
@@ -193,6 +239,53 @@ class Device:
                 self.meter.demand.period_min = int(value)
             else:
                 self.stored[point.address] = value
+
+
+class TickDevice:
+    """A device as the codec sees it while encoding one tick of its columns: the device, but the
+    demand time of that tick, though the columns may step on meanwhile."""
+
+    __slots__ = ("_device", "demand_time")
+
+    def __init__(self, device: Device, demand_time: float) -> None:
+        self._device, self.demand_time = device, demand_time
+
+    def __getattr__(self, name: str):
+        return getattr(self._device, name)
+
+    def _encode(self, reading, counters, demands, no_alarm: bool) -> Image:
+        return Device._encode(self, reading, counters, demands, no_alarm)
+
+
+class LiveImage:
+    """The image of a meter in columns, as a bank serves it: each read is cut from the image of
+    the tick its columns published last (Device.live_image), built at the first read after it."""
+
+    __slots__ = ("_device",)
+
+    def __init__(self, device: Device) -> None:
+        self._device = device
+
+    @property
+    def bits(self) -> tuple[bool, ...] | None:
+        return self._device.live_image().bits
+
+    @property
+    def holding(self):
+        return self._device.live_image().holding
+
+    @property
+    def input(self):
+        return self._device.live_image().input
+
+    def read_answer(self, function_code: int, address: int, quantity: int) -> bytes | None:
+        return self._device.live_image().read_answer(function_code, address, quantity)
+
+    def words(self, address: int, quantity: int, function_code: int = READ_HOLDING_REGISTERS):
+        return self._device.live_image().words(address, quantity, function_code)
+
+    def bit_list(self, address: int, quantity: int):
+        return self._device.live_image().bit_list(address, quantity)
 
 
 def write_allowed(point: Point, value) -> bool:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..maps.points import Profile
-from ..model.meters import make_meter
+from ..model.meters import ColumnMeter, make_columns
 from .device import serial_number
 from .site import SiteDevices, SitePlan, new_site
 from .updater import Device
@@ -44,6 +44,8 @@ def plan(meter_type: str, port: int, count: int, unit_ids: Sequence[int] | None,
     and its key. site: every port serves a site (an inverter and a grid meter through profile).
     """
     endpoints = []
+    rows = iter(fleet_rows(meter_type, count * (len(unit_ids) if unit_ids is not None else 1),
+                           rng, time_of_day_s, pv_kwp) if site is None else ())
     for offset in range(count):
         # port 0: every endpoint binds a free port of its own (MeterServer.rekey names them)
         endpoint_port = port + offset if port else 0
@@ -55,8 +57,7 @@ def plan(meter_type: str, port: int, count: int, unit_ids: Sequence[int] | None,
             continue
 
         def meter(unit_id: int | None = None, meter_port: int = endpoint_port):
-            model = make_meter(meter_type, random.Random(rng.getrandbits(64)), time_of_day_s,
-                               pv_kwp=pv_kwp)
+            model = next(rows)
             meter_id = 1 if unit_id is None else unit_id
             return new_device(model, profile, unit_id=meter_id, key=meter_key(meter_port, unit_id),
                             serial=serial_number(meter_port, meter_id))
@@ -66,6 +67,13 @@ def plan(meter_type: str, port: int, count: int, unit_ids: Sequence[int] | None,
         else:
             endpoints.append(PortPlan(endpoint_port, devices_by_id={uid: meter(uid) for uid in unit_ids}))
     return endpoints
+
+
+def fleet_rows(meter_type: str, meters: int, rng: random.Random, time_of_day_s: float,
+               pv_kwp: float) -> list[ColumnMeter]:
+    """The meters of a fleet, stepping as columns (model.columns): one view of a row each."""
+    columns = make_columns(meter_type, meters, random.Random(rng.getrandbits(64)), time_of_day_s, pv_kwp)
+    return [ColumnMeter(columns, row) for row in range(meters)]
 
 
 def id_ranges(ids: Sequence[int]) -> str:

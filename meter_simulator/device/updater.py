@@ -54,9 +54,13 @@ class Updater:
                  on_failure: Callable[[], None] | None = None,
                  tick_context: Callable[[], AbstractContextManager] | None = None) -> None:
         self.devices = list(devices)
-        # what a tick steps and publishes: a meter, or a site's two devices at once
+        # what a tick steps: the fleet's columns, each all at once, and one at a time the meters
+        # of their own (a site's two devices at once), which it also publishes
+        self._columns = list({id(device.meter.columns): device.meter.columns
+                              for device in self.devices if device.meter.lazy}.values())
         self._units: list = list({id(unit): unit for unit in (
-            device if device.site is None else device.site for device in self.devices)}.values())
+            device if device.site is None else device.site for device in self.devices
+            if not device.meter.lazy)}.values())
         # wraps each tick; the program gives a fleet short GIL slices there (process-wide
         # state, so only the program may: see app.main.short_gil_slices)
         self._tick_context = tick_context or contextlib.nullcontext
@@ -91,6 +95,8 @@ class Updater:
             now = self._clock()
             dt_s = max(now - self._last, 0.0) * self.speed
             self._last = now
+            for columns in self._columns:
+                columns.step(dt_s)
             for unit in self._units:
                 unit.step(dt_s)
                 unit.publish()
@@ -129,9 +135,17 @@ class Updater:
             return self._ticked.wait_for(lambda: self.ticks >= target, timeout)
 
     # --- client commands, serialised with the tick ---
+    def own(self, device: Device) -> None:
+        """A meter in columns leaves them for a model of its own, stepped by itself from now on,
+        before a command changes how it behaves (the caller holds the lock)."""
+        if device.meter.lazy:
+            device.adopt(device.meter.detach())
+            self._units.append(device)
+
     def catch_up(self, device: Device) -> None:
         """Add what the meter showed since the last tick to its counters now (the caller holds
         the lock and is about to change what it shows); the next tick adds only the rest."""
+        self.own(device)
         elapsed_s = max(self._clock() - self._last, 0.0) * self.speed
         device.meter.integrate(elapsed_s - device.integrated_s)
         device.integrated_s = max(elapsed_s, device.integrated_s)
@@ -220,6 +234,7 @@ class Updater:
         with self.lock:
             code, values = device.check_write(address, words)
             if code == 0:
+                self.own(device)
                 site = device.site
                 if site is not None:  # a control moves the balance: what both devices showed
                     for shown in site.devices:  # until now is integrated first
