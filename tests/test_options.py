@@ -240,13 +240,13 @@ def test_more_meters_than_the_memory_holds_are_refused():
     gib = 2 ** 30
     assert parse_args(["--count", "10000", "--unit-ids", "1-247"], memory_bytes=64 * gib).count == 10000
     with pytest.raises(UsageError) as caught:
-        parse_args(["--count", "10000", "--unit-ids", "1-247"], memory_bytes=24 * gib)
+        parse_args(["--count", "10000", "--unit-ids", "1-247"], memory_bytes=16 * gib)
     assert str(caught.value) == ("--count 10000 x 247 --unit-ids makes 2,470,000 meters, which need "
-                                 "about 37.7 GiB (16 kB a meter); this machine gives at most 24.0 GiB")
+                                 "about 18.8 GiB (8 kB a meter); this machine gives at most 16.0 GiB")
     with pytest.raises(UsageError) as caught:
-        parse_args(["--count", "10000"], memory_bytes=128 * 2 ** 20)
-    assert str(caught.value) == ("--count 10000 makes 10,000 meters, which need about 156.2 MiB (16 kB "
-                                 "a meter); this machine gives at most 128.0 MiB")
+        parse_args(["--count", "10000"], memory_bytes=64 * 2 ** 20)
+    assert str(caught.value) == ("--count 10000 makes 10,000 meters, which need about 78.1 MiB (8 kB "
+                                 "a meter); this machine gives at most 64.0 MiB")
     assert parse_args(["--count", "10000", "--unit-ids", "1-247"]).count == 10000  # memory unknown
 
 
@@ -270,7 +270,7 @@ def test_the_program_refuses_a_fleet_this_machine_cannot_hold(capsys):
     out, err = capsys.readouterr()
     assert out == ""
     assert err == ("meter-simulator: --count 10000 x 247 --unit-ids makes 2,470,000 meters, which need "
-                   f"about 37.7 GiB (16 kB a meter); this machine gives at most {memory / 2**30:.1f} GiB\n"
+                   f"about 18.8 GiB (8 kB a meter); this machine gives at most {memory / 2**30:.1f} GiB\n"
                    + USAGE_SECTION)
 
 

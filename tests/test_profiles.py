@@ -171,12 +171,16 @@ def test_read_only_refuses_a_device_write_with_0x01():
         assert meter.stop()[0] == 0
 
 
-def test_a_fleet_of_device_meters_is_counted_at_24_kb_a_meter_and_three_images():
-    # 24 kB and 3 x 1,268 bytes of image: 28,380 bytes a meter
+def test_a_fleet_of_device_meters_is_counted_at_8_kb_a_meter_and_two_images():
+    # 8 kB and 2 x 1,268 bytes of image: 10,728 bytes a meter
     with pytest.raises(UsageError) as caught:
-        parse_args(["--count", "10000", "--profile", "sdm630"], memory_bytes=128 * 2 ** 20)
-    assert str(caught.value) == ("--count 10000 makes 10,000 meters, which need about 270.7 MiB (27 kB "
-                                 "a meter); this machine gives at most 128.0 MiB")
+        parse_args(["--count", "10000", "--profile", "sdm630"], memory_bytes=64 * 2 ** 20)
+    assert str(caught.value) == ("--count 10000 makes 10,000 meters, which need about 102.3 MiB (10 kB "
+                                 "a meter); this machine gives at most 64.0 MiB")
+    # a site's devices step one at a time: 24 kB and 3 images each, two devices a site
+    with pytest.raises(UsageError) as caught:
+        parse_args(["--count", "2000", "--site", "--profile", "sdm630"], memory_bytes=64 * 2 ** 20)
+    assert "which need about 108.3 MiB (27 kB a meter)" in str(caught.value)
     assert parse_args(["--count", "10000", "--pv-kwp", "5"], memory_bytes=235 * 2 ** 20).count == 10000
 
 
@@ -233,8 +237,8 @@ def test_a_fleet_of_a_map_with_a_big_block_is_refused_on_a_small_machine(tmp_pat
                     '[[register]]\naddress = 0\ntype = "float32"\nquantity = "voltage_l1"\n')
     with pytest.raises(UsageError) as caught:
         parse_args(["--count", "10000", "--profile", str(path)], memory_bytes=2 * 2**30)
-    assert str(caught.value) == ("--count 10000 makes 10,000 meters, which need about 3.9 GiB (408 kB a "
+    assert str(caught.value) == ("--count 10000 makes 10,000 meters, which need about 2.5 GiB (264 kB a "
                                  "meter); this machine gives at most 2.0 GiB")
     assert parse_args(["--count", "5000", "--profile", str(path)], memory_bytes=2 * 2**30).count == 5000
-    with pytest.raises(SizeError, match=r"^--count 10000 makes 10,000 meters, which need about 270\.7 MiB"):
-        check_fleet_size(10000, None, 2**27, meter_bytes(profiles.built_in("sdm630"), "electric", 0.0))
+    with pytest.raises(SizeError, match=r"^--count 10000 makes 10,000 meters, which need about 102\.3 MiB"):
+        check_fleet_size(10000, None, 2**26, meter_bytes(profiles.built_in("sdm630"), "electric"))

@@ -411,9 +411,9 @@ def parse_args(argv: Sequence[str], memory_bytes: int | None = None) -> Config:
     if pv_kwp and meter_type != "electric":
         raise UsageError(f"--pv-kwp puts solar panels behind an electric meter, not a {meter_type} meter")
     http, http_token = control_port(args)
-    site = sized_site(args, argv, count, unit_ids, memory_bytes, meter_bytes(profile, meter_type, pv_kwp),
-                      meter_type, type_option if given_type else f"--profile {args['--profile']}:",
-                      profile)
+    site = sized_site(args, argv, count, unit_ids, memory_bytes,
+                      meter_bytes(profile, meter_type, site=bool(args["--site"])), meter_type,
+                      type_option if given_type else f"--profile {args['--profile']}:", profile)
     line = serial_line(args, argv, count)
     return Config(
         **line,

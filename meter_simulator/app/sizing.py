@@ -4,16 +4,17 @@ from __future__ import annotations
 from ..maps.codec import image_bytes
 from ..maps.points import Profile
 
-# memory a meter takes, measured with margin (electric, the largest: about 10 kB; see the README)
-BYTES_PER_METER = 16 * 1024
-# a device profile's larger image, or solar panels (measured: 2,470 SDM630 meters with panels add
-# 45 MB, 18 kB a meter; seed meters 14 kB; see docs/fleets.md)
-BYTES_PER_DEVICE_METER = 24 * 1024
-# a device profile's meter holds this many images of its map at once, at the peak (measured: 1,000
-# meters of a map with a 0-65535 block, a 128 kB image, add 406 kB a meter to the peak RSS and
-# 304 kB after some ticks: the allocator keeps freed images; see docs/fleets.md)
-IMAGES_PER_METER = 3
-
+# memory a meter of a fleet takes, measured with margin: its rows in the columns, its device and
+# the image of its map once read (measured: 10,000 seed meters, every one read, add 51 MB, 5.1 kB a
+# meter; with the SDM630 map and panels 5.2 kB; see docs/fleets.md)
+BYTES_PER_METER = 8 * 1024
+# a device profile's meter holds this many images of its map at once, at the peak: the one built
+# at the first read after a tick, and the next one while a read builds it
+IMAGES_PER_METER = 2
+# a site's two devices each step one at a time, a model of their own (measured: 2,470 SDM630
+# meters with panels stepped so add 45 MB, 18 kB a meter)
+BYTES_PER_SITE_DEVICE = 24 * 1024
+SITE_IMAGES = 3  # a site's device publishes its image every tick; the allocator keeps freed ones
 
 
 class SizeError(ValueError):
@@ -32,11 +33,10 @@ def check_fleet_size(count: int, unit_ids: tuple[int, ...] | None, memory_bytes:
                      f"meter); this machine gives at most {size(memory_bytes)}")
 
 
-def meter_bytes(profile: Profile | None, meter_type: str, pv_kwp: float) -> int:
+def meter_bytes(profile: Profile | None, meter_type: str, site: bool = False) -> int:
     """The memory one meter takes: the fixed cost of its kind, and the images of its map."""
-    if profile is None:
-        return BYTES_PER_DEVICE_METER if pv_kwp else BYTES_PER_METER
-    return BYTES_PER_DEVICE_METER + IMAGES_PER_METER * image_bytes(profile, meter_type)
+    fixed, images = (BYTES_PER_SITE_DEVICE, SITE_IMAGES) if site else (BYTES_PER_METER, IMAGES_PER_METER)
+    return fixed + (0 if profile is None else images * image_bytes(profile, meter_type))
 
 
 def size(nbytes: int) -> str:
