@@ -16,7 +16,8 @@ from meter_simulator.model.columns import ElectricColumns
 from meter_simulator.model.demand import BUCKETS, INPUTS, Demand
 from meter_simulator.model.demandcolumns import DemandColumns
 from meter_simulator.model.electric import ElectricMeter
-from meter_simulator.model.meters import make_columns, make_meter
+from meter_simulator.model.engine import make_columns
+from meter_simulator.model.meters import make_meter
 from meter_simulator.model.processes import DAY_S
 from meter_simulator.model.quantities import DEMANDS, ELECTRIC_COUNTERS, MAX_DEMANDS
 

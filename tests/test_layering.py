@@ -38,6 +38,15 @@ OUTER = {"app", "testing"}  # argv, exit codes, the process's life
 NOT_IN_CORE = {"pyModbusTCP", "docopt", "socket", "socketserver", "selectors", "ssl", "threading",
                "signal", "subprocess", "time", "datetime", "logging"}
 
+ENGINE_PROBE = """
+import json, sys
+before = set(sys.modules)
+import numpy
+numpy_brings = set(sys.modules) - before
+import meter_simulator.model.engine
+print(json.dumps(sorted(set(sys.modules) - before - numpy_brings)))
+"""
+
 PROBE = """
 import json, sys
 before = set(sys.modules)
@@ -137,6 +146,14 @@ def test_core_needs_no_clock_threads_or_sockets(path):
     if module_id(path) == "modbus/pdu.py":  # the function codes' names, nothing of the server
         absolute -= {"pyModbusTCP"}
     assert not absolute & NOT_IN_CORE, f"{module_id(path)} imports {absolute & NOT_IN_CORE}"
+
+
+def test_the_fleet_engine_loads_numpy_and_nothing_of_a_server_cli_or_network():
+    result = run_python(ENGINE_PROBE)
+    assert result.returncode == 0, result.stderr
+    new = set(json.loads(result.stdout))
+    assert "meter_simulator.model.engine" in new
+    assert not NOT_IN_CORE & new and not {m for m in new if m.startswith(("pyModbusTCP", "docopt"))}
 
 
 @pytest.mark.parametrize("path", CORE_MODULES, ids=module_id)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..maps.points import Profile
-from ..model.meters import ColumnMeter, make_columns
+from ..model.engine import ColumnMeter, make_columns
 from .device import serial_number
 from .site import SiteDevices, SitePlan, new_site
 from .updater import Device

@@ -14,7 +14,8 @@ from .processcolumns import DriftColumns, OnOffColumns
 from .processes import S_PER_H, S_PER_MIN, DriftSpec, household_activity
 from .reading import Reading
 
-FLOW, TEMPERATURE, PRESSURE, IN_BAND = range(4)  # the shown values, a column each in Tick.table
+# the shown values, a column each in Tick.table
+FLOW_COLUMN, TEMPERATURE_COLUMN, PRESSURE_COLUMN, BAND_COLUMN = range(4)
 FIXTURE_SPREAD = (0.8, 1.2)  # a fixture's flow, drawn when it opens, of its nominal flow
 
 
@@ -45,7 +46,8 @@ class FlowColumns(Columns):
 
     def _integrate(self, dt_s: float) -> None:
         """FlowMeter._accumulate for every meter."""
-        self._counters = self._counters + (self.tick.table[:, FLOW] * dt_s / S_PER_MIN / L_PER_M3)[:, None]
+        volume = self.tick.table[:, FLOW_COLUMN] * dt_s / S_PER_MIN / L_PER_M3
+        self._counters = self._counters + volume[:, None]
 
     def _fixtures_flow(self, dt_s: float) -> np.ndarray:
         """Step the fixtures; the sum of the flows of those that are on (FlowMeter._fixtures_flow):
@@ -70,14 +72,15 @@ class FlowColumns(Columns):
         """The rounded values shown (FlowMeter._store_raw) and their bands (bands.flow_in_band)."""
         flow, temperature, pressure = raw
         table = np.empty((self.count, 4))
-        table[:, FLOW] = np.round(flow, 1)
-        table[:, TEMPERATURE] = np.round(temperature, 1)
-        table[:, PRESSURE] = np.round(pressure, 2)
+        table[:, FLOW_COLUMN] = np.round(flow, 1)
+        table[:, TEMPERATURE_COLUMN] = np.round(temperature, 1)
+        table[:, PRESSURE_COLUMN] = np.round(pressure, 2)
         inside = np.ones(self.count, dtype=bool)
-        for column, name in ((FLOW, "flow_l_min"), (TEMPERATURE, "temperature_c"), (PRESSURE, "pressure")):
+        for column, name in ((FLOW_COLUMN, "flow_l_min"), (TEMPERATURE_COLUMN, "temperature_c"),
+                             (PRESSURE_COLUMN, "pressure")):
             low, high = BANDS[self.model.meter_type][name]
             inside &= (table[:, column] >= low) & (table[:, column] <= high)
-        table[:, IN_BAND] = inside
+        table[:, BAND_COLUMN] = inside
         return table
 
     def reading(self, row: int, tick: Tick) -> tuple[Reading, dict, dict]:
@@ -97,7 +100,7 @@ class FlowColumns(Columns):
                 meter._fixture_flow.pop(index, None)
         meter._temperature.value = float(self._temperature.value[row])
         meter._pressure.value = float(self._pressure.value[row])
-        meter._raw = tuple(self.tick.table[row, :IN_BAND].tolist())
+        meter._raw = tuple(self.tick.table[row, :BAND_COLUMN].tolist())
 
 
 class WaterColumns(FlowColumns):

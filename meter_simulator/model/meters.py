@@ -1,22 +1,18 @@
 """The meter types and make_meter: a new electric, water or gas meter with every counter at 0.
 
 The models themselves: meter.py (what every meter shares), electric.py, flow.py (water,
-gas); their normal bands: bands.py. make_columns: a fleet of them stepping as arrays
-(columns.py, flowcolumns.py), each meter a ColumnMeter.
+gas); their normal bands: bands.py. A fleet of them stepping as arrays: engine.py.
 """
 from __future__ import annotations
 
 import random
 
-from .columnmeter import ColumnMeter
-from .columns import Columns, ElectricColumns
 from .electric import ElectricMeter
 from .flow import GasMeter, WaterMeter
-from .flowcolumns import GasColumns, WaterColumns
 from .meter import Meter
 from .processes import S_PER_H
 
-__all__ = ["METER_TYPES", "ColumnMeter", "Meter", "make_columns", "make_meter"]
+__all__ = ["METER_TYPES", "Meter", "make_meter"]
 
 METER_CLASSES = {"electric": ElectricMeter, "water": WaterMeter, "gas": GasMeter}
 METER_TYPES = tuple(METER_CLASSES)
@@ -32,13 +28,3 @@ def make_meter(meter_type: str, rng: random.Random, time_of_day_s: float = 12 * 
         raise ValueError(f"only an electric meter has solar panels, not a {meter_type} meter")
     return METER_CLASSES[meter_type](rng, time_of_day_s)
 
-
-def make_columns(meter_type: str, count: int, rng: random.Random, time_of_day_s: float = 12 * S_PER_H,
-                 pv_kwp: float = 0.0) -> Columns:
-    """count new meters of the given type stepping together as columns (model.columns), every
-    counter at 0; pv_kwp: each electric meter's solar panels (kWp, 0 for none)."""
-    if meter_type == "electric":
-        return ElectricColumns(count, rng, time_of_day_s, pv_kwp)
-    if pv_kwp:
-        raise ValueError(f"only an electric meter has solar panels, not a {meter_type} meter")
-    return {"water": WaterColumns, "gas": GasColumns}[meter_type](count, rng, time_of_day_s)
