@@ -57,9 +57,11 @@ class Device:
         self.integrated_s = 0.0  # simulated seconds since the last tick already in the total
         self._frozen: tuple | None = None  # (reading, counters, demands) shown while not live
         self.site = None  # a site's SiteDevices (stepped and published together), or None
-        # a meter in columns shows their last tick: its image is built when first read after it
-        self._live_image = LiveImage(self) if meter.lazy else None
-        self._built: tuple | None = None  # (tick, publish count, image) of the last one built
+        # every image is built at its first read after a publish (LiveImage): what the last
+        # publish showed (None: the last tick of the meter's columns), the images built of it
+        self._live_image = LiveImage(self)
+        self._pending: tuple | None = None
+        self._built: tuple | None = None  # (what it was built of, publish count, image)
         self._publishes = 0
         # coil 1 as last published (held while offline), and what the last publish showed
         self.no_alarm = True if meter.lazy else meter.reading.in_band
@@ -133,39 +135,45 @@ class Device:
         return self._shown
 
     def publish(self) -> None:
-        """Publish the current readings (the frozen ones while offline or frozen) and status."""
-        if self.live and self.meter.lazy:  # every tick of its columns, built when read
-            self._publishes += 1  # an image built before this (another status) is stale
-            self.bank.publish(self._live_image)
-            return
-        if self.live:
-            reading, counters = self.meter.reading, self.meter.counters
-            demand = self.meter.demand
-            demands = demand.values if demand is not None else {}
-            self.no_alarm = reading.in_band
+        """Publish the current readings (the frozen ones while offline or frozen) and status: the
+        image is built at the first read after it (live_image)."""
+        self._publishes += 1  # an image built before this is stale
+        if self.live and self.meter.lazy:  # every tick of its columns, until this changes
+            self._pending = None
         else:
-            reading, counters, demands = self._frozen
-        self._shown = (reading, counters, demands)
-        self.bank.publish(self._encode(reading, counters, demands, self.no_alarm))
+            if self.live:
+                reading, counters, demands = self._shown_by(self.meter)
+                self.no_alarm = reading.in_band
+            else:
+                reading, counters, demands = self._frozen
+                counters = dict(counters)  # publish_total changes the frozen ones in place
+            self._shown = (reading, counters, demands)
+            self._pending = (TickDevice(self, self.demand_time), reading, counters, demands,
+                             self.no_alarm)
+        self.bank.publish(self._live_image)
 
     def _encode(self, reading, counters, demands, no_alarm: bool) -> Image:
         bits = registers.bits(self.online, no_alarm, self.comm_ok) if self.profile.coils else None
         return self.map.encode(reading, counters, demands, self, bits)
 
     def live_image(self) -> Image:
-        """The image of the tick its columns published last, built at its first read: one tick,
-        whole, whichever thread asks (a tick or a status change meanwhile builds a new one)."""
-        meter = self.meter
-        if not meter.lazy:  # it has just left its columns; publish() is swapping its image in
-            return self._encode(*self._shown_by(meter), self.no_alarm)
-        tick, publishes = meter.tick, self._publishes
+        """The image of what the last publish showed (of a meter in columns: the tick they
+        published last), built at its first read: whole, whichever thread asks; a publish or a
+        tick meanwhile makes the next read build a new one."""
+        publishes, pending, meter = self._publishes, self._pending, self.meter
+        if pending is None and not meter.lazy:  # it has just left its columns: publish() comes
+            pending = (TickDevice(self, self.demand_time), *self._shown_by(meter), self.no_alarm)
+        source = meter.tick if pending is None else pending
         built = self._built
-        if built is not None and built[0] is tick and built[1] == publishes:
+        if built is not None and built[0] is source and built[1] == publishes:
             return built[2]
-        reading, counters, demands = meter.shown(tick)
-        image = TickDevice(self, tick.demand_time_min)._encode(reading, counters, demands,
-                                                               reading.in_band)
-        self._built = (tick, publishes, image)
+        if pending is None:
+            reading, counters, demands = meter.shown(source)
+            pending = (TickDevice(self, source.demand_time_min), reading, counters, demands,
+                       reading.in_band)
+        view, reading, counters, demands, no_alarm = pending
+        image = view.encode(reading, counters, demands, no_alarm)
+        self._built = (source, publishes, image)
         return image
 
     @staticmethod
@@ -176,7 +184,6 @@ class Device:
     def adopt(self, meter: Meter) -> None:
         """Go on with meter (the one its columns' row detach()ed into), published at once."""
         self.meter = meter
-        self._live_image = None
         self.publish()
 
     def publish_total(self, names: Sequence[str] = RESET_COUNTERS, maxima: bool = False) -> None:
@@ -242,29 +249,33 @@ class Device:
 
 
 class TickDevice:
-    """A device as the codec sees it while encoding one tick of its columns: the device, but the
-    demand time of that tick, though the columns may step on meanwhile."""
+    """A device as the codec sees it while encoding what one publish showed: the device, with its
+    status and demand time of that moment, though ticks and status changes go on meanwhile."""
 
-    __slots__ = ("_device", "demand_time")
+    __slots__ = ("_device", "demand_time", "online")
 
     def __init__(self, device: Device, demand_time: float) -> None:
-        self._device, self.demand_time = device, demand_time
+        self._device, self.demand_time, self.online = device, demand_time, device.online
 
     def __getattr__(self, name: str):
         return getattr(self._device, name)
 
-    def _encode(self, reading, counters, demands, no_alarm: bool) -> Image:
+    def encode(self, reading, counters, demands, no_alarm: bool) -> Image:
         return Device._encode(self, reading, counters, demands, no_alarm)
 
 
 class LiveImage:
-    """The image of a meter in columns, as a bank serves it: each read is cut from the image of
-    the tick its columns published last (Device.live_image), built at the first read after it."""
+    """A device's image as its bank holds it: current() is the image of what the device published
+    last (Device.live_image), built at the first read after it; the other methods are Image's,
+    each cut from one current image."""
 
     __slots__ = ("_device",)
 
     def __init__(self, device: Device) -> None:
         self._device = device
+
+    def current(self) -> Image:
+        return self._device.live_image()
 
     @property
     def bits(self) -> tuple[bool, ...] | None:

@@ -9,7 +9,7 @@ from typing import Callable
 from pyModbusTCP.server import DataBank, DeviceIdentification
 
 from .. import __version__
-from ..device.device import serial_number
+from ..device.device import LiveImage, serial_number
 from ..device.fleet import PortPlan, meter_key
 from ..device.updater import Device, Updater
 from ..maps import seed as registers
@@ -42,10 +42,21 @@ class MeterBank(DataBank):
 
     def __init__(self, image: Image) -> None:
         super().__init__(virtual_mode=True)
-        self.image = image
+        self._image = image
+
+    @property
+    def image(self) -> Image:
+        """The image a read is cut from: a device's LiveImage builds it at the first read after
+        a publish (or a tick of its columns)."""
+        image = self._image
+        return image.current() if image.__class__ is LiveImage else image
+
+    @image.setter
+    def image(self, image: Image) -> None:
+        self._image = image
 
     def publish(self, image: Image) -> None:
-        self.image = image
+        self._image = image
 
 
 def new_bank() -> MeterBank:
