@@ -26,6 +26,7 @@ from meter_simulator.model.site import (
     inverter_state,
     split,
 )
+from meter_simulator.model.sitecolumns import SiteColumns
 
 ETA = INVERTER_EFFICIENCY
 HOUR_S = 3600.0
@@ -316,3 +317,21 @@ def test_the_grid_meter_keeps_the_balance_under_voltage_and_power_factor_pins():
     assert sum(grid.powers_w) == pytest.approx(s.balance.grid_w)
     for factor in grid.power_factors:
         assert abs(factor) == pytest.approx(0.9)
+
+
+def test_sites_drawn_as_columns_balance_on_every_tick_of_a_day():
+    sites = [site(seed=seed, time_of_day_s=0.0) for seed in range(4)]
+    columns = SiteColumns(sites, random.Random(7))
+    zero_grids, exported = 0, 0
+    for _ in range(24 * 12):
+        columns.step(300.0)
+        for each in sites:
+            drawn = each.grid.drawn
+            each.step(300.0)
+            assert each.grid.drawn is None  # the step took the household the columns drew
+            assert each.balance.load_w == pytest.approx(sum(drawn[1][0]))
+            assert_identities(each)
+            zero_grids += each.balance.grid_w == 0.0
+            exported += each.balance.grid_w < 0.0
+    assert zero_grids > 10 and exported > 10  # the battery covered the house; the noon surplus
+    assert len({each.grid.counters["energy_import"] for each in sites}) == 4  # houses differ

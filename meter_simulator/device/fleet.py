@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..maps.points import Profile
 from ..model.engine import ColumnMeter, make_columns
+from ..model.sitecolumns import SiteColumns
 from .device import serial_number
 from .site import SiteDevices, SitePlan, new_site
 from .updater import Device
@@ -46,6 +47,7 @@ def plan(meter_type: str, port: int, count: int, unit_ids: Sequence[int] | None,
     endpoints = []
     rows = iter(fleet_rows(meter_type, count * (len(unit_ids) if unit_ids is not None else 1),
                            rng, time_of_day_s, pv_kwp) if site is None else ())
+    sites = []
     for offset in range(count):
         # port 0: every endpoint binds a free port of its own (MeterServer.rekey names them)
         endpoint_port = port + offset if port else 0
@@ -54,6 +56,7 @@ def plan(meter_type: str, port: int, count: int, unit_ids: Sequence[int] | None,
                                endpoint_port, new_device, profile, meter_key)
             endpoints.append(PortPlan(endpoint_port, site=devices, devices_by_id={
                 device.unit_id: device for device in devices.devices}))
+            sites.append(devices)
             continue
 
         def meter(unit_id: int | None = None, meter_port: int = endpoint_port):
@@ -66,6 +69,10 @@ def plan(meter_type: str, port: int, count: int, unit_ids: Sequence[int] | None,
             endpoints.append(PortPlan(endpoint_port, device=meter()))
         else:
             endpoints.append(PortPlan(endpoint_port, devices_by_id={uid: meter(uid) for uid in unit_ids}))
+    if sites:  # their households draw as columns, all at once
+        columns = SiteColumns([devices.site for devices in sites], random.Random(rng.getrandbits(64)))
+        for devices in sites:
+            devices.columns = columns
     return endpoints
 
 

@@ -40,6 +40,7 @@ class SiteDevices:
         self.grid = grid
         self.night = night
         self.port = 0  # set by the plan
+        self.columns = None  # the SiteColumns drawing its household with the other sites', if any
         inverter.site = grid.site = self
         self.follow_night()  # silent from the start when it starts at night
 

@@ -56,8 +56,10 @@ class Updater:
         self.devices = list(devices)
         # what a tick steps: the fleet's columns, each all at once, and one at a time the meters
         # of their own (a site's two devices at once), which it also publishes
-        self._columns = list({id(device.meter.columns): device.meter.columns
-                              for device in self.devices if device.meter.lazy}.values())
+        # (a site's household is drawn with the other sites' in its SiteColumns)
+        columns = [device.meter.columns if device.meter.lazy else device.site.columns
+                   for device in self.devices if device.meter.lazy or device.site is not None]
+        self._columns = list({id(each): each for each in columns if each is not None}.values())
         self._units: list = list({id(unit): unit for unit in (
             device if device.site is None else device.site for device in self.devices
             if not device.meter.lazy)}.values())

@@ -21,39 +21,23 @@ from .bands import CURRENT_BAND_A, FREQUENCY_BAND_HZ, POWER_FACTOR_BAND, VOLTAGE
 from .demandcolumns import DemandColumns
 from .electric import (
     AH_PER_AS,
-    APPLIANCE_SPREAD,
-    APPLIANCES,
     ENERGY_NAMES,
-    FREQUENCY_DRIFT,
-    FREQUENCY_JITTER_HZ,
     KWH_PER_WS,
     LINE_OHM,
-    LOADS,
     MAX_CURRENT_A,
     NOMINAL_V,
     PF_LOW,
-    STANDBY_DRIFT,
-    STANDBY_VAR_PER_W,
-    VOLTAGE_DRIFT,
     VOLTAGE_HIGH_V,
-    VOLTAGE_JITTER_V,
     VOLTAGE_LOW_V,
     ElectricMeter,
 )
+from .household import HouseholdColumns
 from .meter import Meter, fast_reading
-from .processcolumns import DriftColumns, OnOffColumns
-from .processes import DAY_S, S_PER_H, household_activity
+from .processes import DAY_S, S_PER_H
 from .quantities import DEMANDS, ELECTRIC_COUNTERS, MAX_DEMANDS
 from .reading import Reading
 from .solar import (
-    CLOUD_MAX,
-    CLOUD_MIN,
-    CLOUDS_DRIFT,
     MAX_KWP,
-    PEAK_PER_KWP,
-    W_PER_KW,
-    WEATHER_DRIFT,
-    clear_sky,
 )
 
 COUNTER_INDEX = {name: index for index, name in enumerate(ELECTRIC_COUNTERS)}
@@ -61,15 +45,6 @@ COUNTER_INDEX = {name: index for index, name in enumerate(ELECTRIC_COUNTERS)}
 ENERGY_INDEX = np.array([[COUNTER_INDEX[name] for name in group] for group in ENERGY_NAMES]).T
 (IMPORT, EXPORT, VAR_IMPORT, VAR_EXPORT, VA, VA_IMPORT, VA_EXPORT, Q1, Q2, Q3, Q4) = ENERGY_INDEX
 AMPERE_HOURS = COUNTER_INDEX["ampere_hours"]
-
-MEAN_ON_S = [on_s for *_, on_s, _, _ in APPLIANCES]
-MEAN_OFF_S = [off_s for *_, off_s, _ in APPLIANCES]
-FOLLOWS_DAY = np.array([follows for *_, follows in APPLIANCES])
-# an appliance's W on each phase it draws on (heat pump, EV charger: their power on each phase)
-LOAD_W = np.array([[power_w if ph in phases else 0.0 for ph in range(3)]
-                   for phases, power_w, _, _ in LOADS])
-LOAD_VAR = np.array([[var_per_w * row for row in phase_w]
-                     for phase_w, (_, _, var_per_w, _) in zip(LOAD_W, LOADS)])
 
 # the shown values of one tick, a column each in Tick.table
 VOLTS, AMPS, FACTORS = slice(0, 3), slice(3, 6), slice(6, 9)
@@ -175,15 +150,7 @@ class ElectricColumns(Columns):
             raise ValueError(f"solar panels of {pv_kwp!r} kWp: 0 to {MAX_KWP:g} kWp")
         super().__init__(count, rng, time_of_day_s)
         self.pv_kwp = pv_kwp
-        generator = self._generator
-        self._voltages = DriftColumns(VOLTAGE_DRIFT, generator, (count, 3))
-        self._frequency = DriftColumns(FREQUENCY_DRIFT, generator, count)
-        self._standby = DriftColumns(STANDBY_DRIFT, generator, (count, 3))
-        self._appliances = OnOffColumns(MEAN_ON_S, MEAN_OFF_S, generator, count)
-        self._weather = self._clouds = None
-        if pv_kwp:
-            self._weather = DriftColumns(WEATHER_DRIFT, generator, count)
-            self._clouds = DriftColumns(CLOUDS_DRIFT, generator, count)
+        self._household = HouseholdColumns(count, self._generator, pv_kwp)
         self.demand = DemandColumns(count)
         self.tick = self._publish(self._shown(self._draw(0.0)))
 
@@ -213,43 +180,22 @@ class ElectricColumns(Columns):
         self._counters = counters
         self.demand.add(dt_s, _demand_inputs(table))
 
-    def _loads(self, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
-        """Every household's draw this step, (W, var) per phase: ElectricMeter._loads."""
-        generator = self._generator
-        activity = household_activity(self.time_of_day_s)
-        self._appliances.step(dt_s, np.where(FOLLOWS_DAY, activity, 1.0), generator)
-        drawn = generator.uniform(*APPLIANCE_SPREAD, self._appliances.on.shape)
-        drawn *= self._appliances.on
-        standby_w = self._standby.step(dt_s, generator)
-        return standby_w + drawn @ LOAD_W, standby_w * STANDBY_VAR_PER_W + drawn @ LOAD_VAR
-
     def _draw(self, dt_s: float) -> tuple:
         """The raw values of a step, (V, A, signed PF per phase, Hz, W generated): ElectricMeter._draw."""
-        generator = self._generator
-        real_w, reactive_var = self._loads(dt_s)
-        if self._weather is None:
-            pv_w = np.zeros(self.count)
-            net_w = real_w
-        else:
-            cloud = np.clip(self._weather.step(dt_s, generator) + self._clouds.step(dt_s, generator),
-                            CLOUD_MIN, CLOUD_MAX)
-            pv_w = cloud * (self.pv_kwp * PEAK_PER_KWP * W_PER_KW * clear_sky(self.time_of_day_s))
-            net_w = real_w - (pv_w / 3.0)[:, None]
+        real_w, reactive_var, pv_w, supply_v, hz = self._household.draw(dt_s, self.time_of_day_s)
+        net_w = real_w - (pv_w / 3.0)[:, None]  # a three-phase inverter at unity power factor
         load_va = np.hypot(net_w, reactive_var)
-        if self._weather is None:
+        if not self._household.panels:
             pf = np.round(np.clip(net_w / load_va, PF_LOW, 1.0), 3)
             line_a = net_w / (NOMINAL_V * pf)
         else:  # exporting: PF < 0 and |PF| anywhere in 0..1; the voltage rises with export
             with np.errstate(invalid="ignore", divide="ignore"):
                 pf = np.where(load_va > 0.0, np.round(net_w / load_va, 3) + 0.0, 1.0)
             line_a = np.where(net_w >= 0.0, load_va, -load_va) / NOMINAL_V
-        volts = self._voltages.step(dt_s, generator) + generator.normal(0.0, VOLTAGE_JITTER_V, net_w.shape)
-        volts -= LINE_OHM * line_a
-        volts = np.round(np.clip(volts, VOLTAGE_LOW_V, VOLTAGE_HIGH_V), 1)
-        amps = net_w / (volts * pf) if self._weather is None else load_va / volts
+        volts = np.round(np.clip(supply_v - LINE_OHM * line_a, VOLTAGE_LOW_V, VOLTAGE_HIGH_V), 1)
+        amps = net_w / (volts * pf) if not self._household.panels else load_va / volts
         amps = np.round(np.clip(amps, 0.0, MAX_CURRENT_A), 2)
-        hz = self._frequency.step(dt_s, generator) + generator.normal(0.0, FREQUENCY_JITTER_HZ, self.count)
-        return volts, amps, pf, np.round(hz, 2), pv_w
+        return volts, amps, pf, hz, pv_w
 
     def _shown(self, raw: tuple) -> np.ndarray:
         """The shown table of raw values: P = V*I*PF, S = V*I, Q = sqrt(S^2 - P^2) per phase,
@@ -273,7 +219,7 @@ class ElectricColumns(Columns):
         inside = ((volts.min(axis=1) >= VOLTAGE_BAND_V[0]) & (volts.max(axis=1) <= VOLTAGE_BAND_V[1])
                   & (amps.min(axis=1) >= CURRENT_BAND_A[0]) & (amps.max(axis=1) <= CURRENT_BAND_A[1])
                   & (hz >= FREQUENCY_BAND_HZ[0]) & (hz <= FREQUENCY_BAND_HZ[1]))
-        if self._weather is None:  # export (panels) takes the power factor anywhere
+        if not self._household.panels:  # export (panels) takes the power factor anywhere
             inside &= (pf.min(axis=1) >= POWER_FACTOR_BAND[0]) & (pf.max(axis=1) <= POWER_FACTOR_BAND[1])
         return inside
 
@@ -311,16 +257,7 @@ class ElectricColumns(Columns):
         return ElectricMeter(rng, self.time_of_day_s, self.pv_kwp)
 
     def _copy_state(self, row: int, meter: ElectricMeter) -> None:
-        for drift, value in zip((*meter._voltages, meter._frequency, *meter._standby),
-                                (*self._voltages.value[row], self._frequency.value[row],
-                                 *self._standby.value[row])):
-            drift.value = float(value)
-        for appliance, on in zip(meter._appliances, self._appliances.on[row].tolist()):
-            appliance.on = on
-        if meter.panels is not None:
-            meter.panels._weather.value = float(self._weather.value[row])
-            meter.panels._clouds.value = float(self._clouds.value[row])
-            meter.panels.cloud_factor = meter.panels._factor()
+        self._household.copy_to(row, meter)
         self.demand.copy_to(row, meter.demand)
         values = self.tick.table[row].tolist()
         meter._raw = (tuple(values[VOLTS]), tuple(values[AMPS]), tuple(values[FACTORS]), values[HERTZ],

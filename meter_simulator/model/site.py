@@ -175,6 +175,8 @@ class GridMeter(ElectricMeter):
 
     def __init__(self, site: Site, rng: random.Random, time_of_day_s: float, pv_kwp: float) -> None:
         self.site = site
+        # the next step's household, drawn with every other site's (model.sitecolumns), or None
+        self.drawn: tuple | None = None
         super().__init__(rng, time_of_day_s, pv_kwp)
 
     @property
@@ -182,6 +184,9 @@ class GridMeter(ElectricMeter):
         return self.site.inverter
 
     def _draw(self, dt_s: float) -> None:
+        if self.drawn is not None:
+            self._raw, self.drawn = self.drawn, None
+            return
         real_w, reactive_var = self._loads(dt_s)
         panels = self.panels
         pv_available_w = 0.0 if panels is None else panels.step(dt_s, self.time_of_day_s)
