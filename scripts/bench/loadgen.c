@@ -9,11 +9,14 @@
  *       of QTY registers from address ADDR (default 0) of unit id UNIT (default 1),
  *       waits for the answer, sends the next; FUNC 3 (holding registers, the
  *       default) or 4 (input registers).
- *   loadgen fleet HOST PORT NPORTS UNITS QTY SECONDS
- *       NPORTS x max(UNITS, 1) meters, each read once a second, spread evenly over
- *       the second; one connection per port, requests on it one after another
- *       (UNITS 0: unit id 1 on every port; otherwise unit ids 1..UNITS).
- *       Latency counts from the scheduled poll time, so queueing is included.
+ *   loadgen fleet HOST PORT NPORTS UNITS QTY SECONDS [PER_MINUTE [FUNC [ADDR]]]
+ *       NPORTS x max(UNITS, 1) meters, each read PER_MINUTE times a minute (default 60:
+ *       once a second; fractions allowed), the reads spread evenly over the period; one
+ *       connection per port, requests on it one after another (UNITS 0: unit id 1 on
+ *       every port; otherwise unit ids 1..UNITS); FUNC and ADDR as in closed.
+ *       Latency counts from the scheduled poll time, so queueing is included; an answer
+ *       later than TIMEOUT_S after its request was sent counts as a timeout as well
+ *       (a master would have given up on it), and a poll never answered as unanswered.
  *   loadgen storm HOST PORT CONNS QTY TIMEOUT_S
  *       CONNS connects at once, each then reads once; then one more connection
  *       reads once: how long until all were connected and answered, and how long
@@ -28,9 +31,9 @@
  * counted (crc_errors), so are answers from another unit id or function code or with another
  * byte count (bad_answers: the rest of the stream is ignored until the request times out).
  *
- * A request unanswered for TIMEOUT_S is counted (timeouts) and sent again, as a master
- * retries: an RTU slave is silent to a unit id it does not have, so a wrong unit id or a
- * lost frame shows as timeouts, never as a hang; every mode is bounded by its SECONDS.
+ * In closed mode a request unanswered for TIMEOUT_S is counted (timeouts) and sent again, as
+ * a master retries: an RTU slave is silent to a unit id it does not have, so a wrong unit id
+ * or a lost frame shows as timeouts, never as a hang; every mode is bounded by its SECONDS.
  *
  * Results are one line of JSON on stdout; latencies in microseconds.
  */
@@ -53,7 +56,7 @@
 
 #define HIST_US 2000000 /* latencies above 2 s land in the last bucket */
 #define BUF 600
-#define TIMEOUT_S 1.0 /* closed: a request unanswered this long is counted and sent again */
+#define TIMEOUT_S 1.0 /* a request unanswered this long is a timeout (closed: sent again) */
 
 static uint32_t *hist;
 static uint64_t hist_n;
@@ -295,9 +298,11 @@ static int run_closed(const char *host, int port, int nports, int nconns, int qt
     return 0;
 }
 
-static int run_fleet(const char *host, int port, int nports, int units, int qty, double seconds) {
+static int run_fleet(const char *host, int port, int nports, int units, int qty, double seconds,
+                     double per_minute) {
     int per_port = units > 0 ? units : 1;
     long meters = (long)nports * per_port;
+    double gap = 60.0 / (per_minute * meters); /* seconds between two polls of the fleet */
     int ep = epoll_create1(0);
     struct conn *conns = calloc(nports, sizeof *conns);
     for (int i = 0; i < nports; i++) {
@@ -328,31 +333,32 @@ static int run_fleet(const char *host, int port, int nports, int units, int qty,
     int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK);
     struct epoll_event tev = {.events = EPOLLIN, .data.u32 = 0xFFFFFFFF};
     epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &tev);
-    long total_polls = (long)(meters * seconds), next_poll = 0;
-    uint64_t answered = 0, errors = 0, max_queue = 0;
-    /* poll k: meter k % meters, at start + k / meters (meter m at m/meters of every second) */
+    long total_polls = (long)(seconds / gap), next_poll = 0;
+    uint64_t answered = 0, errors = 0, late = 0, max_queue = 0;
+    /* poll k: meter k % meters, at start + k * gap (meter m at m/meters of every period) */
     double deadline = start + seconds + 2.0; /* 2 s for the last answers */
     int failed = 0;
     while (answered + errors < (uint64_t)total_polls && !failed) {
         double t = now_s();
         if (t > deadline) break;
-        while (next_poll < total_polls && start + (double)next_poll / meters <= t) {
+        while (next_poll < total_polls && start + next_poll * gap <= t) {
             long m = next_poll % meters;
             struct conn *c = &conns[m / per_port];
             if (c->q_len == 256) { failed = 1; break; }
             int slot = (c->q_head + c->q_len) % 256;
             c->q_unit[slot] = units > 0 ? (int)(m % per_port) + 1 : 1;
-            c->q_time[slot] = start + (double)next_poll / meters;
+            c->q_time[slot] = start + next_poll * gap;
             c->q_len++;
             if ((uint64_t)c->q_len > max_queue) max_queue = c->q_len;
             if (!c->busy) {
+                c->sent_at = t;
                 if (send_read(c, ++tid, c->q_unit[c->q_head], qty) < 0) { failed = 1; break; }
                 c->busy = 1;
             }
             next_poll++;
         }
         if (next_poll < total_polls) {
-            double due = start + (double)next_poll / meters;
+            double due = start + next_poll * gap;
             struct itimerspec its = {0};
             its.it_value.tv_sec = (time_t)due;
             its.it_value.tv_nsec = (long)((due - (time_t)due) * 1e9);
@@ -370,21 +376,26 @@ static int run_fleet(const char *host, int port, int nports, int units, int qty,
                 if (!c->busy) continue;
                 record(t - c->q_time[c->q_head]);
                 if (func & 0x80) errors++; else answered++; /* a bad CRC (-1) is an error too */
+                if (t - c->sent_at > TIMEOUT_S) late++;
                 c->q_head = (c->q_head + 1) % 256;
                 c->q_len--;
                 c->busy = 0;
                 if (c->q_len > 0) {
+                    c->sent_at = t;
                     if (send_read(c, ++tid, c->q_unit[c->q_head], qty) < 0) { failed = 1; break; }
                     c->busy = 1;
                 }
             }
         }
     }
+    uint64_t unanswered = total_polls - answered - errors;
     printf("{\"framing\": \"%s\", \"meters\": %ld, \"polls\": %ld, \"answered\": %llu, "
-           "\"errors\": %llu, \"crc_errors\": %llu, \"bad_answers\": %llu, "
+           "\"errors\": %llu, \"timeouts\": %llu, \"unanswered\": %llu, \"crc_errors\": %llu, "
+           "\"bad_answers\": %llu, "
            "\"p50_us\": %ld, \"p99_us\": %ld, \"max_us\": %ld, \"max_queue\": %llu, \"failed\": %d}\n",
            rtu ? "rtu" : "tcp", meters, total_polls, (unsigned long long)answered,
-           (unsigned long long)errors, (unsigned long long)crc_errors, (unsigned long long)bad_answers,
+           (unsigned long long)errors, (unsigned long long)(late + unanswered),
+           (unsigned long long)unanswered, (unsigned long long)crc_errors, (unsigned long long)bad_answers,
            percentile_us(0.50), percentile_us(0.99), percentile_us(1.0),
            (unsigned long long)max_queue, failed);
     return 0;
@@ -551,8 +562,14 @@ int main(int argc, char **argv) {
         return run_closed(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), atoi(argv[6]), atof(argv[7]));
     }
     if (argc >= 8 && strcmp(mode, "fleet") == 0) {
+        double per_minute = argc >= 9 ? atof(argv[8]) : 60.0;
+        if (argc >= 10) read_func = (uint8_t)atoi(argv[9]);
+        if (argc >= 11) read_addr = (uint16_t)atoi(argv[10]);
+        if (read_func != 3 && read_func != 4) { fprintf(stderr, "loadgen: FUNC must be 3 or 4\n"); return 2; }
+        if (!(per_minute > 0)) { fprintf(stderr, "loadgen: PER_MINUTE must be above 0\n"); return 2; }
         expect_qty = atoi(argv[6]);
-        return run_fleet(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), atoi(argv[6]), atof(argv[7]));
+        return run_fleet(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), atoi(argv[6]), atof(argv[7]),
+                         per_minute);
     }
     if (argc >= 7 && strcmp(mode, "storm") == 0) {
         expect_qty = atoi(argv[5]);
