@@ -2,14 +2,16 @@
 
 Usage:
   benchmark.py [--quick] [--only NAMES] [--seconds S] [--rounds N] [--fleet-seconds S]
-               [--drift-seconds S] [--port PORT] [--baseline DIR]
+               [--drift-seconds S] [--port PORT] [--baseline DIR] [--engine-sizes LIST]
+               [--engine-interval S] [--engine-poll R] [--engine-seconds S]
+               [--engine-profile NAME]
   benchmark.py --tick-phase SECONDS
   benchmark.py -h | --help
 
 Options:
   --quick              A few seconds per scenario, to try it out.
   --only NAMES         Comma-separated scenario groups: closed, profiles, faults, rtu,
-                       rtu-serial, storm, fleet, tick, site [default: all].
+                       rtu-serial, storm, fleet, tick, site, engine [default: all].
   --seconds S          Seconds of load per throughput scenario and round [default: 5].
   --rounds N           Rounds per throughput scenario, servers taking turns; the median
                        round is shown [default: 3].
@@ -17,8 +19,19 @@ Options:
   --drift-seconds S    Seconds of the tick-schedule drift run [default: 600].
   --port PORT          First TCP port to use on 127.0.0.1 [default: 27000].
   --baseline DIR       A checkout of an earlier version (git worktree add DIR REV): the
-                       faults and rtu groups also run its scripts/run_meter.py (rtu: its
-                       Modbus/TCP side) [default: none].
+                       faults, rtu and engine groups also run its scripts/run_meter.py (rtu:
+                       its Modbus/TCP side) [default: none].
+  --engine-sizes LIST  Meters of the engine group's fleets, comma-separated: 1000 (5 ports x
+                       200 unit ids), 10000 (50 x 200), 100000 (405 x 247, 100,035 meters)
+                       [default: 1000,10000,100000].
+  --engine-interval S  Seconds between the engine group's ticks; auto: 1 below 100,000
+                       meters, 10 from there [default: auto].
+  --engine-poll R      Reads of each meter a minute in the engine group's polled window (0:
+                       none); auto: about 1,000 reads/s over the fleet, at most 60
+                       [default: auto].
+  --engine-seconds S   Seconds of each of the engine group's two windows [default: 60].
+  --engine-profile NAME  Also run every engine size with --profile NAME --pv-kwp 8, e.g.
+                       sdm630 [default: none].
   --tick-phase SECONDS (internal) time ticks of 1,000 meters in this process.
   -h, --help           Show this text.
 
@@ -36,7 +49,15 @@ line, one at a time, as an RS485 master on a bus would. The site group runs 100 
 (--count 100 --site --pv-kwp 8 --battery-kwh 10) ticking every second, unread, against 100
 and 200 plain meters with panels (CPU, tick time, RSS), and 4-register reads over 10
 connections of a site's grid meter (unit id 200) and inverter (unit id 1, SunSpec model 103)
-against a plain meter's.
+against a plain meter's. The engine group starts fleets of 1,000 to 100,000 meters (gateways
+of 200 or 247 unit ids) ticking, with the control port on for /metrics' tick counts, and
+shows the start time (until every port accepts and the last meter answers a read), the CPU
+share over a window unread and one polled (the load generator's fleet mode at --engine-poll
+reads a meter a minute: 4 registers, FC 0x04 from 0 for sdm630), CPU per tick and per
+request (polled CPU less the unread share, over the requests), peak and current RSS and the
+answers, next to the targets: 10,000 seed meters every 1 s at most 15 % of a core and
+100 MB, with sdm630 and panels 25 % and 150 MB; 100,000 every 10 s started within 30 s, at
+most 30 % and 1 GB.
 """
 from __future__ import annotations
 
@@ -46,6 +67,7 @@ import re
 import select
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -79,6 +101,18 @@ SITE_COUNT = 100
 SITE_OPTIONS = ("--site", "--pv-kwp", "8", "--battery-kwh", "10")
 SITE_READS = {"plain meter": (1, 0), "site unit 200": (200, 0), "site unit 1": (1, 40070)}
 SERIAL_LINE = re.compile(r"Modbus RTU on serial (\S+) ")  # the start line's path (contract 1)
+# the engine group: meters as ports x unit ids; 100,000 needs 247 ids (--unit-ids' most), 100,035
+ENGINE_LAYOUTS = {1000: (5, 200), 10_000: (50, 200), 100_000: (405, 247)}
+ENGINE_TARGETS = (  # meters, tick interval s, map (+ panels), then start s, CPU % unread, RSS MB
+    (10_000, 1.0, None, None, 15, 100),
+    (10_000, 1.0, "sdm630", None, 25, 150),
+    (100_000, 10.0, None, 30, 30, 1024),
+)
+ENGINE_PV_KWP = 8  # --engine-profile's meters have panels too: the target's second fleet
+ENGINE_READS = {"sdm630": (4, 0), "sunspec": (3, 40070), "sunspec-float": (3, 40070)}  # FC, address
+ENGINE_READ_REGISTERS = 4
+ENGINE_READS_PER_S = 1000  # the default load: the fleet group's, served there by all three
+ENGINE_START_TIMEOUT_S = 600  # seconds; 100,000 meters take today's engine about a minute
 
 
 def pinned(cpu: int):
@@ -147,7 +181,7 @@ class Server:
     def __init__(self, kind: str, port: int, count: int = 1, units: int = 0,
                  loadgen: str = "", profile: str = "seed", root: Path = ROOT,
                  fault_elsewhere: bool = False, framing: str = "tcp", serial: str = "",
-                 extra: tuple[str, ...] = ()) -> None:
+                 extra: tuple[str, ...] = (), ready=None, start_timeout_s: float = 180.0) -> None:
         if fault_elsewhere:
             count = 2
         self.kind, self.port, self.count = kind, port, count
@@ -176,15 +210,22 @@ class Server:
         self.log = tempfile.TemporaryFile()
         # the package of root (a baseline checkout's own, not the installed one)
         env = dict(os.environ, PYTHONPATH=str(root)) if kind == "ours" else None
+        started = time.monotonic()
         self.proc = subprocess.Popen(argv, preexec_fn=pinned(SERVER_CPU), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self.log, env=env)
-        deadline = time.monotonic() + 180  # 1,000 default DataBanks take a while to allocate
-        while not (accepts(port) and accepts(port + count - 1)):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
+        if ready is None:
+            def ready() -> bool:
+                return accepts(port) and accepts(port + count - 1)
+        # the default 180 s: 1,000 default DataBanks take a while to allocate
+        deadline = started + start_timeout_s
+        while not ready():
+            exited = self.proc.poll() is not None
+            if exited or time.monotonic() > deadline:
                 err = self.stderr()
                 self.stop()
-                raise StartError(kind, err)
+                raise StartError(kind, err, "" if exited else f"not ready within {start_timeout_s:g} s")
             time.sleep(0.1)
+        self.start_s = time.monotonic() - started  # process start until ready() held
         if fault_elsewhere:  # a delay fault on the second port: the first one is measured
             self.add_fault(port + HTTP_PORT_OFFSET, {"type": "delay", "delay_ms": 1000,
                                                      "scope": {"port": port + 1}})
@@ -224,8 +265,15 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
     def peak_rss_mb(self) -> float:
+        return self.status_mb("VmHWM")
+
+    def rss_mb(self) -> float:
+        """The resident set now (the peak may be start-up's alone)."""
+        return self.status_mb("VmRSS")
+
+    def status_mb(self, field: str) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
         return float("nan")
 
@@ -580,6 +628,205 @@ def sites(loadgen: str, port: int, seconds: float, rounds: int) -> dict:
     return {"idle": idle, "reads": reads}
 
 
+# --- engine: large fleets ticking, unread and polled ---
+
+def engine_layout(size: int) -> tuple[int, int]:
+    """Ports and unit ids a port for about size meters: the targets' layouts, else gateways of
+    up to 200 unit ids (a size no layout gives exactly is rounded up)."""
+    if size in ENGINE_LAYOUTS:
+        return ENGINE_LAYOUTS[size]
+    ports = -(-size // 200)
+    return ports, -(-size // ports)
+
+
+def engine_per_minute(meters: int, per_minute: float | None) -> float:
+    """Reads a meter gets a minute: as asked, else about ENGINE_READS_PER_S over the whole fleet
+    (at most one a second a meter), so every size's per-request cost stands out of the ticks'."""
+    if per_minute is not None:
+        return per_minute
+    return float(f"{min(60.0, ENGINE_READS_PER_S * 60 / meters):.2g}")  # 0.6, not 0.59979
+
+
+def answers(port: int, unit: int, func: int, address: int) -> bool:
+    """Whether a Modbus/TCP read of unit at port is answered, not with an exception."""
+    request = struct.pack(">HHHBBHH", 1, 0, 6, unit, func, address, ENGINE_READ_REGISTERS)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(request)
+            answer = sock.recv(300)
+    except OSError:
+        return False
+    return len(answer) >= 8 and answer[7] == func
+
+
+def engine_ready(port: int, ports: int, units: int, func: int, address: int):
+    """Server's ready(): every port accepts and the last meter answers a read, as the fleet's
+    last client would find it (the first and last port alone may open before the rest)."""
+    pending = list(range(port, port + ports))
+
+    def ready() -> bool:
+        while pending and accepts(pending[0]):
+            pending.pop(0)
+        return not pending and answers(port + ports - 1, units, func, address)
+    return ready
+
+
+def tick_counts(http_port: int) -> tuple[float, float]:
+    """Ticks so far and the seconds they took, from the control port's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=120) as answer:
+        lines = answer.read().decode().splitlines()
+    values = dict(line.rsplit(" ", 1) for line in lines if line.startswith("meter_simulator_tick"))
+    return (float(values["meter_simulator_ticks_total"]),
+            float(values["meter_simulator_tick_duration_seconds_sum"]))
+
+
+def engine_window(server: Server, http_port: int, loadgen: str, seconds: float, load: tuple) -> dict:
+    """The server's CPU, ticks and tick time over seconds unread, or over the load generator's
+    run. The scrapes stay outside the CPU window: one of 100,000 meters is not free."""
+    ticks0, tick_s0 = tick_counts(http_port)
+    cpu0, wall0 = server.cpu_s(), time.monotonic()
+    if load:
+        r = run_load(loadgen, *load)
+    else:
+        time.sleep(seconds)  # the server ticks on its own
+        r = {}
+    r["cpu_s"], r["wall_s"] = server.cpu_s() - cpu0, time.monotonic() - wall0
+    ticks1, tick_s1 = tick_counts(http_port)
+    r["ticks"] = ticks = ticks1 - ticks0
+    r["cpu_pct"] = 100 * r["cpu_s"] / r["wall_s"]
+    r["cpu_ms_per_tick"] = r["cpu_s"] * 1000 / ticks if ticks else None
+    r["tick_ms"] = (tick_s1 - tick_s0) * 1000 / ticks if ticks else None
+    return r
+
+
+def engine_run(loadgen: str, port: int, size: int, interval: float, per_minute: float,
+               seconds: float, root: Path, profile: str | None) -> dict:
+    """One server of size meters: its start time, a window unread, a window polled, its RSS."""
+    ports, units = engine_layout(size)
+    func, address = ENGINE_READS.get(profile or "seed", (3, 0))
+    http_port = port + ports  # above the Modbus ports; /metrics counts the ticks
+    extra = ("--interval", f"{interval:g}", "--http", str(http_port))
+    if profile:
+        extra += ("--profile", profile, "--pv-kwp", str(ENGINE_PV_KWP))
+    try:
+        server = Server("ours", port, count=ports, units=units, root=root, extra=extra,
+                        ready=engine_ready(port, ports, units, func, address),
+                        start_timeout_s=ENGINE_START_TIMEOUT_S)
+    except StartError as exc:  # a row that says why, and the other runs go on
+        return {"error": exc.reason}
+    try:
+        r = {"start_s": server.start_s,
+             "unread": engine_window(server, http_port, loadgen, seconds, ())}
+        if per_minute:
+            r["polled"] = engine_window(server, http_port, loadgen, seconds, (
+                "fleet", "127.0.0.1", port, ports, units, ENGINE_READ_REGISTERS, seconds,
+                f"{per_minute:g}", func, address))
+            polled, unread = r["polled"], r["unread"]
+            # the load generator's warm-up read on every port is a request too
+            requests = polled["answered"] + polled["errors"] + ports
+            extra_cpu_s = polled["cpu_s"] - unread["cpu_pct"] / 100 * polled["wall_s"]
+            r["cpu_us_per_req"] = extra_cpu_s / requests * 1e6
+        r["peak_rss_mb"], r["rss_mb"] = server.peak_rss_mb(), server.rss_mb()
+    finally:
+        server.stop()
+    return r
+
+
+def engine(loadgen: str, port: int, sizes: list[int], interval: float | None,
+           per_minute: float | None, seconds: float, profile: str | None,
+           baseline: Path | None) -> list[dict]:
+    """Fleets of each size ticking, unread and then polled, ours and (baseline) an earlier
+    version in turns, with the seed map and (profile) a device map with panels."""
+    roots = {"ours": ROOT, **({"baseline": baseline} if baseline is not None else {})}
+    rows = []
+    for size in sizes:
+        ports, units = engine_layout(size)
+        every = interval if interval is not None else (10.0 if size >= 100_000 else 1.0)
+        rate = engine_per_minute(ports * units, per_minute)
+        print(f"\n## engine: {ports * units:,} meters ({ports} ports x {units} unit ids), a tick "
+              f"every {every:g} s, {seconds:g} s unread, then {seconds:g} s with each meter read "
+              f"{rate:g} times a minute ({ports * units * rate / 60:,.0f} reads/s)", flush=True)
+        # CPU % unread and polled; CPU ms/tick (unread) and the tick's wall time from /metrics
+        print(f"{'server':<22} {'start s':>7} {'CPU %':>6} {'polled':>6} {'ms/tick':>7} "
+              f"{'tick ms':>7} {'us/req':>7} {'answered':>15} {'timeouts':>8} {'peak MB':>7} "
+              f"{'now MB':>7}  target")
+        for variant in (None, profile) if profile else (None,):
+            for label, root in roots.items():
+                row = {"server": label + (f" {variant}+pv" if variant else ""), "size": size,
+                       "meters": ports * units, "interval_s": every, "per_minute": rate,
+                       "profile": variant}
+                row.update(engine_run(loadgen, port, size, every, rate, seconds, root, variant))
+                print_engine_row(row)
+                rows.append(row)
+    return rows
+
+
+def engine_target(row: dict) -> tuple | None:
+    """The target (start s, CPU % unread, peak RSS MB; None: none set) the row is held to."""
+    for size, interval, profile, *limits in ENGINE_TARGETS:
+        if (row["size"], row["interval_s"], row["profile"]) == (size, interval, profile):
+            return tuple(limits)
+    return None
+
+
+def engine_misses(row: dict, target: tuple) -> list[str]:
+    """What of the target the row misses, as words; empty when it meets it all."""
+    if "error" in row:
+        return [row["error"]]
+    start_s, cpu_pct, rss_mb = target
+    figures = ((start_s, row["start_s"], "start"), (cpu_pct, row["unread"]["cpu_pct"], "CPU"),
+               (rss_mb, row["peak_rss_mb"], "RSS"))
+    return [what for limit, value, what in figures if limit is not None and value > limit]
+
+
+def target_text(target: tuple | None) -> str:
+    if target is None:
+        return "(none set)"
+    start_s, cpu_pct, rss_mb = target
+    return ", ".join(([f"start < {start_s:g} s"] if start_s else []) +
+                     [f"<= {cpu_pct:g} % of a core", f"<= {rss_mb:g} MB"])
+
+
+def print_engine_row(row: dict) -> None:
+    if "error" in row:
+        print(f"{row['server']:<22} did not start: {row['error']}", flush=True)
+        return
+    unread, polled = row["unread"], row.get("polled")
+
+    def num(value, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    answered = f"{polled['answered']}/{polled['polls']}" if polled else "-"
+    print(f"{row['server']:<22} {row['start_s']:>7.1f} {unread['cpu_pct']:>6.1f} "
+          f"{num(polled and polled['cpu_pct'], '.1f'):>6} {num(unread['cpu_ms_per_tick'], '.1f'):>7} "
+          f"{num(unread['tick_ms'], '.1f'):>7} {num(row.get('cpu_us_per_req'), '.0f'):>7} "
+          f"{answered:>15} {num(polled and polled['timeouts'], 'd'):>8} "
+          f"{row['peak_rss_mb']:>7.1f} {row['rss_mb']:>7.1f}  {target_text(engine_target(row))}",
+          flush=True)
+    if polled and (polled["errors"] or polled["failed"]):
+        print(f"  !! {row['server']}: {polled['errors']} exception answers, the load generator's "
+              f"queue overflowed: {bool(polled['failed'])}")
+
+
+def engine_summary(rows: list[dict]) -> None:
+    """Every engine row in one line, against its target where one is set."""
+    for row in rows:
+        what = (f"engine, {row['meters']:,} meters{' ' + row['profile'] + '+pv' if row['profile'] else ''}"
+                f" every {row['interval_s']:g} s, {row['server'].split()[0]}")
+        target = engine_target(row)
+        if "error" in row:
+            print(f"{what}: did not start ({row['error']})")
+            continue
+        misses = engine_misses(row, target) if target else []
+        verdict = "" if target is None else (" - missed: " + ", ".join(misses) if misses else " - met")
+        polled = row.get("polled")
+        print(f"{what}{f' ({target_text(target)})' if target else ''}: start {row['start_s']:.1f} s, CPU "
+              f"{row['unread']['cpu_pct']:.1f} % unread" +
+              (f", {polled['cpu_pct']:.1f} % polled, {polled['answered']}/{polled['polls']} answered, "
+               f"{polled['timeouts']} timeouts" if polled else "") +
+              f", RSS {row['peak_rss_mb']:.0f} MB peak, {row['rss_mb']:.0f} MB now{verdict}")
+
+
 def tick(seconds: float) -> dict:
     """Tick time and schedule drift of 1,000 electric meters, in a pinned process of their own."""
     print(f"\n## updater: 1,000 electric meters, interval 1 s, {seconds:g} s", flush=True)
@@ -688,7 +935,7 @@ def rtu_summary(rtu_rows, pty_result) -> None:
 
 
 def summary(closed_rows, profile_rows, storm_results, fleet_rows, tick_result,
-            fault_rows=(), rtu_rows=(), pty_result=None) -> None:
+            fault_rows=(), rtu_rows=(), pty_result=None, engine_rows=()) -> None:
     print("\n## targets")
     if closed_rows:
         print_worst(closed_rows, "rps", min, "throughput vs bare pyModbusTCP (>= 0.90x in every scenario)")
@@ -738,6 +985,7 @@ def summary(closed_rows, profile_rows, storm_results, fleet_rows, tick_result,
         print("tick of 1,000 meters with a device map (<= 1.5x the seed map's): " + ", ".join(
             f"{name} {ratio(t['tick_median_ms'], seed)}" for name, t in by_profile.items()
             if name != "seed"))
+    engine_summary(engine_rows)
 
 
 def check_rtu(only: set[str]) -> None:
@@ -747,6 +995,23 @@ def check_rtu(only: set[str]) -> None:
         if group in only and not offers(ROOT, option):
             sys.exit(f"benchmark: the {group} group needs {option}, which {ROOT / 'scripts'}"
                      f"/run_meter.py does not offer (leave the group out with --only)")
+
+
+def engine_options(args: dict, quick: bool) -> tuple:
+    """The engine group's sizes, interval (None: by size), reads a meter a minute (None: by
+    size), window seconds and map (None: the seed map alone), checked before anything runs."""
+    try:
+        sizes = [int(size) for size in args["--engine-sizes"].split(",")]
+        interval = None if args["--engine-interval"] == "auto" else float(args["--engine-interval"])
+        poll = None if args["--engine-poll"] == "auto" else float(args["--engine-poll"])
+        seconds = 5.0 if quick else float(args["--engine-seconds"])
+    except ValueError as exc:
+        sys.exit(f"benchmark: engine: {exc}")
+    if min(sizes) < 1 or (interval is not None and interval <= 0) or (poll is not None and poll < 0):
+        sys.exit("benchmark: engine: sizes of at least 1, an interval above 0 and reads of at "
+                 "least 0 a minute")
+    profile = None if args["--engine-profile"] == "none" else args["--engine-profile"]
+    return sizes, interval, poll, seconds, profile
 
 
 def main() -> int:
@@ -761,7 +1026,8 @@ def main() -> int:
     drift_s = 10.0 if quick else float(args["--drift-seconds"])
     storm_timeout_s = 10.0 if quick else 70.0
     port = int(args["--port"])
-    groups = {"closed", "profiles", "faults", "rtu", "rtu-serial", "storm", "fleet", "tick", "site"}
+    groups = {"closed", "profiles", "faults", "rtu", "rtu-serial", "storm", "fleet", "tick", "site",
+              "engine"}
     baseline = None if args["--baseline"] == "none" else Path(args["--baseline"]).resolve()
     only = groups if args["--only"] == "all" else set(args["--only"].split(","))
     if not only <= groups:
@@ -783,9 +1049,11 @@ def main() -> int:
         fleet_rows = fleet(loadgen, port, fleet_s) if "fleet" in only else []
         if "site" in only:
             sites(loadgen, port, fleet_s, rounds)
+        engine_rows = engine(loadgen, port, *engine_options(args, quick), baseline) \
+            if "engine" in only else []
     tick_result = tick(drift_s) if "tick" in only else {}
     summary(closed_rows, profile_rows, storm_results, fleet_rows, tick_result, fault_rows, rtu_rows,
-            pty_result)
+            pty_result, engine_rows)
     print(f"\nload average at the end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     return 0
 
