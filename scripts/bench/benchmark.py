@@ -210,6 +210,11 @@ class Server:
         self.log = tempfile.TemporaryFile()
         # the package of root (a baseline checkout's own, not the installed one)
         env = dict(os.environ, PYTHONPATH=str(root)) if kind == "ours" else None
+        # another program on the port would be measured in this one's place
+        taken = [p for p in {port, port + count - 1} if accepts(p)]
+        if taken:
+            self.log.close()
+            raise StartError(kind, b"", f"port {taken[0]} is taken by another program; --port moves the run")
         started = time.monotonic()
         self.proc = subprocess.Popen(argv, preexec_fn=pinned(SERVER_CPU), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=self.log, env=env)
@@ -672,9 +677,17 @@ def engine_ready(port: int, ports: int, units: int, func: int, address: int):
 
 
 def tick_counts(http_port: int) -> tuple[float, float]:
-    """Ticks so far and the seconds they took, from the control port's /metrics."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=120) as answer:
-        lines = answer.read().decode().splitlines()
+    """Ticks so far and the seconds they took, from the control port's /metrics; nan if three
+    scrapes fail (on a loaded machine the control port may close one unanswered)."""
+    for _ in range(3):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=120) as answer:
+                lines = answer.read().decode().splitlines()
+            break
+        except OSError:
+            time.sleep(1.0)
+    else:
+        return float("nan"), float("nan")
     values = dict(line.rsplit(" ", 1) for line in lines if line.startswith("meter_simulator_tick"))
     return (float(values["meter_simulator_ticks_total"]),
             float(values["meter_simulator_tick_duration_seconds_sum"]))
@@ -693,9 +706,10 @@ def engine_window(server: Server, http_port: int, loadgen: str, seconds: float, 
     r["cpu_s"], r["wall_s"] = server.cpu_s() - cpu0, time.monotonic() - wall0
     ticks1, tick_s1 = tick_counts(http_port)
     r["ticks"] = ticks = ticks1 - ticks0
+    counted = ticks > 0  # False for nan too: a scrape failed
     r["cpu_pct"] = 100 * r["cpu_s"] / r["wall_s"]
-    r["cpu_ms_per_tick"] = r["cpu_s"] * 1000 / ticks if ticks else None
-    r["tick_ms"] = (tick_s1 - tick_s0) * 1000 / ticks if ticks else None
+    r["cpu_ms_per_tick"] = r["cpu_s"] * 1000 / ticks if counted else None
+    r["tick_ms"] = (tick_s1 - tick_s0) * 1000 / ticks if counted else None
     return r
 
 
