@@ -239,3 +239,14 @@ def test_same_seed_same_flow_columns():
 
     for meter_type in ("water", "gas"):
         assert run(meter_type, 1) == run(meter_type, 1) != run(meter_type, 2)
+
+
+@pytest.mark.parametrize("meter_type", ("electric", "water", "gas"))
+def test_the_total_and_rate_are_what_the_reading_shows(meter_type):
+    columns = make_columns(meter_type, 5, random.Random(2), 19 * 3600.0)
+    for _ in range(50):
+        columns.step(60.0)
+    for meter in rows(columns):
+        reading = meter.reading
+        rate = sum(reading.powers_w) if meter_type == "electric" else reading.rate
+        assert meter.total_and_rate() == pytest.approx((reading.total, rate), rel=1e-12)

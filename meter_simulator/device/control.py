@@ -420,10 +420,7 @@ class Control:
         with self.updater.lock:
             for meter in self.meters:
                 device = meter.device
-                reading, counters, _ = device.shown
-                rate = reading.rate if device.meter_type != "electric" else sum(reading.powers_w)
-                rows.append((meter, device.meter_type, device.online, counters[device.meter.total_counter],
-                             rate))
+                rows.append((meter, device.meter_type, device.online, *device.total_and_rate()))
         return rows
 
 

@@ -134,6 +134,14 @@ class Device:
             return self.meter.shown(self.meter.tick)
         return self._shown
 
+    def total_and_rate(self) -> tuple[float, float]:
+        """The total clients see now and the rate (electric: the net power, W), for metrics."""
+        if self.live and self.meter.lazy:
+            return self.meter.total_and_rate()
+        reading, counters, _ = self._shown
+        rate = reading.rate if self.meter_type != "electric" else sum(reading.powers_w)
+        return counters[self.meter.total_counter], rate
+
     def publish(self) -> None:
         """Publish the current readings (the frozen ones while offline or frozen) and status: the
         image is built at the first read after it (live_image)."""

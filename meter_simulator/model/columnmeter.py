@@ -79,6 +79,10 @@ class ColumnMeter:
     def total(self) -> float:
         return self.counters[self.total_counter]
 
+    def total_and_rate(self) -> tuple[float, float]:
+        """The total and the rate (electric: the net power, W) shown now."""
+        return self.columns.total_and_rate(self.row, self.columns.tick)
+
     @property
     def demand(self) -> ColumnDemand | None:
         return ColumnDemand(self.columns, self.row) if self.columns.has_demand else None

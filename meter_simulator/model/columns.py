@@ -110,6 +110,10 @@ class Columns:
         """(reading, counters, demands) of one meter at one tick, as its model shows them."""
         raise NotImplementedError
 
+    def total_and_rate(self, row: int, tick: Tick) -> tuple[float, float]:
+        """One meter's total and rate at one tick (electric: the net power, W), read cheaply."""
+        raise NotImplementedError
+
     def state_values(self, row: int) -> dict[str, float]:
         """Every counter (and maximum demand) of one meter by name, for the state file."""
         return dict(zip(self.model.counter_names, self.tick.counters[row].tolist()))
@@ -242,6 +246,9 @@ class ElectricColumns(Columns):
             reactive_var=tuple(values[VARS]), apparent_va=tuple(values[VOLTAMPS]),
             pv_w=values[GENERATION], current_neutral_a=values[NEUTRAL])
         return reading, counters, demands
+
+    def total_and_rate(self, row: int, tick: Tick) -> tuple[float, float]:
+        return float(tick.counters[row, 0]), sum(tick.table[row, WATTS].tolist())
 
     def state_values(self, row: int) -> dict[str, float]:
         tick = self.tick

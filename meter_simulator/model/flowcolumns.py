@@ -90,6 +90,9 @@ class FlowColumns(Columns):
                              temperature_c=temperature_c, pressure=pressure, in_band=bool(in_band)),
                 {"volume_total": total}, {})
 
+    def total_and_rate(self, row: int, tick: Tick) -> tuple[float, float]:
+        return float(tick.counters[row, 0]), float(tick.table[row, FLOW_COLUMN])
+
     def _copy_state(self, row: int, meter: FlowMeter) -> None:
         flows = self._fixture_flow[row].tolist()
         for index, (fixture, on) in enumerate(zip(meter._fixtures, self._fixtures.on[row].tolist())):
