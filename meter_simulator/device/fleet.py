@@ -38,11 +38,12 @@ def plan(meter_type: str, port: int, count: int, unit_ids: Sequence[int] | None,
          pv_kwp: float = 0.0, site: SitePlan | None = None) -> list[PortPlan]:
     """count ports from port, each one meter or (with unit_ids) one meter per unit id.
 
-    Every meter draws its own random generator from rng, so the meters differ from
-    one another and the whole fleet is reproducible from one seed. new_device makes a
-    Device (with its bank) from a meter, a profile (None: the seed map) and the meter's
-    identity: the meter id it shows (its unit id in gateway mode, else 1), its serial number
-    and its key. site: every port serves a site (an inverter and a grid meter through profile).
+    The meters are rows of one set of columns (model.engine) whose generator is seeded from
+    rng, so the meters differ from one another and the whole fleet is reproducible from one
+    seed; a site draws its own generator from rng, its household a row of the sites' columns.
+    new_device makes a Device (with its bank) from a meter, a profile (None: the seed map)
+    and the meter's identity: the meter id it shows (its unit id in gateway mode, else 1),
+    its serial number and its key. site: every port serves a site (an inverter and a grid meter through profile).
     """
     endpoints = []
     rows = iter(fleet_rows(meter_type, count * (len(unit_ids) if unit_ids is not None else 1),
