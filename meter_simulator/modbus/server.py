@@ -59,9 +59,13 @@ class MeterBank(DataBank):
         self._image = image
 
 
+# what a bank holds until its meter publishes; images never change, so every bank shares it
+ZERO_IMAGE = Image.of([0] * registers.REGISTER_COUNT, [False] * registers.COIL_COUNT)
+
+
 def new_bank() -> MeterBank:
     """A bank sized to the map, all zero until its meter publishes."""
-    return MeterBank(Image.of([0] * registers.REGISTER_COUNT, [False] * registers.COIL_COUNT))
+    return MeterBank(ZERO_IMAGE)
 
 
 def new_device(meter: Meter, profile: Profile | None = None, **identity) -> Device:
