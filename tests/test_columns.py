@@ -250,3 +250,26 @@ def test_the_total_and_rate_are_what_the_reading_shows(meter_type):
         reading = meter.reading
         rate = sum(reading.powers_w) if meter_type == "electric" else reading.rate
         assert meter.total_and_rate() == pytest.approx((reading.total, rate), rel=1e-12)
+
+
+def test_an_image_built_of_a_tick_keeps_none_of_its_arrays_alive():
+    import gc
+    import weakref
+
+    from meter_simulator.device import fleet
+    from meter_simulator.device.updater import Updater
+    from meter_simulator.modbus.server import new_device
+
+    endpoints = fleet.plan("electric", 1, 1, (1, 2), random.Random(1), NOON_S, new_device)
+    devices = [device for endpoint in endpoints for device in endpoint.devices]
+    now = [0.0]
+    updater = Updater(devices, clock=lambda: now[0])
+    first = devices[0].bank.image  # built of the first tick
+    old_table = weakref.ref(devices[0].meter.tick.table)
+    for _ in range(3):
+        now[0] += 1.0
+        updater.tick()
+    gc.collect()
+    assert old_table() is None  # the image built of it did not keep the tick's arrays
+    assert devices[0].bank.image is not first  # a read after the ticks builds a new one
+    assert devices[0].bank.image is devices[0].bank.image  # and keeps it until the next tick

@@ -171,13 +171,16 @@ class Device:
         publishes, pending, meter = self._publishes, self._pending, self.meter
         if pending is None and not meter.lazy:  # it has just left its columns: publish() comes
             pending = (TickDevice(self, self.demand_time), *self._shown_by(meter), self.no_alarm)
-        source = meter.tick if pending is None else pending
+        tick = meter.tick if pending is None else None
+        # never the Tick itself, whose arrays would stay alive: its number (the same int object
+        # for as long as the tick is the columns' last one; a later tick's is another number)
+        source = pending if tick is None else tick.number
         built = self._built
         if built is not None and built[0] is source and built[1] == publishes:
             return built[2]
-        if pending is None:
-            reading, counters, demands = meter.shown(source)
-            pending = (TickDevice(self, source.demand_time_min), reading, counters, demands,
+        if tick is not None:
+            reading, counters, demands = meter.shown(tick)
+            pending = (TickDevice(self, tick.demand_time_min), reading, counters, demands,
                        reading.in_band)
         view, reading, counters, demands, no_alarm = pending
         image = view.encode(reading, counters, demands, no_alarm)

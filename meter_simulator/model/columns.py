@@ -12,6 +12,7 @@ the ElectricMeter in exactly the row's state, which from then on steps on its ow
 """
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -55,14 +56,19 @@ ELECTRIC_STATE = ELECTRIC_COUNTERS + MAX_DEMANDS  # what the state file keeps of
 MAXIMA = slice(len(DEMANDS), None)  # a tick's maximum demands, after the demands
 
 
+TICK_NUMBERS = itertools.count()  # every Tick's number, distinct in the process
+
+
 class Tick:
     """One published step of the columns: the shown table, counters and demands (never changed
     once published) and the time of day."""
 
-    __slots__ = ("table", "counters", "demands", "time_of_day_s", "demand_time_min")
+    __slots__ = ("number", "table", "counters", "demands", "time_of_day_s", "demand_time_min")
 
     def __init__(self, table, counters, demands, time_of_day_s: float,
                  demand_time_min: float = 0.0) -> None:
+        # what an image built of this tick keeps of it: a reference would keep its arrays alive
+        self.number = next(TICK_NUMBERS)
         self.table, self.counters, self.demands = table, counters, demands
         self.time_of_day_s = time_of_day_s
         self.demand_time_min = demand_time_min  # minutes into the demand period
