@@ -43,7 +43,8 @@ def plan(meter_type: str, port: int, count: int, unit_ids: Sequence[int] | None,
     seed; a site draws its own generator from rng, its household a row of the sites' columns.
     new_device makes a Device (with its bank) from a meter, a profile (None: the seed map)
     and the meter's identity: the meter id it shows (its unit id in gateway mode, else 1),
-    its serial number and its key. site: every port serves a site (an inverter and a grid meter through profile).
+    its serial number and its key. site: every port serves a site (an inverter and a grid
+    meter through profile).
     """
     endpoints = []
     rows = iter(fleet_rows(meter_type, count * (len(unit_ids) if unit_ids is not None else 1),
