@@ -1,6 +1,7 @@
 """BoundedConnections (net/connections.py) on a line-echo server of the test's own, real sockets on
 loopback: the limit and its refusal count, the allow list, every thread joined on close (also one
-still starting, one ending), none started after it, and the thread names each server gives."""
+still starting, one ending), none started after it, and the thread names each server gives; a
+connection's bounded waits (net/waits.py)."""
 from __future__ import annotations
 
 import ipaddress
@@ -23,6 +24,7 @@ from meter_simulator.modbus.tcp import MeterTCPServer
 from meter_simulator.model.meters import make_meter
 from meter_simulator.net.acceptor import Acceptor
 from meter_simulator.net.connections import BoundedConnections
+from meter_simulator.net.waits import TIMED_OUT, bound_waits
 from support import closed_by_server, wait_for
 
 PREFIX = "test-connection"
@@ -204,3 +206,18 @@ def test_each_server_names_its_connection_threads(make, prefix):
         server.server_close()
         server.end_connections()
     assert not [thread for thread in server.threads if thread.is_alive()]
+
+
+@pytest.mark.parametrize("wait_s", [0.05, 0.0])
+def test_a_bounded_recv_returns_what_came_or_times_out_within_its_bound(wait_s):
+    mine, peer = socket.socketpair()
+    with mine, peer:
+        bound_waits(mine, wait_s)  # 0: the shortest bound, never "wait forever"
+        start = time.monotonic()
+        with pytest.raises(TIMED_OUT):
+            mine.recv(16)
+        assert time.monotonic() - start < 1.0
+        peer.sendall(b"frame")
+        assert mine.recv(16) == b"frame"
+        peer.close()
+        assert mine.recv(16) == b""  # the peer's close still ends a blocked recv

@@ -10,6 +10,7 @@ import time
 from pyModbusTCP.server import ModbusServer
 
 from ..device.faults import MBAP_TCP
+from ..net.waits import TIMED_OUT, bound_waits
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,8 @@ class ConnectionHandler(Exchange, ModbusServer.ModbusService):
         self.counts: dict[int, int] = {}  # requests by function code << 2 | result, exceptions
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # Every blocking call returns within POLL_S, and the loop then looks at the server's
-        # stop and the idle deadline: one settimeout per connection, none per request.
-        self.request.settimeout(POLL_S)
+        # stop and the idle deadline: set once per connection, none per request.
+        bound_waits(self.request, POLL_S)
         self.idle_timeout_s = getattr(self.server, "idle_timeout_s", 0) or 0
         self._closed = getattr(self.server, "closed", None)  # set when the listener closes
         self._received = bytearray()  # bytes read ahead of the frame being parsed
@@ -137,7 +138,7 @@ class ConnectionHandler(Exchange, ModbusServer.ModbusService):
         while len(received) < size:
             try:
                 chunk = self.request.recv(RECV_AHEAD_BYTES)
-            except socket.timeout:
+            except TIMED_OUT:
                 chunk = None
             if chunk == b"":
                 raise ModbusServer.NetworkError("closed by the client")
@@ -153,15 +154,45 @@ class ConnectionHandler(Exchange, ModbusServer.ModbusService):
     def send_all(self, data: bytes) -> None:
         """Send data whole; a client that stops reading its answers is bounded by the same
         deadline as one that stops sending."""
-        view = memoryview(data)
-        while view:
-            try:
-                sent = self.request.send(view)
-            except socket.timeout:
-                sent = 0
-            view = view[sent:]
-            if view:
+        try:
+            sent = self.request.send(data)
+        except TIMED_OUT:
+            sent = 0
+        if sent < len(data):  # rare: a full send buffer; what is left goes on in slices
+            view = memoryview(data)[sent:]
+            while view:
                 self.check_alive()
+                try:
+                    sent = self.request.send(view)
+                except TIMED_OUT:
+                    sent = 0
+                view = view[sent:]
+
+    def next_request(self) -> tuple[int, int, bytes]:
+        """(transaction id, unit id, PDU) of the next request; FramingError when the bytes are
+        not Modbus/TCP. With nothing read ahead, a recv that brings one whole frame (a client
+        that waits for each answer) is parsed in place; anything else goes through the
+        read-ahead buffer."""
+        received = self._received
+        while not received:
+            try:
+                chunk = self.request.recv(RECV_AHEAD_BYTES)
+            except TIMED_OUT:
+                self.check_alive()
+                continue
+            if not chunk:
+                raise ModbusServer.NetworkError("closed by the client")
+            if len(chunk) >= MBAP.size:
+                tid, protocol_id, length, unit_id = MBAP.unpack_from(chunk)
+                if len(chunk) == MBAP.size - 1 + length and protocol_id == 0 \
+                        and MIN_MBAP_LENGTH <= length <= MAX_MBAP_LENGTH:
+                    return tid, unit_id, chunk[MBAP.size:]
+                received += chunk  # more than a frame, or a bad header: read_mbap() says which
+            else:
+                received += chunk
+                self.check_alive()  # also between the bytes of a client that sends slowly
+        tid, length, unit_id = self.read_mbap()
+        return tid, unit_id, self.recv_exact(length - 1)
 
     def read_mbap(self) -> tuple[int, int, int]:
         """(transaction id, length, unit id) of the next 7 bytes; FramingError when they are not
@@ -187,8 +218,7 @@ class ConnectionHandler(Exchange, ModbusServer.ModbusService):
             peer = self.request.getpeername()
             log.debug("connection from %s port %s", peer[0], peer[1])
             while True:
-                tid, length, unit_id = self.read_mbap()
-                pdu = self.recv_exact(length - 1)
+                tid, unit_id, pdu = self.next_request()
                 self.mark_active()
                 request_faults = server.request_faults
                 if request_faults:
@@ -232,16 +262,16 @@ class ConnectionHandler(Exchange, ModbusServer.ModbusService):
                 if len(received) >= MAX_HELD_AHEAD_BYTES:
                     closed.wait(min(left_s, POLL_S))
                     continue
-                sock.settimeout(min(left_s, POLL_S))
+                bound_waits(sock, min(left_s, POLL_S))
                 try:
                     chunk = sock.recv(RECV_AHEAD_BYTES)
-                except socket.timeout:
+                except TIMED_OUT:
                     continue
                 if not chunk:  # also a stopping server's shutdown of the socket
                     raise ModbusServer.NetworkError("closed by the client while its request waited")
                 received += chunk
         finally:
-            sock.settimeout(POLL_S)
+            bound_waits(sock, POLL_S)
 
 
 def corrupted(answer: bytes, mode: str) -> bytes:

@@ -7,7 +7,6 @@ CRC. Faults act as on Modbus/TCP (mbap.py's inject), framed as RTU.
 """
 from __future__ import annotations
 
-import socket
 import time
 
 from pyModbusTCP.constants import EXP_GATEWAY_TARGET_DEVICE_FAILED_TO_RESPOND
@@ -15,6 +14,7 @@ from pyModbusTCP.server import ModbusServer
 
 from ..device.faults import RTU_TCP
 from ..maps.image import READ_FUNCTIONS
+from ..net.waits import TIMED_OUT, bound_waits
 from .mbap import POLL_S, RECV_AHEAD_BYTES, RESULT_EXCEPTION, RESULT_OK, ConnectionHandler, log
 from .rtu import FRAME_KEY, REQUEST, Deframer, RtuBus, crc16, framed
 from .rtuface import RtuFace
@@ -54,14 +54,14 @@ class RtuConnectionHandler(RtuFace, ConnectionHandler):
         while True:
             deadline_s = deframer.deadline_s
             if deadline_s is not None:
-                sock.settimeout(min(max(deadline_s - time.monotonic(), 0.0), POLL_S))
+                bound_waits(sock, min(max(deadline_s - time.monotonic(), 0.0), POLL_S))
                 waiting = True
             try:
                 chunk = sock.recv(RECV_AHEAD_BYTES)
-            except socket.timeout:
+            except TIMED_OUT:
                 chunk = None
             if waiting:
-                sock.settimeout(POLL_S)
+                bound_waits(sock, POLL_S)
             if chunk == b"":
                 raise ModbusServer.NetworkError("closed by the client")
             if chunk:
@@ -85,7 +85,7 @@ class RtuConnectionHandler(RtuFace, ConnectionHandler):
                 else:  # receive() inlined: nothing pending, the socket's timeout is POLL_S
                     try:
                         data = recv(RECV_AHEAD_BYTES)
-                    except socket.timeout:
+                    except TIMED_OUT:
                         self.check_alive()
                         continue
                     if not data:
