@@ -262,7 +262,7 @@ class ConnectionHandler(Exchange, ModbusServer.ModbusService):
                 if len(received) >= MAX_HELD_AHEAD_BYTES:
                     closed.wait(min(left_s, POLL_S))
                     continue
-                bound_waits(sock, min(left_s, POLL_S))
+                sock.settimeout(min(left_s, POLL_S))  # Python's: to the ms, the kernel's to a tick
                 try:
                     chunk = sock.recv(RECV_AHEAD_BYTES)
                 except TIMED_OUT:

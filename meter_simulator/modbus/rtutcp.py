@@ -54,7 +54,8 @@ class RtuConnectionHandler(RtuFace, ConnectionHandler):
         while True:
             deadline_s = deframer.deadline_s
             if deadline_s is not None:
-                bound_waits(sock, min(max(deadline_s - time.monotonic(), 0.0), POLL_S))
+                # Python's timeout: to the ms, where the kernel's bound is a tick (up to 10 ms)
+                sock.settimeout(min(max(deadline_s - time.monotonic(), 0.0), POLL_S))
                 waiting = True
             try:
                 chunk = sock.recv(RECV_AHEAD_BYTES)

@@ -3,10 +3,12 @@ SO_SNDTIMEO), so a connection thread still wakes to look at its deadlines withou
 of a Python socket timeout.
 
 A socket with settimeout() makes every recv and send two system calls, a poll() and then
-the call, and each lets go of the GIL: with tens of connection threads every release hands
-the GIL to another thread and back, about 4 µs of server CPU a request. A blocking socket
-whose waits the kernel bounds costs one call; a wait that runs out raises BlockingIOError
-(EAGAIN), which TIMED_OUT catches along with socket.timeout.
+the call, and each lets go of the GIL: with tens of connection threads each release is a
+chance for the GIL to go to another thread and back (docs/performance.md). A blocking
+socket whose waits the kernel bounds costs one call; a wait that runs out raises
+BlockingIOError (EAGAIN), which TIMED_OUT catches along with socket.timeout. The kernel
+counts the bound in scheduler ticks (1 to 10 ms): a wait that must end on time, such as a
+frame's silence, still takes a Python timeout for its span (TIMED_OUT catches that too).
 """
 from __future__ import annotations
 
