@@ -11,7 +11,7 @@ from .columns import Columns, Tick
 from .flow import GAS_FIXTURES, L_PER_M3, WATER_FIXTURES, FlowMeter, GasMeter, WaterMeter
 from .meter import fast_reading
 from .processcolumns import DriftColumns, OnOffColumns
-from .processes import S_PER_H, S_PER_MIN, DriftSpec, household_activity
+from .processes import S_PER_H, S_PER_MIN, household_activity
 from .reading import Reading
 
 # the shown values, a column each in Tick.table
@@ -22,12 +22,8 @@ FIXTURE_SPREAD = (0.8, 1.2)  # a fixture's flow, drawn when it opens, of its nom
 class FlowColumns(Columns):
     """count water or gas meters: flow in L/min from fixtures in use, volume in m3."""
 
-    model: type[FlowMeter] = FlowMeter
+    model: type[WaterMeter | GasMeter] = WaterMeter  # its drifts and pressure rule: the model's
     fixtures: tuple = ()
-    temperature = pressure = DriftSpec(0.0, 0.0, 1.0, 0.0, 0.0)  # each type's drifts
-    pressure_limits = (0.0, 0.0)
-    pressure_per_l_min = 0.0  # the pressure dips with the flow
-    pressure_noise = 0.0
 
     def __init__(self, count: int, rng: random.Random, time_of_day_s: float = 12 * S_PER_H) -> None:
         super().__init__(count, rng, time_of_day_s)
@@ -36,8 +32,8 @@ class FlowColumns(Columns):
                                       [off_s for _, _, off_s in self.fixtures], generator, count)
         self._nominal = np.array([nominal for nominal, _, _ in self.fixtures])
         self._fixture_flow = np.zeros(self._fixtures.on.shape)  # L/min of each fixture that is on
-        self._temperature = DriftColumns(self.temperature, generator, count)
-        self._pressure = DriftColumns(self.pressure, generator, count)
+        self._temperature = DriftColumns(self.model.temperature, generator, count)
+        self._pressure = DriftColumns(self.model.pressure, generator, count)
         self._init_more(generator)
         self.tick = self._publish(self._shown(self._draw(0.0)))
 
@@ -63,10 +59,11 @@ class FlowColumns(Columns):
 
     def _with_pressure(self, dt_s: float, flow: np.ndarray) -> tuple:
         generator = self._generator
-        pressure = (self._pressure.step(dt_s, generator) - self.pressure_per_l_min * flow
-                    + generator.normal(0.0, self.pressure_noise, self.count))
+        model = self.model
+        pressure = (self._pressure.step(dt_s, generator) - model.pressure_per_l_min * flow
+                    + generator.normal(0.0, model.pressure_noise, self.count))
         temperature = self._temperature.step(dt_s, generator)
-        return flow, temperature, np.clip(pressure, *self.pressure_limits)
+        return flow, temperature, np.clip(pressure, *model.pressure_limits)
 
     def _shown(self, raw: tuple) -> np.ndarray:
         """The rounded values shown (FlowMeter._store_raw) and their bands (bands.flow_in_band)."""
@@ -111,11 +108,6 @@ class WaterColumns(FlowColumns):
 
     model = WaterMeter
     fixtures = WATER_FIXTURES
-    temperature = WaterMeter.temperature
-    pressure = WaterMeter.pressure
-    pressure_limits = WaterMeter.pressure_limits
-    pressure_per_l_min = WaterMeter.pressure_per_l_min
-    pressure_noise = WaterMeter.pressure_noise
 
     def _draw(self, dt_s: float) -> tuple:
         return self._with_pressure(dt_s, self._fixtures_flow(dt_s))
@@ -126,11 +118,6 @@ class GasColumns(FlowColumns):
 
     model = GasMeter
     fixtures = GAS_FIXTURES
-    temperature = GasMeter.temperature
-    pressure = GasMeter.pressure
-    pressure_limits = GasMeter.pressure_limits
-    pressure_per_l_min = GasMeter.pressure_per_l_min
-    pressure_noise = GasMeter.pressure_noise
 
     def _init_more(self, generator: np.random.Generator) -> None:
         on_s, off_s = GasMeter.burner
