@@ -1,4 +1,5 @@
-"""ElectricColumns: the electric household of electric.py for many meters at once, one row a meter.
+"""Columns: many meters of one type at once, one row a meter; ElectricColumns: the electric
+household of electric.py so.
 
 A fleet's meters share their clock, their step and (with panels) their kWp, so their states
 are columns of arrays and one step draws, derives and integrates every meter in a few
@@ -37,9 +38,7 @@ from .meter import Meter, fast_reading
 from .processes import DAY_S, S_PER_H
 from .quantities import DEMANDS, ELECTRIC_COUNTERS, MAX_DEMANDS
 from .reading import Reading
-from .solar import (
-    MAX_KWP,
-)
+from .solar import MAX_KWP
 
 COUNTER_INDEX = {name: index for index, name in enumerate(ELECTRIC_COUNTERS)}
 # per kind of energy (electric.energy_names' order), the counter of L1, L2, L3 and the total
@@ -54,7 +53,6 @@ HERTZ, PF_TOTAL, GENERATION, NEUTRAL, IN_BAND = 18, 19, 20, 21, 22
 COLUMNS = 23
 ELECTRIC_STATE = ELECTRIC_COUNTERS + MAX_DEMANDS  # what the state file keeps of an electric meter
 MAXIMA = slice(len(DEMANDS), None)  # a tick's maximum demands, after the demands
-
 
 TICK_NUMBERS = itertools.count()  # every Tick's number, distinct in the process
 
