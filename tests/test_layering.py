@@ -229,3 +229,12 @@ def imports_of_script(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             names.add(node.module.split(".")[0])
     return names
+
+
+def test_the_allocator_is_tuned_by_the_program_alone():
+    # mallopt is process-wide and cannot be undone: main() calls it only when run as the program
+    sources_calling = [module_id(path) for path in PACKAGE.rglob("*.py")
+                       if "tune_allocator(" in path.read_text(encoding="utf-8")]
+    assert sources_calling == ["app/main.py"]
+    text = (PACKAGE / "app" / "main.py").read_text(encoding="utf-8")
+    assert "    if argv is None:\n        tune_allocator()" in text
